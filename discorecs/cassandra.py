@@ -1,0 +1,206 @@
+"""Cassandra access shared by every writer and reader: connect, apply the schema, upsert rows.
+
+Nothing here keeps a module-level session: callers open a :class:`CassandraConnection` at their
+edge (a CLI command, a Spark partition, a Flask app) and pass it on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from cassandra import ConsistencyLevel
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import Cluster, NoHostAvailable, Session
+from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.policies import DCAwareRoundRobinPolicy, RoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import PreparedStatement
+
+from cassandra_schema import table_statements
+from discorecs import tables
+from discorecs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 64
+
+
+class CassandraError(RuntimeError):
+    """Cassandra could not be reached or refused a statement; the message says which and why."""
+
+
+class CassandraConnection:
+    """A cluster and its session for one keyspace; close it when done (or use ``with``)."""
+
+    def __init__(self, cluster: Cluster, session: Session, keyspace: str) -> None:
+        self.cluster = cluster
+        self.session = session
+        self.keyspace = keyspace
+        self._prepared: dict[str, PreparedStatement] = {}
+
+    def prepare(self, cql: str) -> PreparedStatement:
+        """Prepare ``cql`` once per connection and reuse it afterwards."""
+        statement = self._prepared.get(cql)
+        if statement is None:
+            statement = self.session.prepare(cql)
+            self._prepared[cql] = statement
+        return statement
+
+    def close(self) -> None:
+        self.cluster.shutdown()
+
+    def __enter__(self) -> CassandraConnection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def connect(
+    settings: Settings, *, keyspace: str | None = None, connect_timeout: float = 10.0
+) -> CassandraConnection:
+    """Open a session to the configured cluster, using ``keyspace`` if given.
+
+    The native protocol version is pinned from the settings: automatic negotiation fails
+    against Cassandra 2.1, and 4.1/5.0 accept an explicit v3 or v4 alike.
+    """
+    if settings.cassandra_local_dc:
+        balancing = TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc))
+    else:
+        balancing = TokenAwarePolicy(RoundRobinPolicy())
+    auth = None
+    if settings.cassandra_username:
+        auth = PlainTextAuthProvider(settings.cassandra_username, settings.cassandra_password or "")
+    cluster = Cluster(
+        contact_points=list(settings.cassandra_contact_points),
+        port=settings.cassandra_port,
+        protocol_version=settings.cassandra_protocol_version,
+        load_balancing_policy=balancing,
+        auth_provider=auth,
+        connect_timeout=connect_timeout,
+        control_connection_timeout=connect_timeout,
+    )
+    where = f"{','.join(settings.cassandra_contact_points)}:{settings.cassandra_port}"
+    try:
+        session = cluster.connect(keyspace)
+    except NoHostAvailable as error:
+        cluster.shutdown()
+        raise CassandraError(
+            f"cannot reach Cassandra at {where} (protocol v{settings.cassandra_protocol_version}): "
+            f"{_first_reason(error)}; start it with `discorecs up` or fix "
+            "DISCORECS_CASSANDRA_CONTACT_POINTS / DISCORECS_CASSANDRA_PORT"
+        ) from error
+    except Exception as error:  # e.g. InvalidRequest for a keyspace that does not exist
+        cluster.shutdown()
+        raise CassandraError(
+            f"cannot open keyspace {keyspace!r} at {where}: {error}; "
+            "create it with `discorecs init-schema`"
+        ) from error
+    session.default_consistency_level = ConsistencyLevel.LOCAL_QUORUM
+    return CassandraConnection(cluster, session, keyspace or "")
+
+
+def schema_script(settings: Settings) -> list[str]:
+    """Every statement that creates the keyspace and its tables, in order (idempotent)."""
+    keyspace = settings.cassandra_keyspace
+    statements = [
+        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
+        f"{settings.cassandra_replication.as_cql_map()}"
+    ]
+    for statement in table_statements():
+        statements.append(
+            re.sub(
+                r"^CREATE TABLE IF NOT EXISTS ",
+                f"CREATE TABLE IF NOT EXISTS {keyspace}.",
+                statement,
+            )
+        )
+    return statements
+
+
+def apply_schema(settings: Settings) -> list[str]:
+    """Create the keyspace and every table if missing; returns the tables the keyspace has.
+
+    Safe to run any number of times. Each statement runs on its own so an error names the
+    statement that failed.
+    """
+    with connect(settings) as connection:
+        for statement in schema_script(settings):
+            try:
+                connection.session.execute(statement, timeout=60)
+            except Exception as error:
+                raise CassandraError(
+                    f"Cassandra rejected a schema statement: {error}\n  statement: {statement}"
+                ) from error
+        # Schema changes travel between nodes asynchronously; wait until they agree.
+        connection.cluster.control_connection.wait_for_schema_agreement()
+        connection.cluster.refresh_schema_metadata()
+        keyspace = connection.cluster.metadata.keyspaces.get(settings.cassandra_keyspace)
+        return sorted(keyspace.tables) if keyspace else []
+
+
+def upsert_rows(
+    connection: CassandraConnection,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> int:
+    """Insert (= upsert) ``rows`` into ``table`` with one prepared statement and bounded
+    concurrency; returns the number of rows written.
+
+    Cassandra inserts are upserts on the primary key, so writing the same rows again changes
+    nothing: replays after a crash are safe. Any failed row raises :class:`CassandraError`
+    naming the table and the row, after the rest of the chunk has been tried.
+    """
+    if table not in tables.ALL_TABLES:
+        raise ValueError(f"unknown table {table!r}; tables are listed in discorecs.tables")
+    placeholders = ", ".join("?" for _ in columns)
+    statement = connection.prepare(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+    )
+    written = 0
+    chunk: list[Sequence[Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= 10_000:
+            written += _execute_chunk(connection, statement, table, chunk, concurrency)
+            chunk = []
+    if chunk:
+        written += _execute_chunk(connection, statement, table, chunk, concurrency)
+    return written
+
+
+def _execute_chunk(
+    connection: CassandraConnection,
+    statement: PreparedStatement,
+    table: str,
+    chunk: list[Sequence[Any]],
+    concurrency: int,
+) -> int:
+    results = execute_concurrent_with_args(
+        connection.session, statement, chunk, concurrency=concurrency, raise_on_first_error=False
+    )
+    failures = [(row, result) for row, (ok, result) in zip(chunk, results, strict=True) if not ok]
+    if failures:
+        row, error = failures[0]
+        raise CassandraError(
+            f"{len(failures)} of {len(chunk)} rows failed to write to {table}; first: {row!r}: "
+            f"{error}. The write is idempotent: fix the cause and run the same step again."
+        )
+    return len(chunk)
+
+
+def release_version(connection: CassandraConnection) -> str:
+    """The Cassandra server version, e.g. ``2.1.0``."""
+    return str(connection.session.execute("SELECT release_version FROM system.local").one()[0])
+
+
+def _first_reason(error: NoHostAvailable) -> str:
+    errors = getattr(error, "errors", None) or {}
+    for host, reason in errors.items():
+        return f"{host}: {reason}"
+    return str(error)

@@ -1,0 +1,147 @@
+"""The ``discorecs`` command: one entry point with a subcommand per task.
+
+Errors the user can act on (bad settings, a port in use, a service that will not start) are
+printed as one ``discorecs: error:`` paragraph and exit with status 1, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from discorecs import __version__
+from discorecs.cassandra import CassandraError, apply_schema, schema_script
+from discorecs.services.base import ServiceError, ServiceStatus
+from discorecs.services.install import InstallError, find_java
+from discorecs.services.manager import LocalServices
+from discorecs.settings import Settings, SettingsError, load_settings
+
+USER_ERRORS = (SettingsError, ServiceError, InstallError, CassandraError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(config_file=args.config)
+        return int(args.handler(settings, args) or 0)
+    except USER_ERRORS as error:
+        print(f"discorecs: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("discorecs: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="discorecs",
+        description="Vinyl recommendations from the Discogs catalog (lambda architecture).",
+    )
+    parser.add_argument("--version", action="version", version=f"discorecs {__version__}")
+    parser.add_argument(
+        "--config", help="TOML settings file (default: $DISCORECS_CONFIG; env vars override it)"
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(
+        name: str, handler: Callable[[Settings, argparse.Namespace], int | None], help_text: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    up = command(
+        "up",
+        cmd_up,
+        "install (first run) and start the local broker and Cassandra, "
+        "apply the schema, check Spark",
+    )
+    up.add_argument(
+        "--skip-spark-check", action="store_true", help="do not run the ~5 s Spark local-mode check"
+    )
+    command("down", cmd_down, "stop the local services that `up` started")
+    command("status", cmd_status, "show each local service: state, ports, pid, version, log")
+    command(
+        "init-schema", cmd_init_schema, "create the keyspace and tables if missing (idempotent)"
+    )
+    command("schema", cmd_schema, "print the full CQL script (keyspace included) for cqlsh")
+    return parser
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    services = LocalServices(settings)
+    statuses = services.up()
+    if not args.skip_spark_check:
+        from discorecs.spark import check_spark  # pyspark is slow to import; only when needed
+
+        print(f"spark: local mode works (Spark {check_spark(settings)})", file=sys.stderr)
+    print_statuses(statuses, settings)
+    return 0
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    stopped = LocalServices(settings).down()
+    print("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    statuses = LocalServices(settings).status()
+    print_statuses(statuses, settings)
+    return 0 if all(status.state == "up" for status in statuses) else 3
+
+
+def cmd_init_schema(settings: Settings, args: argparse.Namespace) -> int:
+    tables = apply_schema(settings)
+    print(f"keyspace {settings.cassandra_keyspace}: {len(tables)} tables ({', '.join(tables)})")
+    return 0
+
+
+def cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
+    for statement in schema_script(settings):
+        print(statement + ";")
+    return 0
+
+
+def print_statuses(statuses: list[ServiceStatus], settings: Settings) -> None:
+    rows = [("SERVICE", "STATE", "PORTS", "PID", "VERSION", "LOG")]
+    for status in statuses:
+        rows.append(
+            (
+                status.name,
+                status.state,
+                ",".join(map(str, status.ports)) or "-",
+                str(status.pid or "-"),
+                status.version or "-",
+                status.log or "-",
+            )
+        )
+    rows.append(("spark", "local mode", "-", "-", _spark_version(), settings.spark_master))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _spark_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        pyspark = version("pyspark")
+    except Exception:
+        return "pyspark not installed"
+    try:
+        java = find_java(install_if_missing=False).version
+    except InstallError:
+        java = "missing"
+    return f"pyspark {pyspark}, java {java}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""One typed settings object for every part of discorecs.
+
+Values come from, in increasing order of precedence: the defaults below (which run everything
+locally on 127.0.0.1), an optional TOML file (``DISCORECS_CONFIG`` or ``--config``), and
+environment variables named ``DISCORECS_<FIELD>`` (``DISCORECS_CASSANDRA_PORT=9142``). Every
+value is checked when it is read, and a bad one raises :class:`SettingsError` naming the setting,
+the value and what is accepted, so a typo never surfaces later as a connection timeout.
+
+``discorecs.example.toml`` at the project root lists every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "DISCORECS_"
+CONFIG_ENV = "DISCORECS_CONFIG"
+SUPPORTED_PROTOCOL_VERSIONS = (3, 4, 5)
+DATA_ROOT_SCHEMES = ("file://", "s3a://", "hdfs://")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class SettingsError(ValueError):
+    """A setting has a value discorecs cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Replication:
+    """Keyspace replication: ``SimpleStrategy`` with one factor, or per-datacenter factors."""
+
+    strategy: str
+    factors: tuple[tuple[str, int], ...]
+
+    def as_cql_map(self) -> str:
+        """The replication map as CQL: ``{'class': 'SimpleStrategy', 'replication_factor': 1}``."""
+        entries = [f"'class': '{self.strategy}'"]
+        entries += [f"'{name}': {factor}" for name, factor in self.factors]
+        return "{" + ", ".join(entries) + "}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a discorecs process needs to know about where things are."""
+
+    kafka_bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
+    cassandra_contact_points: tuple[str, ...] = ("127.0.0.1",)
+    cassandra_port: int = 9042
+    cassandra_keyspace: str = "discorecs"
+    cassandra_protocol_version: int = 3
+    cassandra_replication: Replication = Replication("SimpleStrategy", (("replication_factor", 1),))
+    cassandra_local_dc: str | None = None
+    cassandra_username: str | None = None
+    cassandra_password: str | None = None
+    # Only for the local node `discorecs up` starts: its inter-node port and heap.
+    cassandra_storage_port: int = 7000
+    cassandra_max_heap: str = "1G"
+    data_root: str = ""
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "2g"
+    spark_shuffle_partitions: int = 16
+    # Where local services keep their state (pid files, logs, Cassandra data).
+    home: Path = Path("~/.discorecs")
+    # Where downloaded service distributions are kept, shared by every home.
+    cache_dir: Path = Path("~/.cache/discorecs")
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files, logs and service data of the local services."""
+        return self.home / "run"
+
+    @property
+    def broker_address(self) -> tuple[str, int]:
+        """Host and port of the first bootstrap server (the one a local broker listens on)."""
+        return split_host_port(self.kafka_bootstrap_servers[0], "kafka_bootstrap_servers")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (used by tests and the CLI's overrides)."""
+        return dataclasses.replace(self, **changes)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_file: str | Path | None = None
+) -> Settings:
+    """Read settings from an optional TOML file, then environment variables over it.
+
+    ``environ`` defaults to ``os.environ``; ``config_file`` defaults to ``$DISCORECS_CONFIG``.
+    """
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    config_file = config_file or environ.get(CONFIG_ENV)
+    if config_file:
+        raw.update(_read_config_file(Path(config_file)))
+    for field in dataclasses.fields(Settings):
+        env_name = ENV_PREFIX + field.name.upper()
+        if env_name in environ:
+            raw[field.name] = environ[env_name]
+    return settings_from_mapping(raw)
+
+
+def settings_from_mapping(raw: Mapping[str, Any]) -> Settings:
+    """Build and validate :class:`Settings` from plain values (strings from the environment,
+    or typed values from TOML)."""
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SettingsError(
+            f"unknown setting(s) {', '.join(unknown)}; "
+            f"known settings are: {', '.join(sorted(known))}"
+        )
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        parser = _PARSERS.get(name, _parse_text)
+        values[name] = parser(name, value)
+    settings = Settings(**values)
+    home = settings.home.expanduser().absolute()
+    cache_dir = settings.cache_dir.expanduser().absolute()
+    data_root = settings.data_root or str(home / "data")
+    return settings.replace(
+        home=home, cache_dir=cache_dir, data_root=_parse_data_root("data_root", data_root)
+    )
+
+
+def split_host_port(address: str, setting: str) -> tuple[str, int]:
+    """``"host:port"`` to ``(host, port)``, with an error naming ``setting`` if it is malformed."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
+        raise SettingsError(f"{_env(setting)}: {address!r} is not host:port (e.g. 127.0.0.1:9092)")
+    return host.strip("[]"), _parse_port(setting, port)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise SettingsError(
+            f"config file {path} does not exist; fix {CONFIG_ENV} or --config"
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def _env(setting: str) -> str:
+    return f"{ENV_PREFIX}{setting.upper()} (or '{setting}' in the config file)"
+
+
+def _parse_text(name: str, value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise SettingsError(f"{_env(name)} must not be empty")
+    return text
+
+
+def _parse_optional_text(name: str, value: Any) -> str | None:
+    text = str(value).strip()
+    return text or None
+
+
+def _parse_int(name: str, value: Any, low: int, high: int) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise SettingsError(f"{_env(name)}: {value!r} is not a whole number") from None
+    if not low <= number <= high:
+        raise SettingsError(f"{_env(name)}: {number} is outside {low}..{high}")
+    return number
+
+
+def _parse_port(name: str, value: Any) -> int:
+    try:
+        return _parse_int(name, value, 1, 65535)
+    except SettingsError:
+        raise SettingsError(f"{_env(name)}: {value!r} is not a port number (1-65535)") from None
+
+
+def _parse_list(name: str, value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    cleaned = tuple(str(item).strip() for item in items if str(item).strip())
+    if not cleaned:
+        raise SettingsError(f"{_env(name)} needs at least one entry (comma-separated)")
+    return cleaned
+
+
+def _parse_bootstrap_servers(name: str, value: Any) -> tuple[str, ...]:
+    servers = _parse_list(name, value)
+    for server in servers:
+        split_host_port(server, name)
+    return servers
+
+
+def _parse_protocol_version(name: str, value: Any) -> int:
+    try:
+        version = int(str(value).strip())
+    except ValueError:
+        version = -1
+    if version not in SUPPORTED_PROTOCOL_VERSIONS:
+        raise SettingsError(
+            f"{_env(name)}: {value!r} is not a supported CQL native protocol version; use one of "
+            f"{', '.join(map(str, SUPPORTED_PROTOCOL_VERSIONS))} (3 is the only one the local "
+            "Cassandra 2.1 speaks; 4 or 5 suit a Cassandra 4.1/5.0 cluster)"
+        )
+    return version
+
+
+def _parse_replication(name: str, value: Any) -> Replication:
+    """``SimpleStrategy:1`` or ``NetworkTopologyStrategy:dc1=3,dc2=3``."""
+    if isinstance(value, Replication):
+        return value
+    text = str(value).strip()
+    strategy, _, spec = text.partition(":")
+    usage = "use SimpleStrategy:<factor> or NetworkTopologyStrategy:<dc>=<factor>[,<dc>=<factor>]"
+    if strategy == "SimpleStrategy":
+        factor = _parse_int(name, spec or "x", 1, 99)
+        return Replication(strategy, (("replication_factor", factor),))
+    if strategy == "NetworkTopologyStrategy":
+        factors = []
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            dc, eq, factor = part.partition("=")
+            if not eq or not dc.strip():
+                raise SettingsError(
+                    f"{_env(name)}: {text!r}: {part!r} is not <dc>=<factor>; {usage}"
+                )
+            factors.append((dc.strip(), _parse_int(name, factor, 1, 99)))
+        if not factors:
+            raise SettingsError(f"{_env(name)}: {text!r} names no datacenter; {usage}")
+        return Replication(strategy, tuple(factors))
+    raise SettingsError(f"{_env(name)}: {text!r} is not understood; {usage}")
+
+
+def _parse_keyspace(name: str, value: Any) -> str:
+    text = _parse_text(name, value)
+    if not (text[0].isalpha() and text.replace("_", "").isalnum() and len(text) <= 48):
+        raise SettingsError(
+            f"{_env(name)}: {text!r} is not a valid keyspace name (letters, digits, underscores, "
+            "starting with a letter, at most 48 characters)"
+        )
+    return text
+
+
+def _parse_data_root(name: str, value: Any) -> str:
+    """A local folder (made absolute) or a ``file://``, ``s3a://`` or ``hdfs://`` URI."""
+    text = _parse_text(name, value)
+    if "://" in text:
+        if not text.startswith(DATA_ROOT_SCHEMES):
+            hint = " (Spark reads S3 through s3a://)" if text.startswith("s3://") else ""
+            raise SettingsError(
+                f"{_env(name)}: {text!r} has an unsupported scheme{hint}; use a local folder or "
+                f"one of {', '.join(DATA_ROOT_SCHEMES)}"
+            )
+        return text.rstrip("/")
+    return str(Path(text).expanduser().absolute())
+
+
+def _parse_path(name: str, value: Any) -> Path:
+    return Path(_parse_text(name, value))
+
+
+def _parse_memory(name: str, value: Any) -> str:
+    text = _parse_text(name, value)
+    if not (text[:-1].isdigit() and text[-1].lower() in "mg"):
+        raise SettingsError(f"{_env(name)}: {text!r} is not a memory size such as 512m or 2g")
+    return text
+
+
+_PARSERS = {
+    "kafka_bootstrap_servers": _parse_bootstrap_servers,
+    "cassandra_contact_points": _parse_list,
+    "cassandra_port": _parse_port,
+    "cassandra_keyspace": _parse_keyspace,
+    "cassandra_protocol_version": _parse_protocol_version,
+    "cassandra_replication": _parse_replication,
+    "cassandra_local_dc": _parse_optional_text,
+    "cassandra_username": _parse_optional_text,
+    "cassandra_password": _parse_optional_text,
+    "cassandra_storage_port": _parse_port,
+    "cassandra_max_heap": _parse_memory,
+    "data_root": _parse_data_root,
+    "spark_master": _parse_text,
+    "spark_driver_memory": _parse_memory,
+    "spark_shuffle_partitions": lambda name, value: _parse_int(name, value, 1, 100_000),
+    "home": _parse_path,
+    "cache_dir": _parse_path,
+}
