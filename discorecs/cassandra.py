@@ -13,7 +13,13 @@ from typing import Any
 
 from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import Cluster, NoHostAvailable, Session
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    Session,
+)
 from cassandra.concurrent import execute_concurrent_with_args
 from cassandra.policies import DCAwareRoundRobinPolicy, RoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import PreparedStatement
@@ -59,7 +65,11 @@ class CassandraConnection:
 
 
 def connect(
-    settings: Settings, *, keyspace: str | None = None, connect_timeout: float = 10.0
+    settings: Settings,
+    *,
+    keyspace: str | None = None,
+    connect_timeout: float = 10.0,
+    request_timeout: float = 20.0,
 ) -> CassandraConnection:
     """Open a session to the configured cluster, using ``keyspace`` if given.
 
@@ -73,11 +83,16 @@ def connect(
     auth = None
     if settings.cassandra_username:
         auth = PlainTextAuthProvider(settings.cassandra_username, settings.cassandra_password or "")
+    profile = ExecutionProfile(
+        load_balancing_policy=balancing,
+        consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+        request_timeout=request_timeout,
+    )
     cluster = Cluster(
         contact_points=list(settings.cassandra_contact_points),
         port=settings.cassandra_port,
         protocol_version=settings.cassandra_protocol_version,
-        load_balancing_policy=balancing,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=auth,
         connect_timeout=connect_timeout,
         control_connection_timeout=connect_timeout,
@@ -98,7 +113,6 @@ def connect(
             f"cannot open keyspace {keyspace!r} at {where}: {error}; "
             "create it with `discorecs init-schema`"
         ) from error
-    session.default_consistency_level = ConsistencyLevel.LOCAL_QUORUM
     return CassandraConnection(cluster, session, keyspace or "")
 
 

@@ -7,6 +7,8 @@ printed as one ``discorecs: error:`` paragraph and exit with status 1, never as 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections.abc import Callable, Sequence
 
@@ -65,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-spark-check", action="store_true", help="do not run the ~5 s Spark local-mode check"
     )
     command("down", cmd_down, "stop the local services that `up` started")
-    command("status", cmd_status, "show each local service: state, ports, pid, version, log")
+    status = command("status", cmd_status, "show each local service: state, ports, pid, version")
+    status.add_argument("--json", action="store_true", help="print the statuses as JSON")
     command(
         "init-schema", cmd_init_schema, "create the keyspace and tables if missing (idempotent)"
     )
@@ -92,7 +95,10 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     statuses = LocalServices(settings).status()
-    print_statuses(statuses, settings)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(status) for status in statuses], indent=2))
+    else:
+        print_statuses(statuses, settings)
     return 0 if all(status.state == "up" for status in statuses) else 3
 
 

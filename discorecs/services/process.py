@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -101,20 +100,32 @@ def spawn(
 ) -> PidRecord:
     """Start ``command`` detached from this terminal (its own session), output to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
+    # posix_spawn rather than Popen: the service outlives this process, so there is no Popen
+    # object to keep; `setsid` gives it its own session and process group.
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    previous_cwd = os.getcwd()
+    try:
+        os.chdir(cwd)
+        pid = os.posix_spawnp(
+            command[0],
             list(command),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            cwd=cwd,
-            start_new_session=True,
+            dict(env),
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, null_fd, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            ],
+            setsid=True,
         )
-    ticks = start_ticks(process.pid)
-    if ticks is None:  # died before we could look: report it as a start of 0 ticks
+    finally:
+        os.chdir(previous_cwd)
+        os.close(log_fd)
+        os.close(null_fd)
+    ticks = start_ticks(pid)
+    if ticks is None:  # died before we could look: record 0 ticks, which never matches
         ticks = 0
-    return PidRecord(process.pid, ticks, " ".join(command), tuple(ports), str(log_path))
+    return PidRecord(pid, ticks, " ".join(command), tuple(ports), str(log_path))
 
 
 def stop(record: PidRecord, timeout: float = 20.0) -> bool:
@@ -147,7 +158,8 @@ def tail(path: Path | str, lines: int = 20) -> str:
             text = handle.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    # Clip each line: a Java log line can run to kilobytes.
+    return "\n".join(line[:400] for line in text.splitlines()[-lines:])
 
 
 def _signal_group(pid: int, signum: int) -> None:

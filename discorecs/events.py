@@ -1,0 +1,131 @@
+"""The event contract between the producers and the stream.
+
+An event is one JSON object, keyed in Kafka by its user id::
+
+    {"event_id": "3f0c…", "user_id": 42, "release_id": 1234, "kind": "collection_add",
+     "event_time": "2026-11-25T07:04:21.123Z"}
+
+``parse_event`` is the single validator: the stream sends anything it rejects to the
+dead-letter table with the :class:`InvalidEvent` reason, and the producers' own output is
+round-tripped through it in tests.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from discorecs import topics
+
+
+class EventKind(StrEnum):
+    COLLECTION_ADD = "collection_add"
+    COLLECTION_REMOVE = "collection_remove"
+    WANTLIST_ADD = "wantlist_add"
+    WANTLIST_REMOVE = "wantlist_remove"
+    PLAY = "play"
+
+
+TOPIC_OF_KIND: dict[EventKind, str] = {
+    EventKind.COLLECTION_ADD: topics.COLLECTION_EVENTS,
+    EventKind.COLLECTION_REMOVE: topics.COLLECTION_EVENTS,
+    EventKind.WANTLIST_ADD: topics.ACTIVITY_EVENTS,
+    EventKind.WANTLIST_REMOVE: topics.ACTIVITY_EVENTS,
+    EventKind.PLAY: topics.ACTIVITY_EVENTS,
+}
+
+EVENT_FIELDS = ("event_id", "user_id", "release_id", "kind", "event_time")
+MAX_EVENT_ID_LENGTH = 64
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the contract; the message is the dead-letter reason."""
+
+
+@dataclass(frozen=True)
+class Event:
+    event_id: str
+    user_id: int
+    release_id: int
+    kind: EventKind
+    event_time: datetime
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_OF_KIND[self.kind]
+
+    @property
+    def key(self) -> bytes:
+        """The Kafka key: the user id, so one user's events stay in one partition, in order."""
+        return str(self.user_id).encode()
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "event_id": self.event_id,
+                "user_id": self.user_id,
+                "release_id": self.release_id,
+                "kind": self.kind.value,
+                "event_time": format_event_time(self.event_time),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+
+def format_event_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a ``Z``."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_event(payload: bytes | str | None) -> Event:
+    """Validate one raw payload against the contract, or raise :class:`InvalidEvent`."""
+    if payload is None:
+        raise InvalidEvent("empty payload")
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidEvent(f"not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"not a JSON object but {type(data).__name__}")
+    missing = [name for name in EVENT_FIELDS if data.get(name) is None]
+    if missing:
+        raise InvalidEvent(f"missing field(s): {', '.join(missing)}")
+    event_id = data["event_id"]
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID_LENGTH:
+        raise InvalidEvent(f"event_id must be a string of 1-{MAX_EVENT_ID_LENGTH} characters")
+    try:
+        kind = EventKind(data["kind"])
+    except ValueError:
+        kinds = ", ".join(kind.value for kind in EventKind)
+        raise InvalidEvent(f"unknown kind {data['kind']!r}; expected one of {kinds}") from None
+    return Event(
+        event_id=event_id,
+        user_id=_positive_id(data, "user_id"),
+        release_id=_positive_id(data, "release_id"),
+        kind=kind,
+        event_time=parse_event_time(data["event_time"]),
+    )
+
+
+def parse_event_time(value: Any) -> datetime:
+    """An ISO 8601 timestamp with a zone (``Z`` or an offset), as an aware UTC datetime."""
+    if not isinstance(value, str):
+        raise InvalidEvent(f"event_time must be an ISO 8601 string, got {value!r}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent(f"event_time {value!r} is not ISO 8601") from None
+    if moment.tzinfo is None:
+        raise InvalidEvent(f"event_time {value!r} has no time zone (add Z or an offset)")
+    return moment.astimezone(UTC)
+
+
+def _positive_id(data: dict[str, Any], name: str) -> int:
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidEvent(f"{name} must be a positive integer, got {value!r}")
+    return value

@@ -1,0 +1,64 @@
+"""Shared fixtures.
+
+The real broker and Cassandra are started once per test session, by the project's own service
+manager, in a temporary home on free ports: a demo running on the default ports is never
+touched, and nothing is left running afterwards.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from discorecs.services.manager import LocalServices
+from discorecs.settings import Settings, load_settings
+
+SHARED_DISCOGS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "discogs"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def test_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for an isolated home on free ports (shared download cache)."""
+    home = tmp_path_factory.mktemp("discorecs-home")
+    return load_settings(
+        {
+            "DISCORECS_HOME": str(home),
+            "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "DISCORECS_CASSANDRA_PORT": str(free_port()),
+            "DISCORECS_CASSANDRA_STORAGE_PORT": str(free_port()),
+            "DISCORECS_CASSANDRA_KEYSPACE": "discorecs_test",
+            "DISCORECS_CASSANDRA_MAX_HEAP": "768m",
+            "DISCORECS_SPARK_MASTER": "local[2]",
+            "DISCORECS_SPARK_DRIVER_MEMORY": "1g",
+            # One shuffle partition: test data is tiny, more partitions only add task overhead.
+            "DISCORECS_SPARK_SHUFFLE_PARTITIONS": "1",
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def services(test_settings: Settings) -> Iterator[Settings]:
+    """The real local broker and Cassandra (schema applied), up for the whole session."""
+    manager = LocalServices(test_settings, say=lambda message: None)
+    manager.up()
+    try:
+        yield test_settings
+    finally:
+        manager.down()
+
+
+@pytest.fixture(scope="session")
+def shared_discogs() -> Path:
+    """The real Discogs excerpts beside the project; tests skip where they are absent."""
+    if not SHARED_DISCOGS.is_dir():
+        pytest.skip(f"the shared Discogs excerpts are not at {SHARED_DISCOGS}")
+    return SHARED_DISCOGS

@@ -1,0 +1,80 @@
+"""Round trips through the project's Cassandra data layer against the real local node."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from discorecs import tables
+from discorecs.cassandra import CassandraError, connect, upsert_rows
+from discorecs.settings import load_settings
+
+pytestmark = pytest.mark.services
+
+RELEASE_COLUMNS = ("release_id", "title", "artists", "genres", "year", "master_id")
+
+
+def test_upsert_is_idempotent_and_overwrites_by_key(services):
+    rows = [
+        (9001, "Kind of Blue", ["Miles Davis"], ["Jazz"], 1959, 5460),
+        (9002, "Blue Train", ["John Coltrane"], ["Jazz"], 1957, None),
+    ]
+    with connect(services, keyspace=services.cassandra_keyspace) as connection:
+        assert upsert_rows(connection, tables.RELEASES, RELEASE_COLUMNS, rows) == 2
+        assert upsert_rows(connection, tables.RELEASES, RELEASE_COLUMNS, rows) == 2
+        upsert_rows(
+            connection, tables.RELEASES, ("release_id", "title"), [(9002, "Blue Train (RVG)")]
+        )
+        select = connection.prepare(
+            "SELECT release_id, title, artists, genres, year, master_id FROM releases "
+            "WHERE release_id IN (9001, 9002)"
+        )
+        found = sorted(tuple(row) for row in connection.session.execute(select))
+    assert found == [
+        (9001, "Kind of Blue", ["Miles Davis"], ["Jazz"], 1959, 5460),
+        (9002, "Blue Train (RVG)", ["John Coltrane"], ["Jazz"], 1957, None),
+    ]
+
+
+def test_collections_upsert_many_rows_with_bounded_concurrency(services):
+    added = datetime(2026, 11, 25, tzinfo=UTC)
+    rows = [(77, release_id, added) for release_id in range(1, 2001)]
+    with connect(services, keyspace=services.cassandra_keyspace) as connection:
+        upsert_rows(
+            connection,
+            tables.COLLECTIONS,
+            ("user_id", "release_id", "added_at"),
+            rows,
+            concurrency=16,
+        )
+        upsert_rows(connection, tables.COLLECTIONS, ("user_id", "release_id", "added_at"), rows)
+        count = connection.session.execute(
+            "SELECT COUNT(*) FROM collections WHERE user_id = 77"
+        ).one()[0]
+    assert count == 2000
+
+
+def test_bad_row_names_the_table(services):
+    with connect(services, keyspace=services.cassandra_keyspace) as connection:
+        with pytest.raises(CassandraError, match="failed to write to releases"):
+            upsert_rows(connection, tables.RELEASES, ("release_id", "year"), [(1, "not a year")])
+        with pytest.raises(ValueError, match="unknown table"):
+            upsert_rows(connection, "no_such_table", ("a",), [(1,)])
+
+
+def test_unreachable_cassandra_says_what_to_do(test_settings):
+    from tests.conftest import free_port
+
+    nowhere = test_settings.replace(cassandra_port=free_port())
+    with pytest.raises(CassandraError, match=r"cannot reach Cassandra.*discorecs up"):
+        connect(nowhere, connect_timeout=1)
+
+
+def test_protocol_version_comes_from_settings(services):
+    settings = load_settings(
+        {
+            "DISCORECS_CASSANDRA_PORT": str(services.cassandra_port),
+            "DISCORECS_CASSANDRA_PROTOCOL_VERSION": "3",
+        }
+    )
+    with connect(settings) as connection:
+        assert connection.cluster.protocol_version == 3

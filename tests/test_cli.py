@@ -1,0 +1,37 @@
+import pytest
+
+from discorecs.cli import main
+
+
+def test_bad_setting_is_one_clear_line(monkeypatch, capsys):
+    monkeypatch.setenv("DISCORECS_CASSANDRA_PORT", "nine")
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("discorecs: error: DISCORECS_CASSANDRA_PORT")
+    assert "Traceback" not in err
+
+
+def test_schema_prints_the_keyspace_with_configured_replication(monkeypatch, capsys):
+    monkeypatch.setenv("DISCORECS_CASSANDRA_REPLICATION", "NetworkTopologyStrategy:dc1=3")
+    monkeypatch.setenv("DISCORECS_CASSANDRA_KEYSPACE", "prod")
+    assert main(["schema"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        "CREATE KEYSPACE IF NOT EXISTS prod WITH replication = "
+        "{'class': 'NetworkTopologyStrategy', 'dc1': 3};"
+    )
+    assert "CREATE TABLE IF NOT EXISTS prod.recommendations (" in "\n".join(out)
+
+
+@pytest.mark.services
+def test_init_schema_and_status_against_running_services(services, monkeypatch, capsys):
+    monkeypatch.setenv("DISCORECS_HOME", str(services.home))
+    monkeypatch.setenv("DISCORECS_KAFKA_BOOTSTRAP_SERVERS", services.kafka_bootstrap_servers[0])
+    monkeypatch.setenv("DISCORECS_CASSANDRA_PORT", str(services.cassandra_port))
+    monkeypatch.setenv("DISCORECS_CASSANDRA_STORAGE_PORT", str(services.cassandra_storage_port))
+    monkeypatch.setenv("DISCORECS_CASSANDRA_KEYSPACE", services.cassandra_keyspace)
+    assert main(["init-schema"]) == 0
+    assert "14 tables" in capsys.readouterr().out
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "tansu 0.6.0" in out and "Cassandra 2.1.0" in out

@@ -1,0 +1,92 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from discorecs import topics
+from discorecs.events import Event, EventKind, InvalidEvent, parse_event
+
+
+def sample_event(**changes) -> Event:
+    fields = {
+        "event_id": "e-1",
+        "user_id": 42,
+        "release_id": 1234,
+        "kind": EventKind.COLLECTION_ADD,
+        "event_time": datetime(2026, 11, 25, 7, 4, 21, 123000, tzinfo=UTC),
+    }
+    fields.update(changes)
+    return Event(**fields)
+
+
+def test_round_trip_through_json():
+    event = sample_event(kind=EventKind.WANTLIST_REMOVE)
+    assert parse_event(event.to_json()) == event
+    assert event.to_json() == (
+        b'{"event_id":"e-1","user_id":42,"release_id":1234,"kind":"wantlist_remove",'
+        b'"event_time":"2026-11-25T07:04:21.123Z"}'
+    )
+
+
+def test_key_and_topic():
+    assert sample_event().key == b"42"
+    assert sample_event().topic == topics.COLLECTION_EVENTS
+    assert sample_event(kind=EventKind.PLAY).topic == topics.ACTIVITY_EVENTS
+
+
+def test_offsets_are_normalised_to_utc():
+    event = parse_event(
+        '{"event_id":"x","user_id":1,"release_id":2,"kind":"play",'
+        '"event_time":"2026-11-25T09:00:00+02:00"}'
+    )
+    assert event.event_time == datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (None, "empty payload"),
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (
+            b'{"event_id":"x","user_id":1,"kind":"play","event_time":"2026-01-01T00:00:00Z"}',
+            "missing field.*release_id",
+        ),
+        (
+            b'{"event_id":"x","user_id":0,"release_id":2,"kind":"play",'
+            b'"event_time":"2026-01-01T00:00:00Z"}',
+            "user_id must be a positive integer",
+        ),
+        (
+            b'{"event_id":"x","user_id":"7","release_id":2,"kind":"play",'
+            b'"event_time":"2026-01-01T00:00:00Z"}',
+            "user_id must be a positive integer",
+        ),
+        (
+            b'{"event_id":"x","user_id":1,"release_id":true,"kind":"play",'
+            b'"event_time":"2026-01-01T00:00:00Z"}',
+            "release_id must be a positive integer",
+        ),
+        (
+            b'{"event_id":"x","user_id":1,"release_id":2,"kind":"steal",'
+            b'"event_time":"2026-01-01T00:00:00Z"}',
+            "unknown kind 'steal'",
+        ),
+        (
+            b'{"event_id":"x","user_id":1,"release_id":2,"kind":"play","event_time":"yesterday"}',
+            "not ISO 8601",
+        ),
+        (
+            b'{"event_id":"x","user_id":1,"release_id":2,"kind":"play",'
+            b'"event_time":"2026-01-01T00:00:00"}',
+            "no time zone",
+        ),
+        (
+            b'{"event_id":"","user_id":1,"release_id":2,"kind":"play",'
+            b'"event_time":"2026-01-01T00:00:00Z"}',
+            "event_id must be a string",
+        ),
+    ],
+)
+def test_invalid_events_say_why(payload, reason):
+    with pytest.raises(InvalidEvent, match=reason):
+        parse_event(payload)
