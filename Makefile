@@ -1,0 +1,54 @@
+# discorecs: the two commands a new user needs are `make demo` and `make test`.
+# Both create the virtualenv from requirements.txt on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: help venv demo demo-stop up down status test lint format clean
+
+help:
+	@echo "make demo       set up, start the local broker, Cassandra and Spark, show status"
+	@echo "make demo-stop  stop everything the demo started"
+	@echo "make test       set up, lint, and run the test suite against real services"
+	@echo "make lint       ruff check and format check"
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/discorecs up
+	@echo
+	@echo "Services are up. Stop them with: make demo-stop"
+
+demo-stop down: venv
+	$(BIN)/discorecs down
+
+up: venv
+	$(BIN)/discorecs up
+
+status: venv
+	$(BIN)/discorecs status
+
+# The tests start their own broker and Cassandra (free ports, temporary home) once per session
+# and stop them at the end; a running demo is not touched.
+test: venv lint
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
