@@ -26,6 +26,7 @@ from cassandra.query import PreparedStatement
 
 from cassandra_schema import table_statements
 from discorecs import tables
+from discorecs.errors import DiscorecsError
 from discorecs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 64
 
 
-class CassandraError(RuntimeError):
+class CassandraError(DiscorecsError):
     """Cassandra could not be reached or refused a statement; the message says which and why."""
 
 

@@ -13,13 +13,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from discorecs import __version__
-from discorecs.cassandra import CassandraError, apply_schema, schema_script
-from discorecs.services.base import ServiceError, ServiceStatus
+from discorecs.cassandra import apply_schema, schema_script
+from discorecs.errors import DiscorecsError
+from discorecs.services.base import ServiceStatus
 from discorecs.services.install import InstallError, find_java
 from discorecs.services.manager import LocalServices
-from discorecs.settings import Settings, SettingsError, load_settings
-
-USER_ERRORS = (SettingsError, ServiceError, InstallError, CassandraError)
+from discorecs.settings import Settings, load_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(config_file=args.config)
         return int(args.handler(settings, args) or 0)
-    except USER_ERRORS as error:
+    except DiscorecsError as error:
         print(f"discorecs: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -73,7 +72,52 @@ def build_parser() -> argparse.ArgumentParser:
         "init-schema", cmd_init_schema, "create the keyspace and tables if missing (idempotent)"
     )
     command("schema", cmd_schema, "print the full CQL script (keyspace included) for cqlsh")
+
+    ingest = command(
+        "ingest-dump",
+        cmd_ingest_dump,
+        "fetch, verify and parse a Discogs releases dump into the Parquet catalog and Cassandra",
+    )
+    ingest.add_argument("source", help="a .xml or .xml.gz path, s3://bucket/key or https:// URL")
+    ingest.add_argument(
+        "--checksum",
+        help="the dump's CHECKSUM.txt (path, s3:// or https://); "
+        "default: discogs_YYYYMMDD_CHECKSUM.txt beside the dump",
+    )
+    ingest.add_argument("--workers", type=positive_int, help="parser processes (default: cores)")
+    ingest.add_argument(
+        "--skip-cassandra",
+        action="store_true",
+        help="publish the Parquet catalog only; do not load Cassandra",
+    )
+
+    generate = command(
+        "generate-dump",
+        cmd_generate_dump,
+        "write a Discogs-format releases dump with realistic distributions",
+    )
+    generate.add_argument("--releases", type=positive_int, required=True)
+    generate.add_argument("--out", required=True, help="output file (.xml or .xml.gz)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--compress-level",
+        type=int,
+        default=1,
+        choices=range(1, 10),
+        metavar="1-9",
+        help="gzip level (default 1: fast)",
+    )
     return parser
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
+    return value
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -111,6 +155,39 @@ def cmd_init_schema(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
     for statement in schema_script(settings):
         print(statement + ";")
+    return 0
+
+
+def cmd_ingest_dump(settings: Settings, args: argparse.Namespace) -> int:
+    from discorecs.catalog.ingest import ingest_dump, report_lines
+
+    report = ingest_dump(
+        settings,
+        args.source,
+        checksum=args.checksum,
+        workers=args.workers,
+        load_cassandra=not args.skip_cassandra,
+    )
+    print("\n".join(report_lines(report)))
+    return 0
+
+
+def cmd_generate_dump(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from discorecs.catalog.generate import write_dump
+    from discorecs.progress import Progress
+
+    progress = Progress(f"generating {args.out}", args.releases, unit="releases")
+    dump = write_dump(
+        Path(args.out),
+        args.releases,
+        seed=args.seed,
+        compresslevel=args.compress_level,
+        progress=lambda releases, _: progress.update(releases),
+    )
+    progress.finish(dump.releases)
+    print(f"{dump.path}: {dump.releases:,} releases, {dump.xml_bytes / 1e6:,.1f} MB of XML")
     return 0
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from discorecs.errors import DiscorecsError
+
 ENV_PREFIX = "DISCORECS_"
 CONFIG_ENV = "DISCORECS_CONFIG"
 SUPPORTED_PROTOCOL_VERSIONS = (3, 4, 5)
@@ -26,7 +28,7 @@ DATA_ROOT_SCHEMES = ("file://", "s3a://", "hdfs://")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-class SettingsError(ValueError):
+class SettingsError(DiscorecsError, ValueError):
     """A setting has a value discorecs cannot use; the message names the setting."""
 
 

@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from discorecs.errors import DiscorecsError
 from discorecs.services import process
 from discorecs.services.install import InstallError
 from discorecs.settings import Settings
 
 
-class ServiceError(RuntimeError):
+class ServiceError(DiscorecsError):
     """A local service could not be started or checked; the first line names it and the fix."""
 
 

@@ -21,8 +21,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from discorecs.errors import DiscorecsError
 
-class InstallError(RuntimeError):
+
+class InstallError(DiscorecsError):
     """A service could not be installed; the message names it and what to do."""
 
 
