@@ -107,18 +107,26 @@ class DumpReader:
                         started = True
                     pending.append(block)
                     pending_size += len(block)
-                    if pending_size >= self.chunk_bytes:
-                        buffer = b"".join(pending)
-                        cut = buffer.rfind(RELEASE_END)
+                    if pending_size < self.chunk_bytes:
+                        continue
+                    buffer = b"".join(pending)
+                    start = 0
+                    # One decompressed block may hold several chunks' worth: cut them all, each
+                    # at the last </release> inside its window (or the first after it, for a
+                    # release larger than a chunk).
+                    while len(buffer) - start >= self.chunk_bytes:
+                        cut = buffer.rfind(RELEASE_END, start, start + self.chunk_bytes)
                         if cut < 0:
-                            pending = [buffer]
-                            continue
+                            cut = buffer.find(RELEASE_END, start + self.chunk_bytes)
+                        if cut < 0:
+                            break
                         cut += len(RELEASE_END)
-                        yield Chunk(index, offset, buffer[:cut])
+                        yield Chunk(index, offset, buffer[start:cut])
                         index += 1
-                        offset += cut
-                        pending = [buffer[cut:]]
-                        pending_size = len(pending[0])
+                        offset += cut - start
+                        start = cut
+                    pending = [buffer[start:]]
+                    pending_size = len(pending[0])
             except _Truncated as truncated:
                 raise DumpError(
                     f"{self.path}: {truncated} at XML byte {offset + pending_size:,}; the file is "
