@@ -8,7 +8,6 @@ import pytest
 from discorecs.catalog import vocabulary
 from discorecs.catalog.generate import generate_dump_text, write_dump
 from discorecs.catalog.parse import parse_chunk
-from discorecs.catalog.schema import releases_table
 from discorecs.cli import main
 from discorecs.genres import GENRES
 
@@ -73,7 +72,7 @@ def test_dates_countries_masters_and_notes(generated):
     assert sum(m is not None for m in chunk.columns["master_id"]) / N == pytest.approx(
         0.6, abs=0.03
     )
-    years = releases_table(chunk.columns).column("year").to_pylist()
+    years = chunk.table.column("year").to_pylist()
     assert 1985 < sum(y for y in years if y) / sum(1 for y in years if y) < 2005
     notes = text.count(b"<notes>")
     assert notes / N == pytest.approx(0.5, abs=0.03)

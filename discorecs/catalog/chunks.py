@@ -8,13 +8,19 @@ start, ``</releases>`` at the end, and a gzip stream that ends where gzip says i
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from discorecs.errors import DiscorecsError
+
+try:  # ISA-L inflates gzip ~4x faster than zlib (1.5 GB/s here): the reader is the serial stage.
+    from isal import isal_zlib as inflate
+except ImportError:  # pragma: no cover - isal is in requirements.txt; zlib is the fallback
+    import zlib as inflate
+
+GZIP_WBITS = 15 | 16  # a gzip header, 32 KB window
 
 READ_SIZE = 1 << 20
 DEFAULT_CHUNK_BYTES = 8 << 20
@@ -49,7 +55,7 @@ class DumpReader:
                 self.compressed_read += len(block)
                 yield block
             return
-        decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        decompressor = inflate.decompressobj(GZIP_WBITS)
         produced = 0
         while True:
             block = handle.read(READ_SIZE)
@@ -59,7 +65,7 @@ class DumpReader:
             while block:
                 try:
                     out = decompressor.decompress(block)
-                except zlib.error as error:
+                except inflate.error as error:
                     raise DumpError(
                         f"{self.path}: corrupt gzip data near compressed byte "
                         f"{self.compressed_read:,} (XML byte {produced:,}): {error}; "
@@ -70,7 +76,7 @@ class DumpReader:
                 block = decompressor.unused_data if decompressor.eof else b""
                 if block:
                     # Concatenated gzip members are one valid gzip file: continue with the next.
-                    decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                    decompressor = inflate.decompressobj(GZIP_WBITS)
         tail = decompressor.flush()
         produced += len(tail)
         if tail:

@@ -31,7 +31,7 @@ from discorecs import paths, tables
 from discorecs.catalog.chunks import Chunk, DumpReader
 from discorecs.catalog.fetch import obtain_dump
 from discorecs.catalog.parse import parse_chunk
-from discorecs.catalog.schema import RELEASE_COLUMNS, keep_last_duplicates, releases_table
+from discorecs.catalog.schema import RELEASE_COLUMNS, keep_last_duplicates
 from discorecs.errors import DiscorecsError
 from discorecs.genres import GENRE_INDEX
 from discorecs.progress import Progress, human_bytes, say_to_stderr
@@ -212,10 +212,10 @@ def _parse_rate(report: IngestReport, progress: Progress) -> str:
 def parse_and_write_chunk(chunk: Chunk, staging: str) -> ChunkResult:
     """Worker: parse one chunk and write it as one Parquet part (runs in a pool process)."""
     parsed = parse_chunk(chunk.data, chunk.offset)
-    columns, duplicates = keep_last_duplicates(parsed.columns)
+    table, duplicates = keep_last_duplicates(parsed.table)
     part = Path(staging) / f"part-{chunk.index:06d}.parquet"
-    pq.write_table(releases_table(columns), part, compression="snappy")
-    ids = np.asarray(columns["release_id"], dtype=np.int64)
+    pq.write_table(table, part, compression="snappy")
+    ids = table["release_id"].to_numpy().astype(np.int64)
     return ChunkResult(
         index=chunk.index,
         offset=chunk.offset,

@@ -23,13 +23,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from lxml import etree
+
+from discorecs.catalog.schema import RELEASE_COLUMNS, RELEASE_SCHEMA
 
 # Private-use characters: they never occur in Discogs text, and a record that happens to contain
 # one fails the field-count check and takes the release-by-release path instead.
 FIELD_SEP = "\ue000"
 ITEM_SEP = "\ue001"
-RECORD_SEP = "\ue002"
 
 DROPPED_SECTIONS = (
     b"tracklist",
@@ -79,18 +83,19 @@ def _xslt_for_fields() -> etree.XSLT:
     parts = []
     for name in FIELDS:
         if name in LIST_FIELDS:
+            # Each item preceded by ITEM_SEP: "" is no items, "|a|b" two (see _list_column).
             parts.append(
-                f'<xsl:for-each select="{select[name]}"><xsl:value-of select="."/>'
-                f"{ITEM_SEP}</xsl:for-each>"
+                f'<xsl:for-each select="{select[name]}">{ITEM_SEP}<xsl:value-of select="."/>'
+                "</xsl:for-each>"
             )
         else:
             parts.append(f'<xsl:value-of select="{select[name]}"/>')
-    body = FIELD_SEP.join(parts)
+        parts.append(FIELD_SEP)
     stylesheet = (
         '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
         '<xsl:output method="text" encoding="UTF-8"/>'
         '<xsl:template match="/releases"><xsl:for-each select="release">'
-        f"{body}{RECORD_SEP}</xsl:for-each></xsl:template></xsl:stylesheet>"
+        f"{''.join(parts)}</xsl:for-each></xsl:template></xsl:stylesheet>"
     )
     return etree.XSLT(etree.XML(stylesheet.encode()))
 
@@ -119,19 +124,23 @@ class Reject:
 
 @dataclass
 class ParsedChunk:
-    """Columns of the releases in one chunk, plus what went wrong in it."""
+    """The releases of one chunk as an Arrow table, plus what went wrong in it."""
 
-    columns: dict[str, list[Any]] = field(default_factory=lambda: {name: [] for name in FIELDS})
+    table: pa.Table
     rejects: list[Reject] = field(default_factory=list)
     repaired: list[dict[str, Any]] = field(default_factory=list)
-    duplicates_in_chunk: int = 0
 
     @property
     def count(self) -> int:
-        return len(self.columns["release_id"])
+        return self.table.num_rows
+
+    @property
+    def columns(self) -> dict[str, list[Any]]:
+        return self.table.to_pydict()
 
     def genre_counts(self) -> Counter[str]:
-        return Counter(genre for genres in self.columns["genres"] for genre in genres)
+        counts = pc.value_counts(pc.list_flatten(self.table["genres"])).to_pylist()
+        return Counter({entry["values"]: entry["counts"] for entry in counts})
 
 
 def drop_sections(xml: bytes) -> bytes:
@@ -163,63 +172,61 @@ def count_release_starts(xml: bytes) -> int:
 def parse_chunk(xml: bytes, offset: int) -> ParsedChunk:
     """Parse whole ``<release>`` elements starting at uncompressed byte ``offset`` of the dump.
 
-    Fast path: the chunk at once. If that fails, or the release count after parsing does not
-    match the count of ``<release`` starts, fall back to release-by-release parsing.
+    Fast path: the chunk at once. If that fails, if the number of releases parsed differs
+    from the number of ``<release`` starts, or if any id is unusable, the chunk is parsed
+    again release by release, which knows each release's offset for the rejects file.
     """
     expected = count_release_starts(xml)
     try:
-        records = _flatten(drop_sections(xml))
+        fields = _flatten(drop_sections(xml))
     except (etree.XMLSyntaxError, _FieldCountError):
-        records = None
-    if records is not None and len(records) == expected:
-        chunk = ParsedChunk()
-        for record in records:
-            _append_record(chunk, record, offset, None)
-        return chunk
+        fields = None
+    if fields is not None and len(fields) == len(FIELDS) * expected:
+        ids = fields[0 :: len(FIELDS)]
+        if all(map(_is_release_id, ids)):
+            return ParsedChunk(releases_table(fields))
     return parse_release_by_release(xml, offset)
 
 
 def parse_release_by_release(xml: bytes, offset: int) -> ParsedChunk:
     """The careful path: each release parsed alone, repaired if needed, else rejected."""
-    chunk = ParsedChunk()
+    kept: list[str] = []
+    rejects: list[Reject] = []
+    repaired: list[dict[str, Any]] = []
     starts = [m.start() for m in _RELEASE_START.finditer(xml)]
     for index, start in enumerate(starts):
         end = starts[index + 1] if index + 1 < len(starts) else len(xml)
         segment = xml[start:end].rstrip()
         at = offset + start
         try:
-            records = _flatten(drop_sections(segment))
+            fields = _flatten(drop_sections(segment))
         except (etree.XMLSyntaxError, _FieldCountError) as first_error:
-            repaired, fixes = repair(segment)
+            fixed, fixes = repair(segment)
             try:
-                records = _flatten(drop_sections(repaired)) if fixes else None
+                fields = _flatten(drop_sections(fixed)) if fixes else None
             except (etree.XMLSyntaxError, _FieldCountError):
-                records = None
-            if not records:
-                chunk.rejects.append(
-                    Reject(
-                        at,
-                        _legible_id(segment),
-                        f"XML error: {_error_text(first_error)}",
-                        _snippet(segment),
-                    )
-                )
+                fields = None
+            if not fields:
+                reason = f"XML error: {_error_text(first_error)}"
+                rejects.append(Reject(at, _legible_id(segment), reason, _snippet(segment)))
                 continue
-            chunk.repaired.append(
-                {"offset": at, "release_id": _legible_id(segment), "repairs": fixes}
-            )
-        if len(records) != 1:
-            chunk.rejects.append(
-                Reject(
-                    at,
-                    _legible_id(segment),
-                    f"expected one release, found {len(records)}",
-                    _snippet(segment),
-                )
-            )
+            repaired.append({"offset": at, "release_id": _legible_id(segment), "repairs": fixes})
+        if len(fields) != len(FIELDS):
+            found = len(fields) // len(FIELDS)
+            reason = f"expected one release, found {found}"
+            rejects.append(Reject(at, _legible_id(segment), reason, _snippet(segment)))
             continue
-        _append_record(chunk, records[0], at, segment)
-    return chunk
+        release_id = fields[0].strip()
+        if not _is_release_id(release_id):
+            reason = (
+                "release without id"
+                if not release_id
+                else f"release id {release_id!r} is not a positive number"
+            )
+            rejects.append(Reject(at, release_id or None, reason, _snippet(segment)))
+            continue
+        kept.extend(fields)
+    return ParsedChunk(releases_table(kept), rejects, repaired)
 
 
 class _FieldCountError(ValueError):
@@ -229,84 +236,88 @@ class _FieldCountError(ValueError):
 _RELEASE_START = re.compile(rb"<release[ >]")
 
 
-def _flatten(xml: bytes) -> list[list[str]]:
+def _flatten(xml: bytes) -> list[str]:
+    """All fields of all releases in ``xml``, flat: release k's fields are
+    ``[k * len(FIELDS), (k + 1) * len(FIELDS))``."""
     root = etree.fromstring(b"<releases>" + xml + b"</releases>", _PARSER)
-    text = str(_FLATTEN(root))
-    records = [record.split(FIELD_SEP) for record in text.split(RECORD_SEP)[:-1]]
-    if any(len(record) != len(FIELDS) for record in records):
+    fields = str(_FLATTEN(root)).split(FIELD_SEP)
+    fields.pop()  # the text ends with a separator
+    if len(fields) % len(FIELDS):
         raise _FieldCountError("a text value contains a separator character")
-    return records
+    return fields
 
 
-def _append_record(
-    chunk: ParsedChunk, record: list[str], offset: int, segment: bytes | None
-) -> None:
-    (
-        release_id,
-        status,
-        title,
-        artists,
-        genres,
-        styles,
-        country,
-        released,
-        data_quality,
-        master_id,
-        is_main,
-        formats,
-        labels,
-    ) = record
-    try:
-        release_number = int(release_id)
-        if release_number <= 0:
-            raise ValueError
-    except ValueError:
-        reason = (
-            "release without id"
-            if not release_id
-            else f"release id {release_id!r} is not a positive number"
-        )
-        chunk.rejects.append(
-            Reject(offset, release_id or None, reason, _snippet(segment) if segment else "")
-        )
-        return
-    columns = chunk.columns
-    columns["release_id"].append(release_number)
-    columns["status"].append(status or None)
-    columns["title"].append(title.strip() or None)
-    columns["artists"].append(_items(artists))
-    columns["genres"].append(_items(genres))
-    columns["styles"].append(_items(styles))
-    columns["country"].append(country.strip() or None)
-    columns["released"].append(released.strip() or None)
-    columns["data_quality"].append(data_quality or None)
-    master = _positive_int(master_id)
-    columns["master_id"].append(master)
-    columns["is_main_release"].append(
-        None if master is None else {"true": True, "false": False}.get(is_main.strip())
+def releases_table(fields: list[str]) -> pa.Table:
+    """Typed catalog columns from flat fields (vectorised: no per-release Python)."""
+    width = len(FIELDS)
+    raw = {name: pa.array(fields[i::width], pa.string()) for i, name in enumerate(FIELDS)}
+    columns: dict[str, pa.Array] = {}
+    for name, values in raw.items():
+        if name in LIST_FIELDS:
+            columns[name] = _list_column(values)
+        elif name not in ("release_id", "master_id", "is_main_release"):
+            columns[name] = _text_column(values)
+    columns["release_id"] = pc.cast(pc.utf8_trim_whitespace(raw["release_id"]), pa.int64())
+    master = raw["master_id"]
+    master_ok = pc.and_(_is_positive_number(master), pc.not_equal(pc.utf8_ltrim(master, "0"), ""))
+    columns["master_id"] = pc.if_else(
+        master_ok, pc.cast(_digits_or_zero(master), pa.int64()), pa.scalar(None, pa.int64())
     )
-    columns["formats"].append(_items(formats))
-    columns["labels"].append(_items(labels))
+    main = pc.utf8_trim_whitespace(raw["is_main_release"])
+    columns["is_main_release"] = pc.if_else(
+        pc.and_(master_ok, pc.is_in(main, value_set=pa.array(["true", "false"]))),
+        pc.equal(main, "true"),
+        pa.scalar(None, pa.bool_()),
+    )
+    columns["year"] = years_from_released(columns["released"])
+    return pa.table({name: columns[name] for name in RELEASE_COLUMNS}, schema=RELEASE_SCHEMA)
 
 
-def release_year(released: str | None) -> int | None:
-    """The year of a ``released`` value: ``YYYY``, ``YYYY-MM-DD``, ``YYYY-00-00``; else None."""
-    if released and len(released) >= 4 and released[:4].isdigit():
-        year = int(released[:4])
-        return year if year > 0 else None
-    return None
+def years_from_released(released: pa.Array) -> pa.Array:
+    """The year of each ``released`` value (``YYYY``, ``YYYY-MM-DD``, ``YYYY-00-00``); null
+    where it is absent, not four digits, or ``0000``."""
+    head = pc.utf8_slice_codeunits(pc.fill_null(released, ""), 0, 4)
+    valid = pc.and_(pc.equal(pc.utf8_length(head), 4), pc.utf8_is_digit(head))
+    years = pc.cast(_digits_or_zero(pc.if_else(valid, head, "0")), pa.int32())
+    return pc.if_else(pc.greater(years, 0), years, pa.scalar(None, pa.int32()))
 
 
-def _items(joined: str) -> list[str]:
-    return [item.strip() for item in joined.split(ITEM_SEP)[:-1] if item.strip()]
-
-
-def _positive_int(text: str) -> int | None:
+def _is_release_id(text: str) -> bool:
     text = text.strip()
-    if text.isdigit():
-        number = int(text)
-        return number if number > 0 else None
-    return None
+    return text.isdigit() and 0 < int(text) < 10**18
+
+
+def _is_positive_number(values: pa.Array) -> pa.Array:
+    trimmed = pc.utf8_trim_whitespace(values)
+    return pc.and_(pc.utf8_is_digit(trimmed), pc.greater(pc.utf8_length(trimmed), 0))
+
+
+def _digits_or_zero(values: pa.Array) -> pa.Array:
+    trimmed = pc.utf8_trim_whitespace(values)
+    # Discogs ids fit in 18 digits; longer digit strings are nonsense, not overflow.
+    ok = pc.and_(_is_positive_number(trimmed), pc.less_equal(pc.utf8_length(trimmed), 18))
+    return pc.if_else(ok, trimmed, "0")
+
+
+def _text_column(values: pa.Array) -> pa.Array:
+    trimmed = pc.utf8_trim_whitespace(values)
+    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+
+
+def _list_column(values: pa.Array) -> pa.Array:
+    """``""`` -> ``[]``, ``"|a|b"`` -> ``["a", "b"]`` (``|`` being ``ITEM_SEP``); items
+    trimmed, empty items dropped."""
+    split = pc.list_slice(pc.split_pattern(values, ITEM_SEP), 1)
+    items = pc.utf8_trim_whitespace(pc.list_flatten(split))
+    if not pc.any(pc.equal(items, "")).as_py():
+        return pa.ListArray.from_arrays(split.offsets, items)
+    keep = pc.not_equal(items, "")
+    parents = pc.list_parent_indices(split)
+    counts = np.bincount(
+        parents.to_numpy()[keep.to_numpy(zero_copy_only=False)], minlength=len(split)
+    )
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), items.filter(keep))
 
 
 # -- repairs -------------------------------------------------------------------------------------

@@ -5,11 +5,8 @@ Batch jobs read these columns by name; the Cassandra ``releases`` table has the 
 
 from __future__ import annotations
 
-from typing import Any
-
+import numpy as np
 import pyarrow as pa
-
-from discorecs.catalog.parse import release_year
 
 _TEXT_LIST = pa.list_(pa.string())
 
@@ -35,26 +32,12 @@ RELEASE_SCHEMA = pa.schema(
 RELEASE_COLUMNS: tuple[str, ...] = tuple(RELEASE_SCHEMA.names)
 
 
-def keep_last_duplicates(columns: dict[str, list[Any]]) -> tuple[dict[str, list[Any]], int]:
-    """Drop all but the last occurrence of each release id; returns the columns and how many
-    rows were dropped (a dump lists a release once; a repeated id is the later that counts)."""
-    ids = columns["release_id"]
-    if len(set(ids)) == len(ids):
-        return columns, 0
-    seen: set[int] = set()
-    keep = []
-    for index in range(len(ids) - 1, -1, -1):
-        if ids[index] not in seen:
-            seen.add(ids[index])
-            keep.append(index)
-    keep.reverse()
-    return {name: [values[i] for i in keep] for name, values in columns.items()}, len(ids) - len(
-        keep
-    )
-
-
-def releases_table(columns: dict[str, list[Any]]) -> pa.Table:
-    """Parsed columns as an Arrow table with :data:`RELEASE_SCHEMA` (``year`` derived)."""
-    data = dict(columns)
-    data["year"] = [release_year(value) for value in columns["released"]]
-    return pa.table({name: data[name] for name in RELEASE_COLUMNS}, schema=RELEASE_SCHEMA)
+def keep_last_duplicates(table: pa.Table) -> tuple[pa.Table, int]:
+    """Drop all but the last row of each release id; returns the table and how many rows were
+    dropped (a dump lists a release once; when an id repeats, the later one counts)."""
+    ids = table["release_id"].to_numpy()
+    reversed_first = np.unique(ids[::-1], return_index=True)[1]
+    if len(reversed_first) == len(ids):
+        return table, 0
+    keep = np.sort(len(ids) - 1 - reversed_first)
+    return table.take(pa.array(keep)), len(ids) - len(keep)
