@@ -6,12 +6,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv demo demo-stop up down status test lint format clean
+.PHONY: help venv demo demo-stop up down status test bench lint format clean
 
 help:
 	@echo "make demo       set up, start the local broker, Cassandra and Spark, show status"
 	@echo "make demo-stop  stop everything the demo started"
 	@echo "make test       set up, lint, and run the test suite against real services"
+	@echo "make bench      run the benchmarks (figures printed and written as JSON)"
 	@echo "make lint       ruff check and format check"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -41,6 +42,10 @@ status: venv
 # and stop them at the end; a running demo is not touched.
 test: venv lint
 	$(BIN)/pytest
+
+# Benchmarks print their figures and write them to bench/results/*.json.
+bench: venv
+	$(BIN)/python -m bench.catalog_ingest
 
 lint: venv
 	$(BIN)/ruff check .
