@@ -107,7 +107,59 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="1-9",
         help="gzip level (default 1: fast)",
     )
+
+    users = command(
+        "generate-users",
+        cmd_generate_users,
+        "generate users with collections and wantlists from the catalog",
+    )
+    users.add_argument("--users", type=positive_int, required=True)
+    users.add_argument("--seed", type=int, default=0)
+    users.add_argument("--batch-size", type=positive_int, default=50_000)
+    users.add_argument(
+        "--skip-cassandra", action="store_true", help="write the Parquet master dataset only"
+    )
+
+    topics_cmd = command(
+        "create-topics", cmd_create_topics, "create the event topics if missing (keyed by user id)"
+    )
+    topics_cmd.add_argument("--partitions", type=positive_int, default=6)
+    topics_cmd.add_argument("--replication", type=positive_int, default=1)
+
+    produce = command(
+        "produce",
+        cmd_produce,
+        "send collection or activity events for existing users, by their taste",
+    )
+    produce.add_argument("kind", choices=("collection", "activity"))
+    produce.add_argument("--rate", type=positive_float, default=1000.0, help="events per second")
+    limit = produce.add_mutually_exclusive_group()
+    limit.add_argument("--count", type=positive_int, help="stop after this many events")
+    limit.add_argument("--duration", type=positive_float, help="stop after this many seconds")
+    produce.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="event sequence seed (default: from the clock; same seed, same events and event ids)",
+    )
+    produce.add_argument(
+        "--active-users",
+        type=positive_int,
+        default=50_000,
+        help="how many users (sampled) the events are for",
+    )
+    produce.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value:g} must be greater than 0")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -189,6 +241,60 @@ def cmd_generate_dump(settings: Settings, args: argparse.Namespace) -> int:
     progress.finish(dump.releases)
     print(f"{dump.path}: {dump.releases:,} releases, {dump.xml_bytes / 1e6:,.1f} MB of XML")
     return 0
+
+
+def cmd_generate_users(settings: Settings, args: argparse.Namespace) -> int:
+    from discorecs.users.population import generate_users
+
+    report = generate_users(
+        settings,
+        args.users,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        load_cassandra=not args.skip_cassandra,
+    )
+    size = report.collection_size
+    print(
+        f"users:       {report.users:,} in {report.seconds:.1f}s "
+        f"({report.users_per_second:,.0f} users/s) -> {report.folder}"
+    )
+    print(
+        f"collections: {report.collection_items:,} records (per user: median "
+        f"{size['median']:.0f}, p90 {size['p90']:.0f}, p99 {size['p99']:.0f}, "
+        f"max {size['max']})"
+    )
+    print(f"wantlists:   {report.wantlist_items:,} records")
+    for table, rows in report.cassandra_rows.items():
+        print(f"cassandra:   {rows:,} rows upserted into {table}")
+    return 0
+
+
+def cmd_create_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from kafka_cluster_scripts.topics import create_topics
+
+    for topic, outcome in create_topics(settings, args.partitions, args.replication).items():
+        print(f"{topic}: {outcome}")
+    return 0
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+
+    from kafka_cluster_scripts.run import run_producer
+
+    seed = args.seed if args.seed is not None else time.time_ns() % 2**32
+    summary = run_producer(
+        args.kind,
+        settings,
+        rate=args.rate,
+        count=args.count,
+        duration=args.duration,
+        seed=seed,
+        active_users=args.active_users,
+    )
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    return 0 if summary.failed == 0 else 4
 
 
 def print_statuses(statuses: list[ServiceStatus], settings: Settings) -> None:

@@ -13,24 +13,19 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(part.strip("/") for part in parts)])
 
 
+CATALOG_RELEASES = "catalog/releases"
+"""The published Parquet catalog of releases."""
+
+USERS = "users"
+"""The generated population, published as one folder with four datasets below it."""
+USER_PROFILES = "users/users"  # id, name, location, join date
+USER_PREFERENCES = "users/preferences"  # the taste each user was drawn from (for evaluation)
+INITIAL_COLLECTIONS = "users/collections"  # user, release, added time
+INITIAL_WANTLISTS = "users/wantlists"  # user, release, added time
+
+
 def catalog_releases(data_root: str) -> str:
-    """The published Parquet catalog of releases."""
-    return join(data_root, "catalog", "releases")
-
-
-def users(data_root: str) -> str:
-    """Generated users (id, name, location, join date)."""
-    return join(data_root, "users", "users")
-
-
-def initial_collections(data_root: str) -> str:
-    """Generated users' initial collections (user, release, added time)."""
-    return join(data_root, "users", "collections")
-
-
-def initial_wantlists(data_root: str) -> str:
-    """Generated users' initial wantlists."""
-    return join(data_root, "users", "wantlists")
+    return join(data_root, CATALOG_RELEASES)
 
 
 def event_log(data_root: str) -> str:

@@ -13,13 +13,13 @@ from discorecs.catalog.fetch import FetchError
 from discorecs.catalog.generate import write_dump
 from discorecs.catalog.ingest import (
     REJECTS,
-    CatalogError,
     build_catalog,
     ingest_dump,
     local_catalog_dir,
     read_manifest,
 )
 from discorecs.settings import load_settings
+from discorecs.storage import StorageError
 from tests.catalog_fixtures import dump_text, release, write
 from tests.servers import file_server, self_signed_certificate
 
@@ -127,7 +127,7 @@ def test_a_rerun_replaces_the_catalog(tmp_path):
 
 
 def test_missing_catalog_says_what_to_run(tmp_path):
-    with pytest.raises(CatalogError, match="discorecs ingest-dump"):
+    with pytest.raises(StorageError, match="discorecs ingest-dump"):
         read_manifest(tmp_path / "nothing")
 
 
@@ -166,7 +166,7 @@ def test_missing_local_dump(settings, tmp_path):
 
 def test_remote_data_root_is_refused_with_a_way_forward(tmp_path):
     remote = load_settings({"DISCORECS_HOME": str(tmp_path), "DISCORECS_DATA_ROOT": "s3a://b/x"})
-    with pytest.raises(CatalogError, match="needs a local data root"):
+    with pytest.raises(StorageError, match="needs a local data root"):
         ingest_dump(remote, "dump.xml.gz", load_cassandra=False, say=quiet)
 
 

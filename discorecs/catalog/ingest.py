@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -32,18 +31,13 @@ from discorecs.catalog.chunks import Chunk, DumpReader
 from discorecs.catalog.fetch import obtain_dump
 from discorecs.catalog.parse import parse_chunk
 from discorecs.catalog.schema import RELEASE_COLUMNS, keep_last_duplicates
-from discorecs.errors import DiscorecsError
 from discorecs.genres import GENRE_INDEX
 from discorecs.progress import Progress, human_bytes, say_to_stderr
 from discorecs.settings import Settings
+from discorecs.storage import local_path, require_published, staged
 
 MANIFEST = "_manifest.json"
 REJECTS = "_rejects.jsonl"
-SUCCESS = "_SUCCESS"
-
-
-class CatalogError(DiscorecsError):
-    """The catalog is missing or cannot be written; the message says what to do."""
 
 
 @dataclass
@@ -84,16 +78,7 @@ class IngestReport:
 
 def local_catalog_dir(settings: Settings) -> Path:
     """The catalog folder, which ``ingest-dump`` writes on a local (or ``file://``) data root."""
-    root = settings.data_root
-    if root.startswith("file://"):
-        root = root[len("file://") :]
-    elif "://" in root:
-        raise CatalogError(
-            f"ingest-dump writes the catalog with local renames, so it needs a local data root; "
-            f"DISCORECS_DATA_ROOT is {root}. Ingest with a local data root, then copy "
-            "catalog/releases/ to the cluster's data root (e.g. `aws s3 sync`)"
-        )
-    return Path(paths.catalog_releases(root))
+    return local_path(settings.data_root, paths.CATALOG_RELEASES)
 
 
 def ingest_dump(
@@ -128,20 +113,12 @@ def build_catalog(
 ) -> IngestReport:
     """Parse ``dump`` into Parquet and publish it at ``catalog`` (atomically)."""
     workers = workers or max(1, min(os.cpu_count() or 1, 8))
-    catalog.parent.mkdir(parents=True, exist_ok=True)
-    staging = catalog.parent / f".{catalog.name}.staging-{os.getpid()}-{int(time.time())}"
-    staging.mkdir()
     report = IngestReport(source=source or str(dump), catalog=str(catalog), sha256=sha256)
     started = time.monotonic()
-    try:
+    with staged(catalog) as staging:
         _parse_into(dump, staging, report, workers, chunk_bytes, say)
         report.seconds = time.monotonic() - started
         _write_manifest(staging, report)
-        (staging / SUCCESS).write_text("")
-        _publish(staging, catalog)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     say(
         f"catalog: {report.releases:,} releases published to {catalog} "
         f"({report.rejected:,} rejected, {report.repaired:,} repaired, "
@@ -262,29 +239,19 @@ def _drop_rows(part: Path, release_ids: list[int]) -> int:
     return table.num_rows - kept.num_rows
 
 
-def _publish(staging: Path, catalog: Path) -> None:
-    """Swap ``staging`` in for ``catalog`` with renames (each atomic on one filesystem)."""
-    old = None
-    if catalog.exists():
-        old = catalog.parent / f".{catalog.name}.old-{os.getpid()}-{int(time.time())}"
-        catalog.rename(old)
-    staging.rename(catalog)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_manifest(folder: Path, report: IngestReport) -> None:
     manifest = {**asdict(report), "published_at": datetime.now(UTC).isoformat()}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 
 def read_manifest(catalog: Path) -> dict[str, Any]:
-    """The manifest of a published catalog; :class:`CatalogError` if there is none."""
-    if not (catalog / SUCCESS).exists():
-        raise CatalogError(
-            f"no published catalog at {catalog}; run `discorecs ingest-dump SOURCE` (or "
-            "`discorecs generate-dump` first for a generated one)"
-        )
+    """The manifest of a published catalog; :class:`StorageError` if there is none."""
+    require_published(
+        catalog,
+        "published catalog",
+        "run `discorecs ingest-dump SOURCE` (or `discorecs generate-dump` first for a "
+        "generated dump)",
+    )
     return json.loads((catalog / MANIFEST).read_text())
 
 

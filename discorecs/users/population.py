@@ -1,0 +1,182 @@
+"""``discorecs generate-users``: catalog -> users, preferences, collections, wantlists.
+
+Read the published catalog, generate users in batches (bounded memory: one batch of users and
+their records at a time), write each batch as one Parquet part per dataset into a staging
+folder, publish ``<data_root>/users/`` atomically, then load Cassandra.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from discorecs import paths, tables
+from discorecs.errors import DiscorecsError
+from discorecs.progress import Progress, say_to_stderr
+from discorecs.settings import Settings
+from discorecs.storage import local_path, require_published, staged
+from discorecs.users.catalog_index import read_catalog_index
+from discorecs.users.generate import NamePools, generate_population
+
+DATASETS = ("users", "preferences", "collections", "wantlists")
+MANIFEST = "_manifest.json"
+
+
+@dataclass
+class PopulationReport:
+    users: int = 0
+    collection_items: int = 0
+    wantlist_items: int = 0
+    seed: int = 0
+    seconds: float = 0.0
+    collection_size: dict[str, float] = field(default_factory=dict)
+    folder: str = ""
+    cassandra_rows: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def users_per_second(self) -> float:
+        return self.users / self.seconds if self.seconds else 0.0
+
+
+def users_dir(settings: Settings) -> Path:
+    return local_path(settings.data_root, paths.USERS)
+
+
+def generate_users(
+    settings: Settings,
+    count: int,
+    *,
+    seed: int = 0,
+    batch_size: int = 50_000,
+    load_cassandra: bool = True,
+    say: Callable[[str], None] = say_to_stderr,
+) -> PopulationReport:
+    if count <= 0:
+        raise DiscorecsError(f"--users must be at least 1, got {count}")
+    catalog = local_path(settings.data_root, paths.CATALOG_RELEASES)
+    require_published(
+        catalog, "published catalog", "run `discorecs ingest-dump SOURCE` before generating users"
+    )
+    report = write_population(
+        catalog, users_dir(settings), count, seed=seed, batch_size=batch_size, say=say
+    )
+    if load_cassandra:
+        report.cassandra_rows = load_population_into_cassandra(
+            settings, users_dir(settings), say=say
+        )
+    return report
+
+
+def write_population(
+    catalog: Path,
+    folder: Path,
+    count: int,
+    *,
+    seed: int = 0,
+    batch_size: int = 50_000,
+    say: Callable[[str], None] = say_to_stderr,
+) -> PopulationReport:
+    """Generate ``count`` users from ``catalog`` and publish them at ``folder`` (pure of any
+    service: Parquet only)."""
+    started = time.monotonic()
+    index = read_catalog_index(catalog, seed)
+    pools = NamePools.build(seed)
+    report = PopulationReport(seed=seed, folder=str(folder))
+    progress = Progress("generating users", count, say, unit="users")
+    sizes: list[np.ndarray] = []
+    with staged(folder) as staging:
+        for name in DATASETS:
+            (staging / name).mkdir()
+        for part, first in enumerate(range(1, count + 1, batch_size)):
+            # One generator per batch, seeded by (seed, batch): any batch can be regenerated
+            # alone, and the result does not depend on the order batches run in.
+            rng = np.random.default_rng([seed, part])
+            population = generate_population(
+                index, pools, first, min(batch_size, count + 1 - first), rng
+            )
+            for name in DATASETS:
+                pq.write_table(
+                    getattr(population, name),
+                    staging / name / f"part-{part:05d}.parquet",
+                    compression="snappy",
+                )
+            report.users += population.users.num_rows
+            report.collection_items += population.collections.num_rows
+            report.wantlist_items += population.wantlists.num_rows
+            sizes.append(
+                pc.value_counts(population.collections["user_id"]).field("counts").to_numpy()
+            )
+            progress.update(report.users, f"{report.collection_items:,} records")
+        report.seconds = time.monotonic() - started
+        all_sizes = np.concatenate(sizes)
+        report.collection_size = {
+            "median": float(np.median(all_sizes)),
+            "mean": float(all_sizes.mean()),
+            "p90": float(np.percentile(all_sizes, 90)),
+            "p99": float(np.percentile(all_sizes, 99)),
+            "max": int(all_sizes.max()),
+        }
+        (staging / MANIFEST).write_text(json.dumps(asdict(report), indent=2))
+    progress.finish(report.users, f"{report.collection_items:,} records")
+    return report
+
+
+def load_population_into_cassandra(
+    settings: Settings, folder: Path, *, say: Callable[[str], None] = say_to_stderr
+) -> dict[str, int]:
+    """Upsert users (and the name-prefix index), collections and wantlists."""
+    from discorecs.cassandra import connect, upsert_rows
+
+    require_published(folder, "generated users", "run `discorecs generate-users` first")
+    written = {}
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        for dataset, table in (
+            ("users", tables.USERS),
+            ("collections", tables.COLLECTIONS),
+            ("wantlists", tables.WANTLISTS),
+        ):
+            parts = sorted((folder / dataset).glob("part-*.parquet"))
+            total = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+            progress = Progress(f"loading {table} into Cassandra", total, say, unit="rows")
+            count = 0
+            for part in parts:
+                for batch in pq.ParquetFile(part).iter_batches(batch_size=20_000):
+                    rows = batch.to_pydict()
+                    columns = tuple(rows)
+                    count += upsert_rows(
+                        connection, table, columns, zip(*rows.values(), strict=True), concurrency=96
+                    )
+                    if dataset == "users":
+                        upsert_rows(
+                            connection,
+                            tables.USERS_BY_NAME,
+                            ("name_prefix", "name_lower", "user_id", "name"),
+                            _name_index_rows(rows["user_id"], rows["name"]),
+                            concurrency=96,
+                        )
+                    progress.update(count)
+            progress.finish(count)
+            written[table] = count
+    return written
+
+
+def name_prefix(name: str) -> str:
+    """The ``users_by_name`` partition of a name: its first two lower-cased characters."""
+    return name.strip().lower()[:2]
+
+
+def _name_index_rows(user_ids: list[int], names: list[str]):
+    for user_id, name in zip(user_ids, names, strict=True):
+        yield name_prefix(name), name.strip().lower(), user_id, name
+
+
+def read_population_manifest(folder: Path) -> dict:
+    require_published(folder, "generated users", "run `discorecs generate-users` first")
+    return json.loads((folder / MANIFEST).read_text())
