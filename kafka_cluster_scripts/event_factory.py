@@ -5,7 +5,8 @@ sequence of events is fixed. The factories keep their own view of each user's co
 wantlist as they emit events, so a remove is only ever for something the user holds at that
 point of the sequence, and an add is never for something they already hold.
 
-- collection factory: 70 % ``collection_add`` (a release drawn by the user's taste), 30 %
+- collection factory: 70 % ``collection_add`` (a release drawn by the user's taste; skipped when
+  already owned, so about 60 % of the events emitted are adds), 30 %
   ``collection_remove`` (one the user owns);
 - activity factory: 50 % ``play`` (a release the user owns), 35 % ``wantlist_add`` (drawn by
   taste, neither owned nor wanted), 15 % ``wantlist_remove`` (one the user wants).

@@ -7,6 +7,7 @@ SIGTERM) stops producing, flushes what is in flight, and prints the summary.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -94,6 +95,8 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         "retries": 10,
         "retry_backoff_ms": 200,
         "request_timeout_ms": 10_000,
+        # An event not acknowledged within this is failed (and counted), not kept forever.
+        "delivery_timeout_ms": 30_000,
         "max_block_ms": 10_000,
         "client_id": "discorecs-producer",
     }
@@ -117,6 +120,7 @@ def produce(
     duration: float | None = None,
     say: Callable[[str], None] = say_to_stderr,
     stop: threading.Event | None = None,
+    flush_timeout: float = 30.0,
 ) -> ProducerSummary:
     """Send ``events`` at ``rate`` per second until ``count`` are sent, ``duration`` seconds
     pass, ``stop`` is set, or SIGINT/SIGTERM arrives. Returns what was acknowledged."""
@@ -173,7 +177,7 @@ def produce(
     finally:
         summary.interrupted = stop.is_set()
         try:
-            producer.flush(timeout=30)
+            producer.flush(timeout=flush_timeout)
         except KafkaError as error:
             acks.error(error)
         summary.seconds = time.perf_counter() - started
@@ -193,6 +197,12 @@ def produce(
             }
     say(summary.line())
     return summary
+
+
+def close_quietly(producer: KafkaProducer, timeout: float = 5.0) -> None:
+    """Close the client; events it could not deliver were already counted as failed."""
+    with contextlib.suppress(KafkaError):
+        producer.close(timeout=timeout)
 
 
 def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:

@@ -17,7 +17,13 @@ from discorecs.storage import local_path, require_published
 from discorecs.users.catalog_index import CatalogIndex, read_catalog_index
 from discorecs.users.generate import taste_from_preferences
 from kafka_cluster_scripts.event_factory import FACTORIES, UserSample
-from kafka_cluster_scripts.producer import ProducerError, ProducerSummary, make_producer, produce
+from kafka_cluster_scripts.producer import (
+    ProducerError,
+    ProducerSummary,
+    close_quietly,
+    make_producer,
+    produce,
+)
 
 
 def load_user_sample(users: Path, index: CatalogIndex, active_users: int, seed: int) -> UserSample:
@@ -92,4 +98,4 @@ def run_producer(
             say=say,
         )
     finally:
-        producer.close(timeout=5)
+        close_quietly(producer)

@@ -62,3 +62,15 @@ def shared_discogs() -> Path:
     if not SHARED_DISCOGS.is_dir():
         pytest.skip(f"the shared Discogs excerpts are not at {SHARED_DISCOGS}")
     return SHARED_DISCOGS
+
+
+@pytest.fixture(scope="session")
+def small_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A published catalog of 4,000 generated releases (for users, producers, stream, batch)."""
+    from discorecs.catalog.generate import write_dump
+    from discorecs.catalog.ingest import build_catalog
+
+    folder = tmp_path_factory.mktemp("catalog")
+    dump = write_dump(folder / "dump.xml.gz", 4000, seed=21).path
+    build_catalog(dump, folder / "catalog" / "releases", workers=1, say=lambda message: None)
+    return folder / "catalog" / "releases"

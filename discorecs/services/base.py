@@ -35,6 +35,7 @@ class LocalService(ABC):
     name: str = ""
     key: str = ""
     start_timeout: float = 60.0
+    stop_timeout: float = 30.0  # SIGTERM, then SIGKILL after this many seconds
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -134,7 +135,7 @@ class LocalService(ABC):
     def stop(self) -> bool:
         """Stop the instance we started (by pid); True if one was running."""
         record = process.PidRecord.read(self.pid_file)
-        stopped = record is not None and process.stop(record)
+        stopped = record is not None and process.stop(record, self.stop_timeout)
         self.pid_file.unlink(missing_ok=True)
         return stopped
 

@@ -30,6 +30,9 @@ class KafkaBroker(LocalService):
     name = "kafka broker"
     key = "broker"
     start_timeout = 30.0
+    # Tansu drains connected clients on SIGTERM, which can take as long as they stay; its
+    # storage is in memory, so there is nothing to lose by killing it sooner.
+    stop_timeout = 5.0
 
     def ports(self) -> tuple[int, ...]:
         return (self._address()[1],)
