@@ -46,6 +46,7 @@ test: venv lint
 # Benchmarks print their figures and write them to bench/results/*.json.
 bench: venv
 	$(BIN)/python -m bench.catalog_ingest
+	$(BIN)/python -m bench.users_and_producers
 
 lint: venv
 	$(BIN)/ruff check .

@@ -74,3 +74,14 @@ def small_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dump = write_dump(folder / "dump.xml.gz", 4000, seed=21).path
     build_catalog(dump, folder / "catalog" / "releases", workers=1, say=lambda message: None)
     return folder / "catalog" / "releases"
+
+
+@pytest.fixture(scope="session")
+def spark(test_settings: Settings):
+    """One local Spark session for the test run (two cores; one shuffle partition, since test
+    data is tiny and more partitions only add task overhead)."""
+    from discorecs.spark import build_spark_session
+
+    session = build_spark_session(test_settings, "discorecs-tests", {"spark.ui.enabled": "false"})
+    yield session
+    session.stop()

@@ -1,0 +1,154 @@
+"""The batch's pure transforms on tiny inline data, with exact expected rows."""
+
+from datetime import datetime
+
+import pytest
+from spark_jobs import transforms as t
+
+pytestmark = pytest.mark.spark
+
+T0 = datetime(2026, 1, 1)
+
+
+def at(hour: int) -> datetime:
+    return datetime(2026, 1, 1, hour)
+
+
+def releases(spark):
+    return spark.createDataFrame(
+        [
+            (1, ["Jazz"], ["Hard Bop"]),
+            (2, ["Jazz", "Funk / Soul"], ["Soul-Jazz"]),
+            (3, ["Rock"], ["Punk"]),
+            (4, ["Rock", "Pop"], ["Power Pop", "Punk"]),
+            (5, [], []),
+            (6, ["Jazz"], ["Hard Bop"]),
+            (7, ["Funk / Soul"], ["Soul"]),
+        ],
+        "release_id long, genres array<string>, styles array<string>",
+    )
+
+
+def holdings(spark, rows):
+    return spark.createDataFrame(
+        rows, "user_id long, release_id long, added_at timestamp, changed_at timestamp")
+
+
+def events(spark, rows):
+    return spark.createDataFrame(
+        rows, "event_id string, user_id long, release_id long, kind string, event_time timestamp")
+
+
+def collect(df, *order):
+    return [tuple(row) for row in df.orderBy(*order).collect()]
+
+
+def test_events_apply_in_event_time_order(spark):
+    snapshot = holdings(spark, [(1, 10, T0, None), (1, 11, T0, None), (2, 10, T0, at(5))])
+    log = events(spark, [
+        ("e1", 1, 12, "collection_add", at(1)),
+        ("e2", 1, 12, "collection_remove", at(2)),       # add then remove: gone
+        ("e3", 1, 10, "collection_remove", at(3)),
+        ("e4", 1, 10, "collection_add", at(4)),          # remove then add: kept
+        ("e5", 1, 11, "collection_remove", at(2)),       # removed
+        ("e6", 2, 10, "collection_remove", at(4)),       # older than the snapshot's change: ignored
+        ("e7", 2, 13, "collection_add", at(6)),
+        ("e7", 2, 13, "collection_add", at(6)),          # duplicate event id: once
+        ("e8", 2, 14, "wantlist_add", at(6)),            # not a collection event
+    ])
+    result = t.current_collections(snapshot, log)
+    assert collect(result, "user_id", "release_id") == [
+        (1, 10, T0, at(4)),
+        (2, 10, T0, at(5)),
+        (2, 13, at(6), at(6)),
+    ]
+
+
+def test_empty_event_log_keeps_the_snapshot(spark):
+    snapshot = holdings(spark, [(1, 10, T0, None)])
+    assert collect(t.current_wantlists(snapshot, events(spark, [])), "user_id") == [
+        (1, 10, T0, None)]
+
+
+def test_genre_scores_split_multi_genre_releases(spark):
+    collections = holdings(spark, [(1, 1, T0, None), (1, 2, T0, None), (1, 5, T0, None),
+                                   (1, 99, T0, None), (2, 3, T0, None)])
+    scores = t.genre_scores(collections, releases(spark))
+    assert collect(scores, "user_id", "genre") == [
+        # 1 = Jazz; 2 = Jazz + Funk / Soul (half each); 5 has no genre; 99 is not in the catalog
+        (1, "Funk / Soul", 0.5, 0.25, 4),
+        (1, "Jazz", 1.5, 0.75, 4),
+        (2, "Rock", 1.0, 1.0, 1),  # a user with one record
+    ]
+
+
+def test_ranks_break_ties_by_user_id(spark):
+    scores = spark.createDataFrame(
+        [(3, "Jazz", 2.0), (1, "Jazz", 2.0), (2, "Jazz", 5.0), (4, "Jazz", 1.0), (1, "Rock", 1.0)],
+        "user_id long, genre string, score double")
+    assert collect(t.rank_users(scores), "genre", "rank") == [
+        ("Jazz", 2, 5.0, 1, 75.0),
+        ("Jazz", 1, 2.0, 2, 50.0),
+        ("Jazz", 3, 2.0, 3, 25.0),
+        ("Jazz", 4, 1.0, 4, 0.0),
+        ("Rock", 1, 1.0, 1, 0.0),
+    ]
+
+
+def friends_for(spark, rows):
+    collections = holdings(spark, [(u, r, T0, None) for u, r in rows])
+    scores = t.genre_scores(collections, releases(spark))
+    styles = t.style_shares(collections, releases(spark))
+    vectors = t.taste_vectors(scores, styles)
+    candidates = t.candidate_friends(scores, styles, vectors)
+    return collections, scores, styles, t.best_friends(candidates, vectors)
+
+
+def test_friends_are_the_most_similar_other_user_with_a_reason(spark):
+    rows = [(1, 1), (1, 2), (2, 1), (2, 6), (2, 2), (3, 3), (3, 4), (4, 3)]
+    _, _, _, friends = friends_for(spark, rows)
+    best = {row.user_id: row for row in friends.filter("rank = 1").collect()}
+    assert set(best) == {1, 2, 3, 4}
+    assert all(row.friend_id != user for user, row in best.items())
+    assert best[1].friend_id == 2 and best[2].friend_id == 1
+    assert best[3].friend_id == 4 and best[4].friend_id == 3
+    assert best[1].shared_genres == ["Jazz", "Funk / Soul"]
+    assert best[1].reason == (
+        f"you both collect Jazz and Funk / Soul, {round(best[1].similarity * 100)}% taste match")
+    assert best[3].reason.startswith("you both collect Rock, ")
+    assert 0 < best[1].similarity <= 1.0000001
+
+
+def test_release_recommendations_skip_owned_and_wanted(spark):
+    rows = [(1, 1), (2, 1), (2, 6), (2, 2), (3, 1), (3, 6), (5, 7)]
+    collections, scores, styles, friends = friends_for(spark, rows)
+    wantlists = holdings(spark, [(1, 2, T0, None)])
+    recommended = t.recommend_releases(collections, wantlists, releases(spark), scores, styles,
+                                       friends)
+    mine = recommended.filter("user_id = 1").orderBy("rank").collect()
+    # User 1 owns 1 and wants 2: the next Jazz / Hard Bop release is 6, owned by the friend.
+    assert [row.release_id for row in mine][0] == 6
+    assert mine[0].reason == "owned by your closest taste match and popular in Hard Bop"
+    every = recommended.collect()
+    owned = {(u, r) for u, r in rows} | {(1, 2)}
+    assert not {(row.user_id, row.release_id) for row in every} & owned
+    assert {row.user_id for row in every} == {1, 2, 3, 5}
+
+
+def test_a_user_whose_taste_is_exhausted_gets_a_fallback(spark):
+    # User 1 owns every Jazz, Hard Bop and Soul-Jazz release there is.
+    rows = [(1, 1), (1, 2), (1, 6), (2, 3), (2, 4), (3, 3)]
+    collections, scores, styles, friends = friends_for(spark, rows)
+    none = holdings(spark, [])
+    recommended = t.recommend_releases(collections, none, releases(spark), scores, styles,
+                                       friends)
+    mine = [row for row in recommended.collect() if row.user_id == 1]
+    assert mine and {row.release_id for row in mine} <= {3, 4}
+    assert {row.reason for row in mine} == {"one of the most collected records on discorecs"}
+
+
+def test_popularity_is_a_share_of_the_group(spark):
+    collections = holdings(spark, [(1, 1, T0, None), (2, 1, T0, None), (3, 6, T0, None)])
+    popular = t.popularity(collections, releases(spark), "genre")
+    assert collect(popular, "genre", "release_id") == [
+        ("Jazz", 1, 2 / 3), ("Jazz", 6, 1 / 3)]
