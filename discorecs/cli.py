@@ -149,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many users (sampled) the events are for",
     )
     produce.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    batch = command(
+        "batch",
+        cmd_batch,
+        "run the nightly batch: state, scores, rankings, friends, releases, serving",
+    )
+    batch.add_argument(
+        "--skip-cassandra",
+        action="store_true",
+        help="compute and write the snapshot only; do not load or publish",
+    )
     return parser
 
 
@@ -295,6 +306,23 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     return 0 if summary.failed == 0 else 4
+
+
+def cmd_batch(settings: Settings, args: argparse.Namespace) -> int:
+    from discorecs.spark import build_spark_session
+    from spark_jobs.nightly import run_batch
+
+    spark = build_spark_session(settings, "discorecs-nightly")
+    try:
+        report = run_batch(spark, settings, load_cassandra=not args.skip_cassandra)
+    finally:
+        spark.stop()
+    print(f"run {report.run_id}: {report.status} in {report.seconds:.0f} s")
+    for name, seconds in report.step_seconds.items():
+        print(f"  {name:14s} {seconds:7.1f} s")
+    for name, count in report.counts.items():
+        print(f"  {name:28s} {count:,}")
+    return 0
 
 
 def print_statuses(statuses: list[ServiceStatus], settings: Settings) -> None:

@@ -8,6 +8,7 @@ memory given on the command line win over the settings.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
 from pyspark.sql import SparkSession
@@ -31,6 +32,10 @@ def build_spark_session(
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
     }
+    # Python workers must run the interpreter that has discorecs and its dependencies (the
+    # virtualenv's). SparkContext takes it from PYSPARK_PYTHON (default: `python3` on PATH,
+    # which may be another Python); on a cluster set PYSPARK_PYTHON to the nodes' interpreter.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     options.update(conf or {})
     builder = SparkSession.builder.appName(app_name)
     # spark-submit starts the Python driver with a gateway already configured (master and

@@ -12,16 +12,18 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-EVENT_LOG_SCHEMA = StructType([
-    StructField("event_id", StringType(), False),
-    StructField("user_id", LongType(), False),
-    StructField("release_id", LongType(), False),
-    StructField("kind", StringType(), False),
-    StructField("event_time", TimestampType(), False),
-    # When the stream wrote the event: monotonic in the order the log grows, so "events since
-    # the last snapshot" is exact even for events whose event_time is late.
-    StructField("ingested_at", TimestampType(), False),
-])
+EVENT_LOG_SCHEMA = StructType(
+    [
+        StructField("event_id", StringType(), False),
+        StructField("user_id", LongType(), False),
+        StructField("release_id", LongType(), False),
+        StructField("kind", StringType(), False),
+        StructField("event_time", TimestampType(), False),
+        # When the stream wrote the event: monotonic in the order the log grows, so "events since
+        # the last snapshot" is exact even for events whose event_time is late.
+        StructField("ingested_at", TimestampType(), False),
+    ]
+)
 """The stream's event log under ``<data_root>/events/``, partitioned by ``ingest_date``."""
 
 EVENT_LOG_PARTITION = "ingest_date"

@@ -3,6 +3,7 @@
 from datetime import datetime
 
 import pytest
+
 from spark_jobs import transforms as t
 
 pytestmark = pytest.mark.spark
@@ -31,12 +32,14 @@ def releases(spark):
 
 def holdings(spark, rows):
     return spark.createDataFrame(
-        rows, "user_id long, release_id long, added_at timestamp, changed_at timestamp")
+        rows, "user_id long, release_id long, added_at timestamp, changed_at timestamp"
+    )
 
 
 def events(spark, rows):
     return spark.createDataFrame(
-        rows, "event_id string, user_id long, release_id long, kind string, event_time timestamp")
+        rows, "event_id string, user_id long, release_id long, kind string, event_time timestamp"
+    )
 
 
 def collect(df, *order):
@@ -45,17 +48,20 @@ def collect(df, *order):
 
 def test_events_apply_in_event_time_order(spark):
     snapshot = holdings(spark, [(1, 10, T0, None), (1, 11, T0, None), (2, 10, T0, at(5))])
-    log = events(spark, [
-        ("e1", 1, 12, "collection_add", at(1)),
-        ("e2", 1, 12, "collection_remove", at(2)),       # add then remove: gone
-        ("e3", 1, 10, "collection_remove", at(3)),
-        ("e4", 1, 10, "collection_add", at(4)),          # remove then add: kept
-        ("e5", 1, 11, "collection_remove", at(2)),       # removed
-        ("e6", 2, 10, "collection_remove", at(4)),       # older than the snapshot's change: ignored
-        ("e7", 2, 13, "collection_add", at(6)),
-        ("e7", 2, 13, "collection_add", at(6)),          # duplicate event id: once
-        ("e8", 2, 14, "wantlist_add", at(6)),            # not a collection event
-    ])
+    log = events(
+        spark,
+        [
+            ("e1", 1, 12, "collection_add", at(1)),
+            ("e2", 1, 12, "collection_remove", at(2)),  # add then remove: gone
+            ("e3", 1, 10, "collection_remove", at(3)),
+            ("e4", 1, 10, "collection_add", at(4)),  # remove then add: kept
+            ("e5", 1, 11, "collection_remove", at(2)),  # removed
+            ("e6", 2, 10, "collection_remove", at(4)),  # older than the snapshot's change: ignored
+            ("e7", 2, 13, "collection_add", at(6)),
+            ("e7", 2, 13, "collection_add", at(6)),  # duplicate event id: once
+            ("e8", 2, 14, "wantlist_add", at(6)),  # not a collection event
+        ],
+    )
     result = t.current_collections(snapshot, log)
     assert collect(result, "user_id", "release_id") == [
         (1, 10, T0, at(4)),
@@ -67,12 +73,15 @@ def test_events_apply_in_event_time_order(spark):
 def test_empty_event_log_keeps_the_snapshot(spark):
     snapshot = holdings(spark, [(1, 10, T0, None)])
     assert collect(t.current_wantlists(snapshot, events(spark, [])), "user_id") == [
-        (1, 10, T0, None)]
+        (1, 10, T0, None)
+    ]
 
 
 def test_genre_scores_split_multi_genre_releases(spark):
-    collections = holdings(spark, [(1, 1, T0, None), (1, 2, T0, None), (1, 5, T0, None),
-                                   (1, 99, T0, None), (2, 3, T0, None)])
+    collections = holdings(
+        spark,
+        [(1, 1, T0, None), (1, 2, T0, None), (1, 5, T0, None), (1, 99, T0, None), (2, 3, T0, None)],
+    )
     scores = t.genre_scores(collections, releases(spark))
     assert collect(scores, "user_id", "genre") == [
         # 1 = Jazz; 2 = Jazz + Funk / Soul (half each); 5 has no genre; 99 is not in the catalog
@@ -85,7 +94,8 @@ def test_genre_scores_split_multi_genre_releases(spark):
 def test_ranks_break_ties_by_user_id(spark):
     scores = spark.createDataFrame(
         [(3, "Jazz", 2.0), (1, "Jazz", 2.0), (2, "Jazz", 5.0), (4, "Jazz", 1.0), (1, "Rock", 1.0)],
-        "user_id long, genre string, score double")
+        "user_id long, genre string, score double",
+    )
     assert collect(t.rank_users(scores), "genre", "rank") == [
         ("Jazz", 2, 5.0, 1, 75.0),
         ("Jazz", 1, 2.0, 2, 50.0),
@@ -114,7 +124,8 @@ def test_friends_are_the_most_similar_other_user_with_a_reason(spark):
     assert best[3].friend_id == 4 and best[4].friend_id == 3
     assert best[1].shared_genres == ["Jazz", "Funk / Soul"]
     assert best[1].reason == (
-        f"you both collect Jazz and Funk / Soul, {round(best[1].similarity * 100)}% taste match")
+        f"you both collect Jazz and Funk / Soul, {round(best[1].similarity * 100)}% taste match"
+    )
     assert best[3].reason.startswith("you both collect Rock, ")
     assert 0 < best[1].similarity <= 1.0000001
 
@@ -123,11 +134,12 @@ def test_release_recommendations_skip_owned_and_wanted(spark):
     rows = [(1, 1), (2, 1), (2, 6), (2, 2), (3, 1), (3, 6), (5, 7)]
     collections, scores, styles, friends = friends_for(spark, rows)
     wantlists = holdings(spark, [(1, 2, T0, None)])
-    recommended = t.recommend_releases(collections, wantlists, releases(spark), scores, styles,
-                                       friends)
+    recommended = t.recommend_releases(
+        collections, wantlists, releases(spark), scores, styles, friends
+    )
     mine = recommended.filter("user_id = 1").orderBy("rank").collect()
     # User 1 owns 1 and wants 2: the next Jazz / Hard Bop release is 6, owned by the friend.
-    assert [row.release_id for row in mine][0] == 6
+    assert mine[0].release_id == 6
     assert mine[0].reason == "owned by your closest taste match and popular in Hard Bop"
     every = recommended.collect()
     owned = {(u, r) for u, r in rows} | {(1, 2)}
@@ -140,8 +152,7 @@ def test_a_user_whose_taste_is_exhausted_gets_a_fallback(spark):
     rows = [(1, 1), (1, 2), (1, 6), (2, 3), (2, 4), (3, 3)]
     collections, scores, styles, friends = friends_for(spark, rows)
     none = holdings(spark, [])
-    recommended = t.recommend_releases(collections, none, releases(spark), scores, styles,
-                                       friends)
+    recommended = t.recommend_releases(collections, none, releases(spark), scores, styles, friends)
     mine = [row for row in recommended.collect() if row.user_id == 1]
     assert mine and {row.release_id for row in mine} <= {3, 4}
     assert {row.reason for row in mine} == {"one of the most collected records on discorecs"}
@@ -150,5 +161,4 @@ def test_a_user_whose_taste_is_exhausted_gets_a_fallback(spark):
 def test_popularity_is_a_share_of_the_group(spark):
     collections = holdings(spark, [(1, 1, T0, None), (2, 1, T0, None), (3, 6, T0, None)])
     popular = t.popularity(collections, releases(spark), "genre")
-    assert collect(popular, "genre", "release_id") == [
-        ("Jazz", 1, 2 / 3), ("Jazz", 6, 1 / 3)]
+    assert collect(popular, "genre", "release_id") == [("Jazz", 1, 2 / 3), ("Jazz", 6, 1 / 3)]

@@ -1,0 +1,513 @@
+"""The nightly batch: ``discorecs batch`` locally, ``spark-submit spark_jobs/nightly.py`` on a
+cluster.
+
+    read (catalog, users, last snapshot, event log since)      -- master dataset
+      -> current state -> genre scores -> rankings -> friends -> releases   (spark_jobs.transforms)
+      -> write: new snapshot (master dataset), serving tables (Cassandra, per run id)
+      -> publish the run (published_runs) and record it (batch_runs)
+
+The site reads only published runs. A run that fails or is interrupted is recorded as failed
+and never published, so every user keeps the recommendations of the last good run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from discorecs import paths, tables
+from discorecs.progress import say_to_stderr
+from discorecs.settings import Settings, load_settings
+from discorecs.spark_schemas import EVENT_LOG_PARTITION, EVENT_LOG_SCHEMA
+from discorecs.tables import LEADERBOARD_BUCKET_SIZE
+from spark_jobs import transforms as t
+
+SCOPE = "nightly"
+# Not "_manifest.json": Spark's file sources skip names starting with "_" or ".".
+SNAPSHOT_MANIFEST = "manifest.json"
+LEADERBOARD_DEPTH = 10_000
+
+
+@dataclass
+class BatchReport:
+    run_id: str
+    started_at: datetime
+    status: str = "running"
+    finished_at: datetime | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+    # The step outputs, for callers in the same session (evaluation, tests); not persisted.
+    results: dict[str, DataFrame] = field(default_factory=dict, repr=False)
+
+    @property
+    def seconds(self) -> float:
+        end = self.finished_at or datetime.now(UTC)
+        return (end - self.started_at).total_seconds()
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable by time (tables cluster runs newest first), unique across concurrent runs."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+# -- storage helpers (Hadoop FileSystem: local, s3a:// and hdfs:// alike) ----------------------
+
+
+def _fs(spark: SparkSession, path: str):
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    fs, hadoop_path = _fs(spark, path)
+    return bool(fs.exists(hadoop_path))
+
+
+def list_dirs(spark: SparkSession, path: str) -> list[str]:
+    fs, hadoop_path = _fs(spark, path)
+    if not fs.exists(hadoop_path):
+        return []
+    return sorted(
+        status.getPath().getName() for status in fs.listStatus(hadoop_path) if status.isDirectory()
+    )
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    fs, hadoop_path = _fs(spark, path)
+    stream = fs.create(hadoop_path, True)
+    try:
+        stream.write(bytearray(text.encode()))
+    finally:
+        stream.close()
+
+
+def read_text(spark: SparkSession, path: str) -> str:
+    return spark.read.text(path, wholetext=True).first().value
+
+
+# -- read ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    releases: DataFrame
+    users: DataFrame
+    collections: DataFrame
+    wantlists: DataFrame
+    events: DataFrame
+    snapshot_id: str | None
+    watermark: datetime | None
+
+
+def read_inputs(spark: SparkSession, settings: Settings) -> Inputs:
+    root = settings.data_root
+    catalog = paths.catalog_releases(root)
+    users_root = paths.join(root, paths.USERS)
+    for path, how in (
+        (catalog, "run `discorecs ingest-dump`"),
+        (users_root, "run `discorecs generate-users`"),
+    ):
+        if not exists(spark, paths.join(path, "_SUCCESS")):
+            raise FileNotFoundError(f"the batch needs {path}; {how} first")
+    releases = spark.read.parquet(catalog).select("release_id", "title", "genres", "styles")
+    users = spark.read.parquet(paths.join(root, paths.USER_PROFILES)).select("user_id", "name")
+    snapshot_id, watermark = latest_snapshot(spark, settings)
+    if snapshot_id:
+        base = paths.join(paths.snapshots(root), snapshot_id)
+        collections = spark.read.parquet(paths.join(base, "collections"))
+        wantlists = spark.read.parquet(paths.join(base, "wantlists"))
+    else:
+        collections, wantlists = (
+            spark.read.parquet(paths.join(root, dataset)).select(
+                "user_id",
+                "release_id",
+                "added_at",
+                F.lit(None).cast("timestamp").alias("changed_at"),
+            )
+            for dataset in (paths.INITIAL_COLLECTIONS, paths.INITIAL_WANTLISTS)
+        )
+    events = read_events(spark, settings, watermark)
+    return Inputs(releases, users, collections, wantlists, events, snapshot_id, watermark)
+
+
+def read_events(spark: SparkSession, settings: Settings, since: datetime | None) -> DataFrame:
+    """The event log rows ingested after ``since`` (all of them when None; none if no log)."""
+    log = paths.event_log(settings.data_root)
+    if not list_dirs(spark, log):
+        return spark.createDataFrame([], EVENT_LOG_SCHEMA)
+    events = spark.read.schema(EVENT_LOG_SCHEMA.add(EVENT_LOG_PARTITION, "string")).parquet(log)
+    if since is not None:
+        events = events.filter(
+            (F.col(EVENT_LOG_PARTITION) >= since.strftime("%Y-%m-%d"))
+            & (F.col("ingested_at") > F.lit(since))
+        )
+    return events.drop(EVENT_LOG_PARTITION)
+
+
+def latest_snapshot(spark: SparkSession, settings: Settings) -> tuple[str | None, datetime | None]:
+    """The newest complete snapshot and the ingest time of the last event it includes."""
+    base = paths.snapshots(settings.data_root)
+    for run_id in reversed(list_dirs(spark, base)):
+        manifest = paths.join(base, run_id, SNAPSHOT_MANIFEST)
+        if exists(spark, manifest):
+            data = json.loads(read_text(spark, manifest))
+            watermark = data.get("watermark")
+            return run_id, datetime.fromisoformat(watermark) if watermark else None
+    return None, None
+
+
+# -- write -----------------------------------------------------------------------------------------
+
+
+def write_snapshot(
+    spark: SparkSession,
+    settings: Settings,
+    run_id: str,
+    collections: DataFrame,
+    wantlists: DataFrame,
+    watermark: datetime | None,
+) -> None:
+    """Write the compacted state; its manifest, written last, is what makes it complete."""
+    base = paths.join(paths.snapshots(settings.data_root), run_id)
+    collections.write.mode("overwrite").parquet(paths.join(base, "collections"))
+    wantlists.write.mode("overwrite").parquet(paths.join(base, "wantlists"))
+    write_text(
+        spark,
+        paths.join(base, SNAPSHOT_MANIFEST),
+        json.dumps({"run_id": run_id, "watermark": watermark.isoformat() if watermark else None}),
+    )
+
+
+def write_to_cassandra(
+    settings: Settings, frame: DataFrame, table: str, columns: tuple[str, ...]
+) -> None:
+    """Upsert ``frame`` into ``table`` from the executors, one connection per partition."""
+
+    def write_partition(rows: Any) -> None:
+        from discorecs.cassandra import connect, upsert_rows
+
+        batch = [tuple(row) for row in rows]
+        if not batch:
+            return
+        with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+            upsert_rows(connection, table, columns, batch, concurrency=64)
+
+    frame.select(*columns).foreachPartition(write_partition)
+
+
+def profile_rows(scores: DataFrame, ranks: DataFrame, styles: DataFrame, run_id: str) -> DataFrame:
+    ranked = scores.join(
+        ranks.select("genre", "user_id", "rank", "percentile"), ["genre", "user_id"]
+    )
+    top_styles = (
+        styles.withColumn(
+            "r",
+            F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("share"), "style")),
+        )
+        .filter("r <= 3")
+        .groupBy("user_id")
+        .agg(F.sort_array(F.collect_list(F.struct(F.col("r"), "style"))).alias("s"))
+        .select("user_id", F.col("s.style").alias("top_styles"))
+    )
+    return (
+        ranked.groupBy("user_id")
+        .agg(
+            F.first("collection_size").alias("collection_size"),
+            F.map_from_entries(F.collect_list(F.struct("genre", "score"))).alias("scores"),
+            F.map_from_entries(F.collect_list(F.struct("genre", "share"))).alias("shares"),
+            F.map_from_entries(F.collect_list(F.struct("genre", "rank"))).alias("ranks"),
+            F.map_from_entries(F.collect_list(F.struct("genre", "percentile"))).alias(
+                "percentiles"
+            ),
+        )
+        .join(top_styles, "user_id", "left")
+        .withColumn("run_id", F.lit(run_id))
+    )
+
+
+def leaderboard_rows(
+    ranks: DataFrame, users: DataFrame, run_id: str, depth: int = LEADERBOARD_DEPTH
+) -> DataFrame:
+    return (
+        ranks.filter(F.col("rank") <= depth)
+        .join(users, "user_id", "left")
+        .select(
+            "genre",
+            F.lit(run_id).alias("run_id"),
+            ((F.col("rank") - 1) / LEADERBOARD_BUCKET_SIZE).cast("int").alias("bucket"),
+            "rank",
+            "user_id",
+            F.col("name").alias("user_name"),
+            "score",
+            "percentile",
+        )
+    )
+
+
+def recommendation_rows(
+    friends: DataFrame, releases: DataFrame, run_id: str, generated_at: datetime
+) -> DataFrame:
+    best = friends.filter("rank = 1").select(
+        "user_id",
+        "friend_id",
+        F.col("similarity").alias("friend_match"),
+        F.col("reason").alias("friend_reason"),
+        "shared_genres",
+    )
+    others = (
+        friends.filter("rank > 1")
+        .groupBy("user_id")
+        .agg(F.sort_array(F.collect_list(F.struct("rank", "friend_id", "similarity"))).alias("o"))
+    )
+    picks = releases.groupBy("user_id").agg(
+        F.sort_array(F.collect_list(F.struct("rank", "release_id", "score", "reason"))).alias("p")
+    )
+    return (
+        best.join(others, "user_id", "left")
+        .join(picks, "user_id", "left")
+        .select(
+            "user_id",
+            F.lit(run_id).alias("run_id"),
+            "friend_id",
+            "friend_match",
+            "friend_reason",
+            "shared_genres",
+            F.col("o.friend_id").alias("other_friend_ids"),
+            F.col("o.similarity").alias("other_friend_matches"),
+            F.col("p.release_id").alias("release_ids"),
+            F.col("p.score").alias("release_scores"),
+            F.col("p.reason").alias("release_reasons"),
+            F.lit(generated_at).alias("generated_at"),
+        )
+    )
+
+
+PROFILE_COLUMNS = (
+    "user_id",
+    "run_id",
+    "collection_size",
+    "scores",
+    "shares",
+    "ranks",
+    "percentiles",
+    "top_styles",
+)
+LEADERBOARD_COLUMNS = (
+    "genre",
+    "run_id",
+    "bucket",
+    "rank",
+    "user_id",
+    "user_name",
+    "score",
+    "percentile",
+)
+RECOMMENDATION_COLUMNS = (
+    "user_id",
+    "run_id",
+    "friend_id",
+    "friend_match",
+    "friend_reason",
+    "shared_genres",
+    "other_friend_ids",
+    "other_friend_matches",
+    "release_ids",
+    "release_scores",
+    "release_reasons",
+    "generated_at",
+)
+
+
+def record_run(settings: Settings, report: BatchReport, publish: bool = False) -> None:
+    """Write the run record (and, when ``publish``, point the site at this run)."""
+    from discorecs.cassandra import connect
+
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        connection.session.execute(
+            connection.prepare(
+                f"INSERT INTO {tables.BATCH_RUNS} (scope, started_at, run_id, finished_at, status,"
+                " step_counts, message) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            ),
+            (
+                SCOPE,
+                report.started_at,
+                report.run_id,
+                report.finished_at,
+                report.status,
+                report.counts,
+                report.message[:2000],
+            ),
+        )
+        if publish:
+            connection.session.execute(
+                connection.prepare(
+                    f"INSERT INTO {tables.PUBLISHED_RUNS} (scope, run_id, "
+                    "published_at) VALUES (?, ?, ?)"
+                ),
+                (SCOPE, report.run_id, datetime.now(UTC)),
+            )
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+def run_batch(
+    spark: SparkSession,
+    settings: Settings,
+    *,
+    run_id: str | None = None,
+    load_cassandra: bool = True,
+    say: Callable[[str], None] = say_to_stderr,
+) -> BatchReport:
+    report = BatchReport(run_id or new_run_id(), datetime.now(UTC))
+    if load_cassandra:
+        record_run(settings, report)
+    try:
+        _run_steps(spark, settings, report, load_cassandra, say)
+    except BaseException as error:
+        report.status = "failed"
+        report.finished_at = datetime.now(UTC)
+        report.message = f"{type(error).__name__}: {error}".splitlines()[0]
+        say(
+            f"batch {report.run_id}: FAILED ({report.message}); the previous published run "
+            "stays in place"
+        )
+        if load_cassandra:
+            try:
+                record_run(settings, report)
+            except Exception as record_error:  # Cassandra may be the reason we failed
+                say(f"batch {report.run_id}: could not record the failure: {record_error}")
+        raise
+    report.status = "succeeded"
+    report.finished_at = datetime.now(UTC)
+    if load_cassandra:
+        record_run(settings, report, publish=True)
+    say(f"batch {report.run_id}: succeeded in {report.seconds:.0f} s and published")
+    return report
+
+
+def _run_steps(
+    spark: SparkSession,
+    settings: Settings,
+    report: BatchReport,
+    load_cassandra: bool,
+    say: Callable[[str], None],
+) -> None:
+    counts = report.counts
+
+    def step(name: str, action: Callable[[], Any]) -> Any:
+        started = time.monotonic()
+        result = action()
+        report.step_seconds[name] = round(time.monotonic() - started, 2)
+        say(f"batch {report.run_id}: {name} done in {report.step_seconds[name]:.1f} s")
+        return result
+
+    inputs = step("read", lambda: read_inputs(spark, settings))
+    events = inputs.events.cache()
+    counts["events_read"] = events.count()
+    counts["duplicate_events"] = (
+        counts["events_read"] - events.select("event_id").distinct().count()
+    )
+    collections = t.current_collections(inputs.collections, events).cache()
+    wantlists = t.current_wantlists(inputs.wantlists, events).cache()
+    watermark = events.agg(F.max("ingested_at")).first()[0] or inputs.watermark
+
+    def state() -> None:
+        write_snapshot(spark, settings, report.run_id, collections, wantlists, watermark)
+        counts["collection_items"] = collections.count()
+        counts["wantlist_items"] = wantlists.count()
+
+    step("state", state)
+    releases = inputs.releases.cache()
+    known = releases.select("release_id")
+    counts["missing_releases"] = collections.join(known, "release_id", "left_anti").count()
+    counts["releases_without_genre"] = releases.filter(F.size(t.known_genres()) == 0).count()
+    counts["users_with_empty_collection"] = inputs.users.join(
+        collections.select("user_id").distinct(), "user_id", "left_anti"
+    ).count()
+
+    scores = step("scores", lambda: t.genre_scores(collections, releases).cache())
+    counts["users_scored"] = scores.select("user_id").distinct().count()
+    ranks = step("rankings", lambda: t.rank_users(scores).cache())
+    counts["ranked_entries"] = ranks.count()
+    styles = t.style_shares(collections, releases).cache()
+    vectors = t.taste_vectors(scores, styles).cache()
+    friends = step(
+        "friends",
+        lambda: t.best_friends(t.candidate_friends(scores, styles, vectors), vectors).cache(),
+    )
+    counts["users_with_friend"] = friends.filter("rank = 1").count()
+    picks = step(
+        "releases",
+        lambda: t.recommend_releases(
+            collections, wantlists, releases, scores, styles, friends
+        ).cache(),
+    )
+    counts["users_with_release"] = picks.filter("rank = 1").count()
+    counts["distinct_top_releases"] = (
+        picks.filter("rank = 1").select("release_id").distinct().count()
+    )
+    if load_cassandra:
+
+        def serve() -> None:
+            write_to_cassandra(
+                settings,
+                profile_rows(scores, ranks, styles, report.run_id),
+                tables.USER_GENRE_PROFILES,
+                PROFILE_COLUMNS,
+            )
+            write_to_cassandra(
+                settings,
+                leaderboard_rows(ranks, inputs.users, report.run_id),
+                tables.GENRE_LEADERBOARDS,
+                LEADERBOARD_COLUMNS,
+            )
+            write_to_cassandra(
+                settings,
+                recommendation_rows(friends, picks, report.run_id, report.started_at),
+                tables.RECOMMENDATIONS,
+                RECOMMENDATION_COLUMNS,
+            )
+
+        step("serving load", serve)
+    report.results = {"scores": scores, "ranks": ranks, "friends": friends, "releases": picks}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``spark-submit spark_jobs/nightly.py`` (settings from the environment)."""
+    from discorecs.spark import build_spark_session
+
+    settings = load_settings()
+    spark = build_spark_session(settings, "discorecs-nightly")
+    try:
+        report = run_batch(spark, settings)
+    finally:
+        spark.stop()
+    print(
+        json.dumps(
+            {
+                "run_id": report.run_id,
+                "status": report.status,
+                "counts": report.counts,
+                "step_seconds": report.step_seconds,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
