@@ -398,6 +398,13 @@ def run_batch(
     return report
 
 
+def materialize(frame: DataFrame) -> DataFrame:
+    """Compute ``frame`` once and cut its lineage. ``cache()`` keeps the whole plan, and every
+    later step's plan embeds it again, until describing one plan exhausts the driver's heap;
+    a local checkpoint keeps each step's plan small."""
+    return frame.localCheckpoint(eager=True)
+
+
 def _run_steps(
     spark: SparkSession,
     settings: Settings,
@@ -415,13 +422,13 @@ def _run_steps(
         return result
 
     inputs = step("read", lambda: read_inputs(spark, settings))
-    events = inputs.events.cache()
+    events = materialize(inputs.events)
     counts["events_read"] = events.count()
     counts["duplicate_events"] = (
         counts["events_read"] - events.select("event_id").distinct().count()
     )
-    collections = t.current_collections(inputs.collections, events).cache()
-    wantlists = t.current_wantlists(inputs.wantlists, events).cache()
+    collections = materialize(t.current_collections(inputs.collections, events))
+    wantlists = materialize(t.current_wantlists(inputs.wantlists, events))
     watermark = events.agg(F.max("ingested_at")).first()[0] or inputs.watermark
 
     def state() -> None:
@@ -430,7 +437,7 @@ def _run_steps(
         counts["wantlist_items"] = wantlists.count()
 
     step("state", state)
-    releases = inputs.releases.cache()
+    releases = materialize(inputs.releases)
     known = releases.select("release_id")
     counts["missing_releases"] = collections.join(known, "release_id", "left_anti").count()
     counts["releases_without_genre"] = releases.filter(F.size(t.known_genres()) == 0).count()
@@ -438,22 +445,22 @@ def _run_steps(
         collections.select("user_id").distinct(), "user_id", "left_anti"
     ).count()
 
-    scores = step("scores", lambda: t.genre_scores(collections, releases).cache())
+    scores = step("scores", lambda: materialize(t.genre_scores(collections, releases)))
     counts["users_scored"] = scores.select("user_id").distinct().count()
-    ranks = step("rankings", lambda: t.rank_users(scores).cache())
+    ranks = step("rankings", lambda: materialize(t.rank_users(scores)))
     counts["ranked_entries"] = ranks.count()
-    styles = t.style_shares(collections, releases).cache()
-    vectors = t.taste_vectors(scores, styles).cache()
+    styles = materialize(t.style_shares(collections, releases))
+    vectors = materialize(t.taste_vectors(scores, styles))
     friends = step(
         "friends",
-        lambda: t.best_friends(t.candidate_friends(scores, styles, vectors), vectors).cache(),
+        lambda: materialize(t.best_friends(t.candidate_friends(scores, styles, vectors), vectors)),
     )
     counts["users_with_friend"] = friends.filter("rank = 1").count()
     picks = step(
         "releases",
-        lambda: t.recommend_releases(
-            collections, wantlists, releases, scores, styles, friends
-        ).cache(),
+        lambda: materialize(
+            t.recommend_releases(collections, wantlists, releases, scores, styles, friends)
+        ),
     )
     counts["users_with_release"] = picks.filter("rank = 1").count()
     counts["distinct_top_releases"] = (

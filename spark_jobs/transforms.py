@@ -20,6 +20,9 @@ from pyspark.sql import functions as F
 from discorecs.events import EventKind
 from discorecs.genres import GENRES
 
+# Scores and similarities are rounded before ranking: sums of floats depend on the order Spark
+# adds them in (its partitioning), and the last bits must not decide a tie that the id breaks.
+RANKING_DIGITS = 9
 FRIEND_WINDOW = 8  # neighbours compared on each side in every block (sorted neighbourhood)
 FRIENDS_KEPT = 5
 SHARED_GENRE_SHARE = 0.15
@@ -107,7 +110,7 @@ def genre_scores(collections: DataFrame, releases: DataFrame) -> DataFrame:
             (F.lit(1.0) / F.size("genres")).alias("weight"),
         )
         .groupBy("user_id", "genre")
-        .agg(F.sum("weight").alias("score"))
+        .agg(F.round(F.sum("weight"), RANKING_DIGITS).alias("score"))
     )
     total = F.sum("score").over(Window.partitionBy("user_id"))
     return weighted.withColumn("share", F.col("score") / total).join(sizes, "user_id")
@@ -243,7 +246,7 @@ def candidate_friends(
     scored = (
         pairs.join(vectors.select(F.col("user_id").alias("u"), F.col("vector").alias("vu")), "u")
         .join(vectors.select(F.col("user_id").alias("v"), F.col("vector").alias("vv")), "v")
-        .select("u", "v", _cosine("vu", "vv").alias("similarity"))
+        .select("u", "v", F.round(_cosine("vu", "vv"), RANKING_DIGITS).alias("similarity"))
     )
     return scored.select(
         F.col("u").alias("user_id"), F.col("v").alias("friend_id"), "similarity"
@@ -384,9 +387,13 @@ def recommend_releases(
         .join(held, ["user_id", "release_id"], "left_anti")
         .withColumn(
             "score",
-            F.col("taste")
-            * (
-                F.lit(1.0) + F.when(F.col("friend_owns"), F.lit(FRIEND_BONUS)).otherwise(F.lit(0.0))
+            F.round(
+                F.col("taste")
+                * (
+                    F.lit(1.0)
+                    + F.when(F.col("friend_owns"), F.lit(FRIEND_BONUS)).otherwise(F.lit(0.0))
+                ),
+                RANKING_DIGITS,
             ),
         )
         .withColumn(

@@ -1,0 +1,241 @@
+"""The nightly batch against the real Cassandra and Spark: state, guarantees, failure, cluster."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from discorecs import paths
+from discorecs.cassandra import connect
+from discorecs.spark_schemas import EVENT_LOG_SCHEMA
+from discorecs.users.population import write_population
+from spark_jobs import nightly
+from tests.conftest import free_port
+
+pytestmark = [pytest.mark.services, pytest.mark.spark]
+
+
+@pytest.fixture(scope="module")
+def batch_root(small_catalog, tmp_path_factory, spark):
+    root = tmp_path_factory.mktemp("batch") / "data"
+    shutil.copytree(small_catalog, root / "catalog" / "releases")
+    write_population(small_catalog, root / "users", 300, seed=12, say=lambda m: None)
+    collections = ds.dataset(root / "users" / "collections").to_table().to_pylist()
+    first = collections[0]
+    catalog_ids = ds.dataset(small_catalog).to_table(columns=["release_id"])["release_id"]
+    owned = {row["release_id"] for row in collections if row["user_id"] == first["user_id"]}
+    new_release = next(r for r in catalog_ids.to_pylist() if r not in owned)
+    t = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    events = [
+        ("ev-1", first["user_id"], new_release, "collection_add", t, t),
+        ("ev-1", first["user_id"], new_release, "collection_add", t, t),  # duplicate
+        ("ev-2", first["user_id"], first["release_id"], "collection_remove", t, t),
+    ]
+    frame = spark.createDataFrame(events, EVENT_LOG_SCHEMA).withColumn(
+        "ingest_date", __import__("pyspark.sql.functions", fromlist=["lit"]).lit("2026-11-24")
+    )
+    frame.write.partitionBy("ingest_date").parquet(str(root / "events"))
+    return root, first["user_id"], new_release, first["release_id"]
+
+
+def published_run(settings):
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        row = connection.session.execute(
+            "SELECT run_id FROM published_runs WHERE scope = 'nightly'"
+        ).one()
+    return row.run_id if row else None
+
+
+def recommendations(settings, run_id):
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        rows = connection.session.execute(
+            "SELECT user_id, run_id, friend_id, release_ids FROM recommendations"
+        )
+        return {
+            row.user_id: (row.friend_id, list(row.release_ids or []))
+            for row in rows
+            if row.run_id == run_id
+        }
+
+
+@pytest.fixture(scope="module")
+def first_run(services, spark, batch_root):
+    root, *_ = batch_root
+    settings = services.replace(data_root=str(root))
+    report = nightly.run_batch(spark, settings, say=lambda m: None)
+    return settings, report
+
+
+def test_the_run_is_published_and_recorded(first_run):
+    settings, report = first_run
+    assert report.status == "succeeded"
+    assert published_run(settings) == report.run_id
+    assert report.counts["events_read"] == 3 and report.counts["duplicate_events"] == 1
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        record = connection.session.execute(
+            "SELECT status, step_counts FROM batch_runs WHERE scope = 'nightly'"
+        ).one()
+    assert record.status == "succeeded"
+    assert record.step_counts["users_with_friend"] == 300
+
+
+def test_events_from_the_log_are_applied_to_the_snapshot(first_run, batch_root):
+    _, report = first_run
+    root, user, added, removed = batch_root
+    snapshot = (
+        ds.dataset(
+            Path(paths.snapshots(str(root))) / report.run_id / "collections", format="parquet"
+        )
+        .to_table()
+        .to_pylist()
+    )
+    mine = {row["release_id"] for row in snapshot if row["user_id"] == user}
+    assert added in mine and removed not in mine
+
+
+def test_every_user_gets_a_friend_and_a_release_they_neither_own_nor_want(first_run, batch_root):
+    settings, report = first_run
+    root, *_ = batch_root
+    recs = recommendations(settings, report.run_id)
+    base = Path(paths.snapshots(str(root))) / report.run_id
+    held = {}
+    for dataset in ("collections", "wantlists"):
+        for row in ds.dataset(base / dataset, format="parquet").to_table().to_pylist():
+            held.setdefault(row["user_id"], set()).add(row["release_id"])
+    owners = {
+        row["user_id"]
+        for row in ds.dataset(base / "collections", format="parquet")
+        .to_table(columns=["user_id"])
+        .to_pylist()
+    }
+    assert set(recs) == owners
+    for user, (friend, releases) in recs.items():
+        assert friend is not None and friend != user
+        assert releases and not set(releases) & held[user]
+
+
+def test_a_failed_run_leaves_the_previous_recommendations(first_run, spark, monkeypatch):
+    settings, report = first_run
+    before = recommendations(settings, report.run_id)
+    real_write = nightly.write_to_cassandra
+
+    def failing_write(settings_, frame, table, columns):
+        if table == "recommendations":
+            raise RuntimeError("Cassandra went away during the serving load")
+        real_write(settings_, frame, table, columns)
+
+    monkeypatch.setattr(nightly, "write_to_cassandra", failing_write)
+    with pytest.raises(RuntimeError, match="went away"):
+        nightly.run_batch(spark, settings, say=lambda m: None)
+    assert published_run(settings) == report.run_id
+    assert recommendations(settings, report.run_id) == before
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        latest = connection.session.execute(
+            "SELECT status, message FROM batch_runs WHERE scope = 'nightly' LIMIT 1"
+        ).one()
+    assert latest.status == "failed" and "went away" in latest.message
+
+
+def test_a_standalone_cluster_gives_the_same_results(first_run, tmp_path):
+    """A real Spark master and worker on 127.0.0.1, the batch submitted with spark-submit."""
+    settings, report = first_run
+    spark_home = (
+        Path(sys.executable).parent.parent / "lib" / "python3.11" / "site-packages" / "pyspark"
+    )
+    master_port = free_port()
+    env = {
+        **os.environ,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_HOME": str(spark_home),
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOG_DIR": str(tmp_path / "logs"),
+        "SPARK_WORKER_DIR": str(tmp_path / "work"),
+        # The REST submission server would take the fixed port 6066; spark-submit does not need it.
+        "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
+    }
+    spark_class = str(spark_home / "bin" / "spark-class")
+    logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("master", "worker")}
+    master = subprocess.Popen(
+        [
+            spark_class,
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(master_port),
+            "--webui-port",
+            str(free_port()),
+        ],
+        env=env,
+        stdout=logs["master"],
+        stderr=subprocess.STDOUT,
+    )
+    worker = subprocess.Popen(
+        [
+            spark_class,
+            "org.apache.spark.deploy.worker.Worker",
+            f"spark://127.0.0.1:{master_port}",
+            "--host",
+            "127.0.0.1",
+            "--cores",
+            "2",
+            "--memory",
+            "2g",
+            "--webui-port",
+            str(free_port()),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        env=env,
+        stdout=logs["worker"],
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "Registering worker" not in (tmp_path / "master.log").read_text():
+            assert time.monotonic() < deadline, (tmp_path / "master.log").read_text()[-2000:]
+            time.sleep(0.5)
+        submit_env = {
+            **env,
+            "DISCORECS_HOME": str(settings.home),
+            "DISCORECS_DATA_ROOT": settings.data_root,
+            "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers[0],
+            "DISCORECS_CASSANDRA_PORT": str(settings.cassandra_port),
+            "DISCORECS_CASSANDRA_KEYSPACE": settings.cassandra_keyspace,
+            "DISCORECS_SPARK_SHUFFLE_PARTITIONS": "4",
+        }
+        result = subprocess.run(
+            [
+                str(spark_home / "bin" / "spark-submit"),
+                "--master",
+                f"spark://127.0.0.1:{master_port}",
+                "--driver-memory",
+                "1g",
+                "--executor-memory",
+                "1g",
+                str(Path(nightly.__file__)),
+            ],
+            env=submit_env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = json.loads(result.stdout[result.stdout.index("{") :])
+        assert summary["status"] == "succeeded"
+    finally:
+        for process in (worker, master):
+            process.terminate()
+            process.wait(timeout=30)
+        for log in logs.values():
+            log.close()
+    cluster_run = summary["run_id"]
+    assert published_run(settings) == cluster_run != report.run_id
+    assert recommendations(settings, cluster_run) == recommendations(settings, report.run_id)
