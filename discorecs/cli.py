@@ -160,6 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compute and write the snapshot only; do not load or publish",
     )
+
+    evaluate = command(
+        "evaluate",
+        cmd_evaluate,
+        "hide part of each collection and score recommendations against it, "
+        "next to baselines (top genre, friend's most owned, ALS)",
+    )
+    evaluate.add_argument("--holdout", type=positive_float, default=0.1)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--als-users",
+        type=positive_int,
+        default=20_000,
+        help="users ALS is evaluated on (a sample when there are more)",
+    )
+    evaluate.add_argument("--out", help="JSON file (default: <home>/evaluation.json)")
     return parser
 
 
@@ -322,6 +338,30 @@ def cmd_batch(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {name:14s} {seconds:7.1f} s")
     for name, count in report.counts.items():
         print(f"  {name:28s} {count:,}")
+    return 0
+
+
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from discorecs.spark import build_spark_session
+    from spark_jobs.evaluate import evaluate, format_table, write_evaluation
+
+    if not 0 < args.holdout < 1:
+        print("discorecs: error: --holdout must be between 0 and 1", file=sys.stderr)
+        return 2
+    spark = build_spark_session(settings, "discorecs-evaluate")
+    try:
+        result = evaluate(
+            spark, settings, holdout=args.holdout, seed=args.seed, als_users=args.als_users
+        )
+    finally:
+        spark.stop()
+    out = write_evaluation(
+        result, Path(args.out) if args.out else settings.home / "evaluation.json"
+    )
+    print(format_table(result))
+    print(f"written to {out}")
     return 0
 
 

@@ -239,3 +239,36 @@ def test_a_standalone_cluster_gives_the_same_results(first_run, tmp_path):
     cluster_run = summary["run_id"]
     assert published_run(settings) == cluster_run != report.run_id
     assert recommendations(settings, cluster_run) == recommendations(settings, report.run_id)
+
+
+def test_evaluation_reports_every_recommender(first_run, spark, batch_root):
+    from collections import Counter
+
+    from spark_jobs.evaluate import evaluate, format_table
+
+    settings, report = first_run
+    root, *_ = batch_root
+    result = evaluate(spark, settings, holdout=0.2, seed=5, als_users=100, say=lambda m: None)
+    assert set(result["results"]) == {
+        "discorecs",
+        "top genre",
+        "friend's most owned",
+        "ALS (implicit)",
+        "discorecs (ALS sample)",
+    }
+    # Users with a single record keep it: only users with two or more are evaluated.
+    snapshot = Path(paths.snapshots(str(root))) / report.run_id / "collections"
+    sizes = Counter(
+        row["user_id"]
+        for row in ds.dataset(snapshot, format="parquet").to_table(columns=["user_id"]).to_pylist()
+    )
+    assert result["evaluated_users"] == sum(size >= 2 for size in sizes.values())
+    assert result["als_users"] == 100
+    ours = result["results"]["discorecs"]
+    assert ours["users_covered"] == 1.0
+    for metrics in result["results"].values():
+        assert all(0.0 <= value <= 1.0 for value in metrics.values())
+        assert metrics["hit_rate_at_1"] <= metrics["hit_rate_at_10"]
+    # Hidden records are drawn by taste: the taste model must find some of them.
+    assert ours["hit_rate_at_10"] > 0.05
+    assert "discorecs" in format_table(result)

@@ -162,3 +162,24 @@ def test_popularity_is_a_share_of_the_group(spark):
     collections = holdings(spark, [(1, 1, T0, None), (2, 1, T0, None), (3, 6, T0, None)])
     popular = t.popularity(collections, releases(spark), "genre")
     assert collect(popular, "genre", "release_id") == [("Jazz", 1, 2 / 3), ("Jazz", 6, 1 / 3)]
+
+
+def test_holdout_hides_a_share_but_never_a_users_last_record(spark):
+    from spark_jobs.evaluate import split_holdout
+
+    rows = (
+        [(1, r, T0, None) for r in range(1, 21)]
+        + [(2, 1, T0, None)]
+        + [(3, 1, T0, None), (3, 2, T0, None)]
+    )
+    train, hidden = split_holdout(holdings(spark, rows), 0.1, seed=3)
+    hidden_rows = collect(hidden, "user_id", "release_id")
+    assert [u for u, _ in hidden_rows] == [1, 1, 3]  # 10 % of 20 = 2; user 3: one of two
+    assert train.count() + hidden.count() == len(rows)
+    assert not {tuple(r) for r in hidden.collect()} & {
+        (r.user_id, r.release_id) for r in train.collect()
+    }
+    again = collect(split_holdout(holdings(spark, rows), 0.1, seed=3)[1], "user_id", "release_id")
+    assert again == hidden_rows
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        split_holdout(holdings(spark, rows), 1.5, seed=3)
