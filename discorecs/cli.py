@@ -176,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="users ALS is evaluated on (a sample when there are more)",
     )
     evaluate.add_argument("--out", help="JSON file (default: <home>/evaluation.json)")
+
+    web = command("web", cmd_web, "serve the site and JSON API (gunicorn; --dev for Flask's)")
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=positive_int, default=8000)
+    web.add_argument("--workers", type=positive_int, default=2)
+    web.add_argument("--threads", type=positive_int, default=8)
+    web.add_argument("--dev", action="store_true", help="Flask's development server")
     return parser
 
 
@@ -362,6 +369,21 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     )
     print(format_table(result))
     print(f"written to {out}")
+    return 0
+
+
+def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
+    from webapp.server import serve
+
+    print(f"discorecs web on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
+    serve(
+        settings,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        dev=args.dev,
+    )
     return 0
 
 

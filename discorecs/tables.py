@@ -46,3 +46,8 @@ def leaderboard_bucket(rank: int) -> int:
     if rank < 1:
         raise ValueError(f"ranks start at 1, got {rank}")
     return (rank - 1) // LEADERBOARD_BUCKET_SIZE
+
+
+def name_prefix(name: str) -> str:
+    """The ``users_by_name`` partition of a name: its first two lower-cased characters."""
+    return name.strip().lower()[:2]

@@ -22,6 +22,7 @@ from discorecs.errors import DiscorecsError
 from discorecs.progress import Progress, say_to_stderr
 from discorecs.settings import Settings
 from discorecs.storage import local_path, require_published, staged
+from discorecs.tables import name_prefix
 from discorecs.users.catalog_index import read_catalog_index
 from discorecs.users.generate import NamePools, generate_population
 
@@ -165,11 +166,6 @@ def load_population_into_cassandra(
             progress.finish(count)
             written[table] = count
     return written
-
-
-def name_prefix(name: str) -> str:
-    """The ``users_by_name`` partition of a name: its first two lower-cased characters."""
-    return name.strip().lower()[:2]
 
 
 def _name_index_rows(user_ids: list[int], names: list[str]):

@@ -1,0 +1,114 @@
+"""Benchmark: the whole nightly batch (state, scores, rankings, friends, releases, Cassandra
+load) on generated data, against a Cassandra node started for the benchmark.
+
+Reports per-step times, peak RSS of the process tree (driver, Python workers, not the
+Cassandra JVM) and users per second. Targets on this 2-core machine: 1M users (catalog of at
+least 1M releases) in under 10 minutes including the Cassandra load; 10M users once in under
+2 hours.
+
+    .venv/bin/python -m bench.batch [--users 1000000] [--releases 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import PeakMemory, write_results
+from discorecs.catalog.generate import write_dump
+from discorecs.catalog.ingest import build_catalog
+from discorecs.services.manager import LocalServices
+from discorecs.settings import load_settings
+from discorecs.spark import build_spark_session
+from discorecs.users.population import write_population
+from spark_jobs.nightly import run_batch
+
+CACHE = Path("~/.cache/discorecs/bench").expanduser()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--releases", type=int, default=1_000_000)
+    parser.add_argument("--driver-memory", default="8g")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="discorecs-bench-batch-"))
+    settings = load_settings(
+        {
+            "DISCORECS_HOME": str(work / "home"),
+            "DISCORECS_DATA_ROOT": str(work / "data"),
+            "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "DISCORECS_CASSANDRA_PORT": str(free_port()),
+            "DISCORECS_CASSANDRA_STORAGE_PORT": str(free_port()),
+            "DISCORECS_CASSANDRA_MAX_HEAP": "2G",
+            "DISCORECS_SPARK_MASTER": "local[2]",
+            "DISCORECS_SPARK_DRIVER_MEMORY": args.driver_memory,
+            "DISCORECS_SPARK_SHUFFLE_PARTITIONS": "16",
+        }
+    )
+    services = LocalServices(settings)
+    try:
+        dump = CACHE / f"bench_catalog_{args.releases}.xml.gz"
+        if not dump.exists():
+            print(f"generating a catalog of {args.releases:,} releases ...", flush=True)
+            write_dump(dump, args.releases, seed=7)
+        catalog = work / "data" / "catalog" / "releases"
+        build_catalog(dump, catalog, say=lambda m: None)
+        print(f"generating {args.users:,} users ...", flush=True)
+        population = write_population(
+            catalog, work / "data" / "users", args.users, seed=1, say=lambda m: None
+        )
+        services.cassandra.start()
+        from discorecs.cassandra import apply_schema
+
+        apply_schema(settings)
+        spark = build_spark_session(
+            settings, "discorecs-bench-batch", {"spark.ui.enabled": "false"}
+        )
+        started = time.monotonic()
+        with PeakMemory() as memory:
+            report = run_batch(spark, settings, say=print)
+        seconds = time.monotonic() - started
+        spark.stop()
+        figures = {
+            "users": args.users,
+            "releases": args.releases,
+            "collection_records": population.collection_items,
+            "seconds": seconds,
+            "users_per_second": args.users / seconds,
+            "step_seconds": report.step_seconds,
+            "counts": report.counts,
+            "peak_rss_mb_driver_and_workers": memory.peak / 1e6,
+            "projection_10m_users_hours": 10_000_000 / (args.users / seconds) / 3600,
+            "target_seconds_1m_users": 600,
+        }
+        path = write_results(f"batch_{args.users}", figures)
+        print(
+            f"\nbatch on {args.users:,} users ({population.collection_items:,} records, "
+            f"{args.releases:,} releases): {seconds:.0f} s, {args.users / seconds:,.0f} "
+            f"users/s, peak RSS {memory.peak / 1e6:,.0f} MB (driver + workers)"
+        )
+        for step, spent in report.step_seconds.items():
+            print(f"  {step:14s} {spent:8.1f} s")
+        print(
+            f"10M users projected (linear): {figures['projection_10m_users_hours']:.1f} h\n"
+            f"written to {path}"
+        )
+    finally:
+        services.down()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Views and API with the Flask test client over a fake repository (no Cassandra)."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from webapp import create_app
+from webapp.models import (
+    BatchRun,
+    CollectionChange,
+    FriendPick,
+    GenreStanding,
+    Health,
+    Leaderboard,
+    LeaderboardEntry,
+    Profile,
+    Recommendations,
+    Release,
+    ReleasePick,
+    StreamHealth,
+    User,
+    UserPage,
+)
+from webapp.repository import ServingUnavailable
+
+WHEN = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+KIND_OF_BLUE = Release(
+    2, "Kind of Blue", ["Miles Davis"], 1959, ["Jazz"], ["Modal"], "US", ["Vinyl"]
+)
+
+
+class FakeRepository:
+    def __init__(self) -> None:
+        self.down = False
+        self.users_ = {
+            7: User(7, "Ada <b>Lovelace</b>", "London, UK", WHEN),
+            8: User(8, "Charles Babbage", "London, UK", WHEN),
+        }
+
+    def _check(self) -> None:
+        if self.down:
+            raise ServingUnavailable("Cassandra is restarting")
+
+    def user(self, user_id):
+        self._check()
+        return self.users_.get(user_id)
+
+    def published_run(self):
+        self._check()
+        return "20261125T030000Z-abcdef"
+
+    def recommendations(self, user_id, run_id):
+        self._check()
+        if user_id not in self.users_:
+            return None
+        friend = FriendPick(
+            self.users_[8 if user_id == 7 else 7],
+            0.91,
+            ["Jazz", "Funk / Soul"],
+            "you both collect Jazz and Funk / Soul, 91% taste match",
+        )
+        return Recommendations(
+            run_id,
+            WHEN,
+            friend,
+            [],
+            [ReleasePick(KIND_OF_BLUE, 0.2, "popular among Modal collectors")],
+        )
+
+    def user_page(self, user_id):
+        self._check()
+        user = self.users_.get(user_id)
+        if user is None:
+            return None
+        profile = Profile(
+            "20261125T030000Z-abcdef",
+            12,
+            [
+                GenreStanding("Jazz", 8.0, 0.6667, 3, 99.5),
+                GenreStanding("Children's", 4.0, 0.3333, 40, 80.0),
+            ],
+            ["Modal"],
+        )
+        return UserPage(
+            user,
+            profile,
+            13,
+            self.recommendations(user_id, "r"),
+            [CollectionChange(WHEN, "collection_add", KIND_OF_BLUE)],
+        )
+
+    def leaderboard(self, genre, page=1, page_size=50):
+        self._check()
+        entries = [
+            LeaderboardEntry(r, 100 + r, f"Collector {r}", 50.0 - r, 99.0 - r)
+            for r in range((page - 1) * 2 + 1, page * 2 + 1)
+        ]
+        return Leaderboard(genre, "r", page, 2, entries, page < 3)
+
+    def health(self):
+        self._check()
+        return Health(
+            "r",
+            [BatchRun("r", "succeeded", WHEN, WHEN, {"users_with_friend": 2})],
+            StreamHealth(20, 1234.5, 17, WHEN, 3),
+        )
+
+    def search_by_name(self, prefix, limit=20):
+        self._check()
+        return [u for u in self.users_.values() if u.name.lower().startswith(prefix.lower())]
+
+    def random_user_id(self):
+        self._check()
+        return 7
+
+
+@pytest.fixture
+def fake():
+    return FakeRepository()
+
+
+@pytest.fixture
+def client(fake):
+    return create_app({"TESTING": True}, repository=fake).test_client()
+
+
+def test_user_page_shows_profile_friend_release_and_chart(client):
+    page = client.get("/users/7")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Ada &lt;b&gt;Lovelace&lt;/b&gt;" in html  # autoescaped
+    assert 'id="genre-chart"' in html and "<rect" in html and "Children&#39;s" in html
+    assert 'href="/users/8"' in html and "91% taste match" in html
+    assert "Kind of Blue" in html and "https://www.discogs.com/release/2" in html
+    assert "popular among Modal collectors" in html
+    assert "20261125T030000Z-abcdef" in html and "2026-11-25 03:00 UTC" in html
+    assert "collection add" in html
+
+
+def test_security_headers(client):
+    response = client.get("/users/7")
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def test_unknown_user_and_genre_are_404_pages_not_traces(client):
+    for path in ("/users/999", "/genres/Polka%20Rock", "/users/0"):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert "Traceback" not in response.get_data(as_text=True)
+    assert client.get("/users/abc").status_code == 404
+
+
+def test_api_errors_are_json(client):
+    response = client.get("/api/users/999")
+    assert response.status_code == 404
+    assert response.get_json() == {"error": {"status": 404, "message": "There is no user 999."}}
+    bad_page = client.get("/api/genres/Jazz/leaderboard?page=-1")
+    assert bad_page.status_code == 400 and bad_page.get_json()["error"]["status"] == 400
+    assert client.get("/api/genres/Techno/leaderboard").status_code == 404
+
+
+def test_api_user_and_recommendations(client):
+    user = client.get("/api/users/7").get_json()
+    assert user["user"]["name"] == "Ada <b>Lovelace</b>"
+    assert user["profile"]["genres"][0] == {
+        "genre": "Jazz",
+        "score": 8.0,
+        "share": 0.6667,
+        "rank": 3,
+        "percentile": 99.5,
+    }
+    recs = client.get("/api/users/7/recommendations").get_json()
+    assert recs["friend"]["user"]["user_id"] == 8
+    assert recs["releases"][0]["release"]["title"] == "Kind of Blue"
+    assert recs["generated_at"] == "2026-11-25T03:00:00+00:00"
+
+
+def test_leaderboard_pages(client):
+    html = client.get("/genres/Jazz?page=2").get_data(as_text=True)
+    assert "Collector 3" in html and "Collector 4" in html and "page=3" in html
+    assert "Brass &amp; Military" in html
+    api = client.get("/api/genres/Folk,%20World,%20%26%20Country/leaderboard").get_json()
+    assert api["genre"] == "Folk, World, & Country" and api["entries"][0]["rank"] == 1
+
+
+def test_home_search_and_random(client):
+    home = client.get("/").get_data(as_text=True)
+    assert "succeeded" in home and "1,234 events/s" in home
+    assert client.get("/search?q=7").headers["Location"].endswith("/users/7")
+    assert "Charles Babbage" in client.get("/search?q=char").get_data(as_text=True)
+    assert client.get("/search?q=").status_code == 400
+    assert client.get("/random").headers["Location"].endswith("/users/7")
+    assert client.get("/api/health").get_json()["stream"]["events_per_second"] == 1234.5
+
+
+def test_cassandra_down_is_a_friendly_503_that_recovers(client, fake):
+    fake.down = True
+    page = client.get("/users/7")
+    assert page.status_code == 503 and page.headers["Retry-After"] == "5"
+    assert "Back in a moment" in page.get_data(as_text=True)
+    assert client.get("/api/health").get_json()["error"]["status"] == 503
+    fake.down = False
+    assert client.get("/users/7").status_code == 200

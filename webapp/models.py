@@ -1,0 +1,145 @@
+"""Plain data the repository returns and the views render (no Cassandra types leak out)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def to_json(value: Any) -> Any:
+    """Dataclasses (and lists of them) as JSON-ready dicts, datetimes as ISO 8601."""
+    if isinstance(value, list):
+        return [to_json(item) for item in value]
+    data = asdict(value) if hasattr(value, "__dataclass_fields__") else value
+    if isinstance(data, dict):
+        return {key: to_json(item) for key, item in data.items()}
+    if isinstance(data, datetime):
+        return data.isoformat()
+    return data
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: int
+    name: str
+    location: str | None = None
+    joined_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Release:
+    release_id: int
+    title: str | None
+    artists: list[str] = field(default_factory=list)
+    year: int | None = None
+    genres: list[str] = field(default_factory=list)
+    styles: list[str] = field(default_factory=list)
+    country: str | None = None
+    formats: list[str] = field(default_factory=list)
+
+    @property
+    def discogs_url(self) -> str:
+        return f"https://www.discogs.com/release/{self.release_id}"
+
+
+@dataclass(frozen=True)
+class GenreStanding:
+    genre: str
+    score: float
+    share: float
+    rank: int | None
+    percentile: float | None
+
+
+@dataclass(frozen=True)
+class Profile:
+    run_id: str
+    collection_size: int
+    genres: list[GenreStanding]  # by share, largest first
+    top_styles: list[str]
+
+
+@dataclass(frozen=True)
+class FriendPick:
+    user: User
+    match: float  # 0..1
+    shared_genres: list[str]
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReleasePick:
+    release: Release
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    run_id: str
+    generated_at: datetime | None
+    friend: FriendPick | None
+    other_friends: list[FriendPick]
+    releases: list[ReleasePick]
+
+
+@dataclass(frozen=True)
+class CollectionChange:
+    event_time: datetime
+    kind: str
+    release: Release
+
+
+@dataclass(frozen=True)
+class LeaderboardEntry:
+    rank: int
+    user_id: int
+    user_name: str | None
+    score: float
+    percentile: float
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    genre: str
+    run_id: str | None
+    page: int
+    page_size: int
+    entries: list[LeaderboardEntry]
+    has_next: bool
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    run_id: str
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: dict[str, int]
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class StreamHealth:
+    batches: int
+    events_per_second: float
+    last_lag: int | None
+    last_batch_at: datetime | None
+    dead_lettered: int
+
+
+@dataclass(frozen=True)
+class Health:
+    published_run: str | None
+    last_runs: list[BatchRun]
+    stream: StreamHealth | None
+
+
+@dataclass(frozen=True)
+class UserPage:
+    user: User
+    profile: Profile | None
+    live_collection_size: int
+    recommendations: Recommendations | None
+    changes: list[CollectionChange]

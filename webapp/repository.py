@@ -1,0 +1,326 @@
+"""Every CQL statement the site runs, prepared once per connection; plain models out.
+
+Views never see CQL or driver types. When Cassandra is down or restarting, every method
+raises :class:`ServingUnavailable` (the site answers 503); the driver keeps reconnecting in
+the background, and a repository that never connected tries again on the next request, so the
+site recovers by itself.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from cassandra import DriverException, OperationTimedOut, ReadTimeout, Unavailable
+from cassandra.cluster import NoHostAvailable
+
+from discorecs import tables
+from discorecs.cassandra import CassandraConnection, CassandraError, connect
+from discorecs.errors import DiscorecsError
+from discorecs.genres import GENRES
+from discorecs.settings import Settings
+from discorecs.tables import leaderboard_bucket, name_prefix
+from webapp.models import (
+    BatchRun,
+    CollectionChange,
+    FriendPick,
+    GenreStanding,
+    Health,
+    Leaderboard,
+    LeaderboardEntry,
+    Profile,
+    Recommendations,
+    Release,
+    ReleasePick,
+    StreamHealth,
+    User,
+    UserPage,
+)
+
+SCOPE = "nightly"
+STREAM_QUERY = "discorecs-stream"
+PUBLISHED_RUN_TTL = 10.0  # seconds a published run id is reused before it is read again
+RECONNECT_EVERY = 2.0
+_UNAVAILABLE = (
+    NoHostAvailable,
+    OperationTimedOut,
+    Unavailable,
+    ReadTimeout,
+    DriverException,
+    CassandraError,
+)
+
+STATEMENTS = {
+    "user": f"SELECT user_id, name, location, joined_at FROM {tables.USERS} WHERE user_id = ?",
+    "users": f"SELECT user_id, name, location, joined_at FROM {tables.USERS} WHERE user_id IN ?",
+    "random_user": f"SELECT user_id FROM {tables.USERS} WHERE token(user_id) >= ? LIMIT 1",
+    "by_name": f"SELECT user_id, name FROM {tables.USERS_BY_NAME} WHERE name_prefix = ? "
+    "AND name_lower >= ? AND name_lower < ? LIMIT ?",
+    "published": f"SELECT run_id FROM {tables.PUBLISHED_RUNS} WHERE scope = ?",
+    "profile": f"SELECT run_id, collection_size, scores, shares, ranks, percentiles, top_styles "
+    f"FROM {tables.USER_GENRE_PROFILES} WHERE user_id = ? AND run_id = ?",
+    "recommendations": f"SELECT * FROM {tables.RECOMMENDATIONS} WHERE user_id = ? AND run_id = ?",
+    "releases": f"SELECT release_id, title, artists, year, genres, styles, country, formats "
+    f"FROM {tables.RELEASES} WHERE release_id IN ?",
+    "collection_size": f"SELECT COUNT(*) FROM {tables.COLLECTIONS} WHERE user_id = ?",
+    "changes": f"SELECT event_time, kind, release_id FROM {tables.COLLECTION_CHANGES} "
+    "WHERE user_id = ? LIMIT ?",
+    "leaderboard": f"SELECT rank, user_id, user_name, score, percentile "
+    f"FROM {tables.GENRE_LEADERBOARDS} WHERE genre = ? AND run_id = ? "
+    "AND bucket = ? AND rank >= ? AND rank <= ?",
+    "runs": f"SELECT run_id, status, started_at, finished_at, step_counts, message "
+    f"FROM {tables.BATCH_RUNS} WHERE scope = ? LIMIT ?",
+    "stream": f"SELECT batch_id, processed_at, input_rows, dead_lettered, lag "
+    f"FROM {tables.STREAM_PROGRESS} WHERE query_name = ? LIMIT ?",
+}
+
+
+class ServingUnavailable(DiscorecsError):
+    """Cassandra is down or restarting; the site answers 503 until it is back."""
+
+
+class CassandraRepository:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._connection: CassandraConnection | None = None
+        self._prepared: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._last_attempt = 0.0
+        self._published: tuple[float, str | None] = (0.0, None)
+
+    # -- connection --------------------------------------------------------------------------
+    def _session(self):
+        if self._connection is None:
+            with self._lock:
+                if self._connection is None:
+                    now = time.monotonic()
+                    if now - self._last_attempt < RECONNECT_EVERY:
+                        raise ServingUnavailable("Cassandra is not reachable yet")
+                    self._last_attempt = now
+                    try:
+                        connection = connect(
+                            self.settings,
+                            keyspace=self.settings.cassandra_keyspace,
+                            connect_timeout=3,
+                            request_timeout=5,
+                        )
+                        self._prepared = {
+                            name: connection.session.prepare(cql)
+                            for name, cql in STATEMENTS.items()
+                        }
+                    except _UNAVAILABLE as error:
+                        raise ServingUnavailable(str(error)) from error
+                    self._connection = connection
+        return self._connection.session
+
+    def _run(self, name: str, params: Iterable[Any]) -> list[Any]:
+        session = self._session()
+        try:
+            return list(session.execute(self._prepared[name], tuple(params)))
+        except _UNAVAILABLE as error:
+            raise ServingUnavailable(f"Cassandra did not answer: {error}") from error
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # -- reads -------------------------------------------------------------------------------
+    def published_run(self) -> str | None:
+        fetched_at, run_id = self._published
+        if time.monotonic() - fetched_at < PUBLISHED_RUN_TTL and run_id:
+            return run_id
+        rows = self._run("published", [SCOPE])
+        run_id = rows[0].run_id if rows else None
+        self._published = (time.monotonic(), run_id)
+        return run_id
+
+    def user(self, user_id: int) -> User | None:
+        rows = self._run("user", [user_id])
+        return _user(rows[0]) if rows else None
+
+    def users(self, user_ids: list[int]) -> dict[int, User]:
+        if not user_ids:
+            return {}
+        return {row.user_id: _user(row) for row in self._run("users", [user_ids])}
+
+    def random_user_id(self) -> int | None:
+        for _ in range(3):
+            rows = self._run("random_user", [random.randint(-(2**63), 2**63 - 1)])
+            if rows:
+                return rows[0].user_id
+        rows = self._run("random_user", [-(2**63)])
+        return rows[0].user_id if rows else None
+
+    def search_by_name(self, prefix: str, limit: int = 20) -> list[User]:
+        lowered = prefix.strip().lower()
+        if len(lowered) < 2:
+            return []
+        rows = self._run("by_name", [name_prefix(lowered), lowered, lowered + "\uffff", limit])
+        return [User(row.user_id, row.name) for row in rows]
+
+    def releases(self, release_ids: list[int]) -> dict[int, Release]:
+        if not release_ids:
+            return {}
+        rows = self._run("releases", [list(dict.fromkeys(release_ids))])
+        return {
+            row.release_id: Release(
+                row.release_id,
+                row.title,
+                list(row.artists or []),
+                row.year,
+                list(row.genres or []),
+                list(row.styles or []),
+                row.country,
+                list(row.formats or []),
+            )
+            for row in rows
+        }
+
+    def profile(self, user_id: int, run_id: str) -> Profile | None:
+        rows = self._run("profile", [user_id, run_id])
+        if not rows:
+            return None
+        row = rows[0]
+        scores, shares = dict(row.scores or {}), dict(row.shares or {})
+        ranks, percentiles = dict(row.ranks or {}), dict(row.percentiles or {})
+        standings = sorted(
+            (
+                GenreStanding(
+                    genre,
+                    scores.get(genre, 0.0),
+                    shares.get(genre, 0.0),
+                    ranks.get(genre),
+                    percentiles.get(genre),
+                )
+                for genre in GENRES
+                if genre in scores
+            ),
+            key=lambda s: (-s.share, s.genre),
+        )
+        return Profile(row.run_id, row.collection_size or 0, standings, list(row.top_styles or []))
+
+    def recommendations(self, user_id: int, run_id: str) -> Recommendations | None:
+        rows = self._run("recommendations", [user_id, run_id])
+        if not rows:
+            return None
+        row = rows[0]
+        friend_ids = ([row.friend_id] if row.friend_id else []) + list(row.other_friend_ids or [])
+        friends = self.users(friend_ids)
+        release_ids = list(row.release_ids or [])
+        releases = self.releases(release_ids)
+
+        def pick(friend_id: int, match: float, reason: str, shared: list[str]) -> FriendPick:
+            return FriendPick(
+                friends.get(friend_id, User(friend_id, f"collector #{friend_id}")),
+                match,
+                shared,
+                reason,
+            )
+
+        best = (
+            pick(
+                row.friend_id,
+                row.friend_match or 0.0,
+                row.friend_reason or "",
+                list(row.shared_genres or []),
+            )
+            if row.friend_id
+            else None
+        )
+        others = [
+            pick(f, m, "", [])
+            for f, m in zip(
+                row.other_friend_ids or [], row.other_friend_matches or [], strict=False
+            )
+        ]
+        picks = [
+            ReleasePick(releases.get(r, Release(r, None)), s, why)
+            for r, s, why in zip(
+                release_ids, row.release_scores or [], row.release_reasons or [], strict=False
+            )
+        ]
+        return Recommendations(row.run_id, row.generated_at, best, others, picks)
+
+    def live_collection_size(self, user_id: int) -> int:
+        return int(self._run("collection_size", [user_id])[0][0])
+
+    def latest_changes(self, user_id: int, limit: int = 10) -> list[CollectionChange]:
+        rows = self._run("changes", [user_id, limit])
+        releases = self.releases([row.release_id for row in rows])
+        return [
+            CollectionChange(
+                row.event_time,
+                row.kind,
+                releases.get(row.release_id, Release(row.release_id, None)),
+            )
+            for row in rows
+        ]
+
+    def user_page(self, user_id: int) -> UserPage | None:
+        user = self.user(user_id)
+        if user is None:
+            return None
+        run_id = self.published_run()
+        return UserPage(
+            user=user,
+            profile=self.profile(user_id, run_id) if run_id else None,
+            live_collection_size=self.live_collection_size(user_id),
+            recommendations=self.recommendations(user_id, run_id) if run_id else None,
+            changes=self.latest_changes(user_id),
+        )
+
+    def leaderboard(self, genre: str, page: int = 1, page_size: int = 50) -> Leaderboard:
+        run_id = self.published_run()
+        if run_id is None:
+            return Leaderboard(genre, None, page, page_size, [], False)
+        first = (page - 1) * page_size + 1
+        last = first + page_size  # one extra row tells whether there is a next page
+        rows: list[Any] = []
+        for bucket in sorted({leaderboard_bucket(first), leaderboard_bucket(last)}):
+            rows += self._run("leaderboard", [genre, run_id, bucket, first, last])
+        entries = [
+            LeaderboardEntry(row.rank, row.user_id, row.user_name, row.score, row.percentile)
+            for row in rows
+        ]
+        return Leaderboard(
+            genre, run_id, page, page_size, entries[:page_size], len(entries) > page_size
+        )
+
+    def health(self) -> Health:
+        runs = [
+            BatchRun(
+                row.run_id,
+                row.status,
+                row.started_at,
+                row.finished_at,
+                dict(row.step_counts or {}),
+                row.message,
+            )
+            for row in self._run("runs", [SCOPE, 5])
+        ]
+        return Health(self.published_run(), runs, self.stream_health())
+
+    def stream_health(self, batches: int = 20) -> StreamHealth | None:
+        rows = self._run("stream", [STREAM_QUERY, batches])
+        if not rows:
+            return None
+        newest, oldest = rows[0].processed_at, rows[-1].processed_at
+        span = (newest - oldest).total_seconds() if len(rows) > 1 else 0.0
+        events = sum(row.input_rows or 0 for row in rows[:-1]) if len(rows) > 1 else 0
+        return StreamHealth(
+            len(rows),
+            events / span if span > 0 else 0.0,
+            rows[0].lag,
+            newest,
+            sum(row.dead_lettered or 0 for row in rows),
+        )
+
+
+def _user(row: Any) -> User:
+    joined = row.joined_at if isinstance(row.joined_at, datetime) else None
+    return User(row.user_id, row.name, row.location, joined)
