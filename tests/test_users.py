@@ -9,8 +9,8 @@ import pytest
 from discorecs.errors import DiscorecsError
 from discorecs.settings import load_settings
 from discorecs.storage import StorageError
-from discorecs.users.catalog_index import EmptyCatalogError, build_catalog_index
 from discorecs.tables import name_prefix
+from discorecs.users.catalog_index import EmptyCatalogError, build_catalog_index
 from discorecs.users.population import generate_users, write_population
 
 
