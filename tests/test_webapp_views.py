@@ -85,7 +85,7 @@ class FakeRepository:
             user,
             profile,
             13,
-            self.recommendations(user_id, "r"),
+            self.recommendations(user_id, self.published_run()),
             [CollectionChange(WHEN, "collection_add", KIND_OF_BLUE)],
         )
 
