@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv demo demo-stop up down status test bench lint format clean
+.PHONY: help venv browser demo demo-stop up down status test bench lint format web clean
 
 help:
 	@echo "make demo       set up, start the local broker, Cassandra and Spark, show status"
@@ -38,10 +38,22 @@ up: venv
 status: venv
 	$(BIN)/discorecs status
 
+# The browser test drives Debian's headless Chromium; installed here when missing (needs root).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (for the browser test)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
+	  else echo "chromium is missing: install it (apt-get install chromium)" >&2; exit 1; fi; }
+
 # The tests start their own broker and Cassandra (free ports, temporary home) once per session
 # and stop them at the end; a running demo is not touched.
-test: venv lint
+test: venv browser lint
 	$(BIN)/pytest
+
+web: venv
+	$(BIN)/discorecs web
 
 # Benchmarks print their figures and write them to bench/results/*.json.
 bench: venv

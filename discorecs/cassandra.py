@@ -21,7 +21,12 @@ from cassandra.cluster import (
     Session,
 )
 from cassandra.concurrent import execute_concurrent_with_args
-from cassandra.policies import DCAwareRoundRobinPolicy, RoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    RoundRobinPolicy,
+    TokenAwarePolicy,
+)
 from cassandra.query import PreparedStatement
 
 from cassandra_schema import table_statements
@@ -95,6 +100,9 @@ def connect(
         protocol_version=settings.cassandra_protocol_version,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=auth,
+        # Retry a node that went away within seconds, not the driver's default ten minutes:
+        # a restarting Cassandra should bring the site and the jobs back by itself.
+        reconnection_policy=ExponentialReconnectionPolicy(base_delay=1.0, max_delay=10.0),
         connect_timeout=connect_timeout,
         control_connection_timeout=connect_timeout,
     )

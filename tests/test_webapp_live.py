@@ -1,0 +1,150 @@
+"""The real site: gunicorn over the real Cassandra, seen by a real browser; and an outage."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from discorecs.services.cassandra_node import CassandraNode
+from discorecs.settings import load_settings
+from tests.conftest import free_port
+from tests.serving_fixtures import seed_serving
+from webapp import create_app
+from webapp.repository import CassandraRepository
+
+pytestmark = pytest.mark.services
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
+
+
+def env_for(settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DISCORECS_HOME": str(settings.home),
+        "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers[0],
+        "DISCORECS_CASSANDRA_PORT": str(settings.cassandra_port),
+        "DISCORECS_CASSANDRA_KEYSPACE": settings.cassandra_keyspace,
+    }
+
+
+@pytest.fixture(scope="module")
+def site(services):
+    seed_serving(services)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "discorecs.cli", "web", "--port", str(port), "--workers", "1"],
+        env=env_for(services),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/api/health", timeout=2):
+                break
+        except OSError:
+            assert server.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "the site did not start"
+            time.sleep(0.3)
+    yield base
+    server.terminate()
+    server.wait(timeout=20)
+    log.close()
+
+
+def chromium(*args: str, tmp_path: Path) -> str:
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
+    result = subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path}", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_a_browser_sees_friend_release_and_chart_and_follows_the_friend(site, tmp_path):
+    dom = chromium("--dump-dom", f"{site}/users/7001", tmp_path=tmp_path / "a")
+    assert 'id="genre-chart"' in dom and "<rect" in dom
+    assert 'id="friend-link" href="/users/7002"' in dom and "Charles Babbage" in dom
+    assert "Head Hunters" in dom and "https://www.discogs.com/release/9102" in dom
+    friend = chromium("--dump-dom", f"{site}/users/7002", tmp_path=tmp_path / "b")
+    assert "<h1>Charles Babbage" in friend
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for name, path in (("user-page.png", "/users/7001"), ("leaderboard.png", "/genres/Jazz")):
+        target = ARTIFACTS / name
+        target.unlink(missing_ok=True)
+        chromium(
+            f"--screenshot={target}",
+            "--window-size=1280,1100",
+            f"{site}{path}",
+            tmp_path=tmp_path / name,
+        )
+        assert target.stat().st_size > 10_000
+
+
+def test_api_over_gunicorn(site):
+    with urllib.request.urlopen(f"{site}/api/users/7001/recommendations") as response:
+        assert response.headers["Content-Type"] == "application/json"
+        assert b'"friend_reason"' not in response.read()  # models, not raw rows
+    try:
+        urllib.request.urlopen(f"{site}/api/users/424242")
+    except urllib.error.HTTPError as error:
+        assert error.code == 404 and error.headers["Content-Type"] == "application/json"
+    else:
+        raise AssertionError("expected a 404")
+
+
+def test_cassandra_restart_gives_503_then_recovers(tmp_path):
+    """A node of its own (stopping the session's would disturb other tests)."""
+    settings = load_settings(
+        {
+            "DISCORECS_HOME": str(tmp_path),
+            "DISCORECS_CASSANDRA_PORT": str(free_port()),
+            "DISCORECS_CASSANDRA_STORAGE_PORT": str(free_port()),
+            "DISCORECS_CASSANDRA_MAX_HEAP": "512m",
+        }
+    )
+    node = CassandraNode(settings)
+    node.start()
+    try:
+        from discorecs.cassandra import apply_schema
+
+        apply_schema(settings)
+        seed_serving(settings)
+        repository = CassandraRepository(settings)
+        client = create_app({"TESTING": True}, repository=repository).test_client()
+        assert client.get("/users/7001").status_code == 200
+        node.stop()
+        down = client.get("/users/7001")
+        assert down.status_code == 503 and "Back in a moment" in down.get_data(as_text=True)
+        assert client.get("/api/users/7001").get_json()["error"]["status"] == 503
+        node.start()
+        deadline = time.monotonic() + 90
+        while client.get("/users/7001").status_code != 200:
+            assert time.monotonic() < deadline, "the site did not recover"
+            time.sleep(1)
+        repository.close()
+    finally:
+        node.stop()

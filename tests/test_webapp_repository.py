@@ -1,0 +1,54 @@
+"""The site's repository against the real Cassandra (seeded rows), and its recovery."""
+
+import pytest
+
+from tests.serving_fixtures import OLD_RUN, RUN, seed_serving
+from webapp.repository import CassandraRepository, ServingUnavailable
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def repo(services):
+    seed_serving(services)
+    repository = CassandraRepository(services)
+    yield repository
+    repository.close()
+
+
+def test_user_page_reads_the_published_run(repo):
+    page = repo.user_page(7001)
+    assert page.user.name == "Ada Lovelace"
+    assert page.live_collection_size == 1
+    assert page.profile.genres[0].genre == "Jazz" and page.profile.genres[0].rank == 2
+    recs = page.recommendations
+    assert recs.run_id == RUN != OLD_RUN
+    assert recs.friend.user.name == "Charles Babbage" and recs.friend.match == 0.91
+    assert [f.user.name for f in recs.other_friends] == ["Grace Hopper"]
+    assert recs.releases[0].release.title == "Head Hunters"
+    assert recs.releases[0].release.genres == ["Jazz", "Funk / Soul"]
+    assert [change.release.title for change in page.changes] == ["Kind of Blue"]
+
+
+def test_unknown_user_is_none(repo):
+    assert repo.user_page(123456789) is None
+
+
+def test_search_random_leaderboard_health(repo):
+    assert [u.user_id for u in repo.search_by_name("Ada")] == [7001]
+    assert repo.search_by_name("a") == []
+    assert repo.random_user_id() is not None
+    first = repo.leaderboard("Jazz", page=1, page_size=2)
+    assert [e.rank for e in first.entries] == [1, 2] and first.has_next
+    last = repo.leaderboard("Jazz", page=3, page_size=2)
+    assert [e.rank for e in last.entries] == [5] and not last.has_next
+    health = repo.health()
+    assert health.published_run == RUN and health.last_runs[0].status == "succeeded"
+
+
+def test_cassandra_down_raises_unavailable(test_settings):
+    from tests.conftest import free_port
+
+    nowhere = test_settings.replace(cassandra_port=free_port())
+    with pytest.raises(ServingUnavailable):
+        CassandraRepository(nowhere).user(1)
