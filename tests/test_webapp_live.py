@@ -44,15 +44,16 @@ def env_for(settings) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def site(services):
+def site(services, tmp_path_factory):
     seed_serving(services)
     port = free_port()
+    log_path = tmp_path_factory.mktemp("site") / "web.log"
+    log = log_path.open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "discorecs.cli", "web", "--port", str(port), "--workers", "1"],
         env=env_for(services),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
