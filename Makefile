@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: help venv browser demo demo-stop up down status test bench lint format web clean
 
 help:
-	@echo "make demo       set up, start the local broker, Cassandra and Spark, show status"
+	@echo "make demo       set up and run the whole pipeline locally, then serve the site"
 	@echo "make demo-stop  stop everything the demo started"
 	@echo "make test       set up, lint, and run the test suite against real services"
 	@echo "make bench      run the benchmarks (figures printed and written as JSON)"
@@ -24,10 +24,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
+# DUMP=path|s3://bucket/key|https://... uses a real releases dump instead of a generated one.
 demo: venv
-	$(BIN)/discorecs up
-	@echo
-	@echo "Services are up. Stop them with: make demo-stop"
+	$(BIN)/discorecs demo $(if $(DUMP),--dump "$(DUMP)")
 
 demo-stop down: venv
 	$(BIN)/discorecs down

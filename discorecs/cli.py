@@ -179,10 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     web = command("web", cmd_web, "serve the site and JSON API (gunicorn; --dev for Flask's)")
     web.add_argument("--host", default="127.0.0.1")
-    web.add_argument("--port", type=positive_int, default=8000)
+    web.add_argument("--port", type=positive_int, help="default: DISCORECS_WEB_PORT (8000)")
     web.add_argument("--workers", type=positive_int, default=2)
     web.add_argument("--threads", type=positive_int, default=8)
     web.add_argument("--dev", action="store_true", help="Flask's development server")
+
+    demo = command(
+        "demo",
+        cmd_demo,
+        "run the whole pipeline locally and serve the site (what `make demo` runs)",
+    )
+    demo.add_argument(
+        "--releases",
+        type=positive_int,
+        default=20_000,
+        help="size of the generated catalog (ignored with --dump)",
+    )
+    demo.add_argument("--users", type=positive_int, default=2_000)
+    demo.add_argument("--dump", help="a releases dump to use instead: path, s3://, https://")
     return parser
 
 
@@ -229,7 +243,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps([dataclasses.asdict(status) for status in statuses], indent=2))
     else:
         print_statuses(statuses, settings)
-    return 0 if all(status.state == "up" for status in statuses) else 3
+    core = [status for status in statuses if status.name != "web site"]
+    return 0 if all(status.state == "up" for status in core) else 3
 
 
 def cmd_init_schema(settings: Settings, args: argparse.Namespace) -> int:
@@ -375,15 +390,23 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     from webapp.server import serve
 
-    print(f"discorecs web on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
+    port = args.port or settings.web_port
+    print(f"discorecs web on http://{args.host}:{port}/", file=sys.stderr, flush=True)
     serve(
         settings,
         host=args.host,
-        port=args.port,
+        port=port,
         workers=args.workers,
         threads=args.threads,
         dev=args.dev,
     )
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from discorecs.demo import run_demo
+
+    print(run_demo(settings, releases=args.releases, users=args.users, dump=args.dump or None))
     return 0
 
 

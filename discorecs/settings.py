@@ -66,6 +66,8 @@ class Settings:
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 16
+    # The site `discorecs web` serves (on 127.0.0.1 unless --host says otherwise).
+    web_port: int = 8000
     # Where local services keep their state (pid files, logs, Cassandra data).
     home: Path = Path("~/.discorecs")
     # Where downloaded service distributions are kept, shared by every home.
@@ -286,6 +288,7 @@ _PARSERS = {
     "spark_master": _parse_text,
     "spark_driver_memory": _parse_memory,
     "spark_shuffle_partitions": lambda name, value: _parse_int(name, value, 1, 100_000),
+    "web_port": _parse_port,
     "home": _parse_path,
     "cache_dir": _parse_path,
 }

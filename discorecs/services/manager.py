@@ -9,6 +9,7 @@ from discorecs.cassandra import apply_schema
 from discorecs.services.base import LocalService, ServiceError, ServiceStatus
 from discorecs.services.broker import KafkaBroker
 from discorecs.services.cassandra_node import CassandraNode
+from discorecs.services.web import WebSite
 from discorecs.settings import Settings
 
 
@@ -24,7 +25,10 @@ class LocalServices:
         self.say = say
         self.broker = KafkaBroker(settings)
         self.cassandra = CassandraNode(settings)
+        self.web = WebSite(settings)
+        # `up` starts the first two; the site is started by the demo (or `discorecs web`).
         self.services: tuple[LocalService, ...] = (self.broker, self.cassandra)
+        self.all_services: tuple[LocalService, ...] = (self.broker, self.cassandra, self.web)
 
     def up(self, *, apply_cassandra_schema: bool = True) -> list[ServiceStatus]:
         """Start every service not yet running, wait until each answers, apply the schema.
@@ -55,14 +59,14 @@ class LocalServices:
     def down(self) -> list[str]:
         """Stop every service this home started (by pid); returns the names of those stopped."""
         stopped = []
-        for service in reversed(self.services):
+        for service in reversed(self.all_services):
             if service.stop():
                 stopped.append(service.name)
         return stopped
 
     def status(self) -> list[ServiceStatus]:
         statuses = []
-        for service in self.services:
+        for service in self.all_services:
             try:
                 statuses.append(service.status())
             except ServiceError as error:

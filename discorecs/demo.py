@@ -1,0 +1,109 @@
+"""``discorecs demo`` (``make demo``): the whole pipeline on this machine, in one command.
+
+services up -> catalog (a generated dump, or ``--dump``/``DUMP``) -> users -> nightly batch ->
+the site in the background -> the URL of a user page with recommendations. Each step prints
+its progress and duration. Running it again is harmless: services already up stay up, the
+catalog and users are regenerated in place (published atomically), a new batch run is
+published, and a site already running is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from discorecs.progress import human_duration, say_to_stderr
+from discorecs.settings import Settings
+
+DEMO_SEED = 2026
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    releases: int = 20_000,
+    users: int = 2_000,
+    dump: str | None = None,
+    say: Callable[[str], None] = say_to_stderr,
+) -> str:
+    """Run every step; returns the URL of a user page with recommendations."""
+    from discorecs.catalog.generate import write_dump
+    from discorecs.catalog.ingest import ingest_dump
+    from discorecs.services.manager import LocalServices
+    from discorecs.users.population import generate_users
+
+    started = time.monotonic()
+    services = LocalServices(settings, say=say)
+    steps: list[tuple[str, float]] = []
+
+    def step(title: str, action: Callable[[], Any]) -> Any:
+        say(f"\n== {title}")
+        begun = time.monotonic()
+        result = action()
+        steps.append((title, time.monotonic() - begun))
+        say(f"== {title}: done in {human_duration(time.monotonic() - begun)}")
+        return result
+
+    step("1/6 local services (broker, Cassandra)", services.up)
+    if dump is None:
+        generated = settings.home / "demo" / f"demo_{releases}_{DEMO_SEED}_releases.xml.gz"
+        if not generated.exists():
+            step(
+                f"2/6 generating a Discogs-format dump of {releases:,} releases",
+                lambda: write_dump(generated, releases, seed=DEMO_SEED),
+            )
+        dump = str(generated)
+    step(f"3/6 ingesting {Path(dump).name}", lambda: ingest_dump(settings, dump, say=say))
+    step(
+        f"4/6 generating {users:,} users",
+        lambda: generate_users(settings, users, seed=DEMO_SEED, say=say),
+    )
+    step("5/6 nightly batch (Spark)", lambda: _batch(settings, say))
+    step("6/6 the site", lambda: _site(services, say))
+    user_id = _user_with_recommendations(settings)
+    url = f"http://127.0.0.1:{settings.web_port}/users/{user_id}"
+    say(f"\nThe demo is ready in {human_duration(time.monotonic() - started)}:")
+    for title, seconds in steps:
+        say(f"  {title:52s} {human_duration(seconds):>8s}")
+    say(f"\n  open {url}\n  stop everything with `make demo-stop` (or `discorecs down`)")
+    return url
+
+
+def _batch(settings: Settings, say: Callable[[str], None]) -> None:
+    from discorecs.spark import build_spark_session
+    from spark_jobs.nightly import run_batch
+
+    spark = build_spark_session(settings, "discorecs-demo-batch", {"spark.ui.enabled": "false"})
+    try:
+        run_batch(spark, settings, say=say)
+    finally:
+        spark.stop()
+
+
+def _site(services: Any, say: Callable[[str], None]) -> None:
+    if services.web.start():
+        say(f"web site: started (log: {services.web.log_path})")
+    else:
+        say("web site: already running")
+
+
+def _user_with_recommendations(settings: Settings) -> int:
+    from discorecs.cassandra import connect
+
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        run = (
+            connection.session.execute("SELECT run_id FROM published_runs WHERE scope = 'nightly'")
+            .one()
+            .run_id
+        )
+        for user_id in range(1, 50):
+            row = connection.session.execute(
+                "SELECT friend_id, release_ids FROM recommendations WHERE user_id = %s AND "
+                "run_id = %s",
+                (user_id, run),
+            ).one()
+            if row and row.friend_id and row.release_ids:
+                return user_id
+    raise RuntimeError("no user with recommendations was found after the batch")
