@@ -83,9 +83,41 @@ class ServingUnavailable(DiscorecsError):
     """Cassandra is down or restarting; the site answers 503 until it is back."""
 
 
+class _TtlCache:
+    """A small per-process cache for rows that change only when the catalog or the users are
+    regenerated (releases, user names): most page views then need two queries, not four."""
+
+    def __init__(self, ttl: float = 60.0, size: int = 200_000) -> None:
+        self.ttl, self.size = ttl, size
+        self._items: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: list[Any]) -> tuple[dict[Any, Any], list[Any]]:
+        now = time.monotonic()
+        found, missing = {}, []
+        with self._lock:
+            for key in keys:
+                hit = self._items.get(key)
+                if hit and now - hit[0] < self.ttl:
+                    found[key] = hit[1]
+                else:
+                    missing.append(key)
+        return found, missing
+
+    def put_many(self, values: dict[Any, Any]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._items) + len(values) > self.size:
+                self._items.clear()  # simple and bounded: refill from Cassandra
+            for key, value in values.items():
+                self._items[key] = (now, value)
+
+
 class CassandraRepository:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._release_cache = _TtlCache()
+        self._user_cache = _TtlCache()
         self._connection: CassandraConnection | None = None
         self._prepared: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -144,9 +176,12 @@ class CassandraRepository:
         return _user(rows[0]) if rows else None
 
     def users(self, user_ids: list[int]) -> dict[int, User]:
-        if not user_ids:
-            return {}
-        return {row.user_id: _user(row) for row in self._run("users", [user_ids])}
+        found, missing = self._user_cache.get_many(list(dict.fromkeys(user_ids)))
+        if missing:
+            fetched = {row.user_id: _user(row) for row in self._run("users", [missing])}
+            self._user_cache.put_many(fetched)
+            found.update(fetched)
+        return found
 
     def random_user_id(self) -> int | None:
         for _ in range(3):
@@ -164,9 +199,15 @@ class CassandraRepository:
         return [User(row.user_id, row.name) for row in rows]
 
     def releases(self, release_ids: list[int]) -> dict[int, Release]:
-        if not release_ids:
-            return {}
-        rows = self._run("releases", [list(dict.fromkeys(release_ids))])
+        found, missing = self._release_cache.get_many(list(dict.fromkeys(release_ids)))
+        if missing:
+            fetched = self._fetch_releases(missing)
+            self._release_cache.put_many(fetched)
+            found.update(fetched)
+        return found
+
+    def _fetch_releases(self, release_ids: list[int]) -> dict[int, Release]:
+        rows = self._run("releases", [release_ids])
         return {
             row.release_id: Release(
                 row.release_id,
