@@ -176,3 +176,4 @@ def test_cli_cycle_up_status_down_leaves_nothing_running(tmp_path):
     }
     for pid in pids:
         assert process.start_ticks(pid) is None, f"pid {pid} still running after down"
+        assert process.group_members(pid) == [], f"children of {pid} left after down"

@@ -136,16 +136,33 @@ def stop(record: PidRecord, timeout: float = 20.0) -> bool:
     if not is_running(record):
         return False
     _signal_group(record.pid, signal.SIGTERM)
+    # Wait for the whole process group (e.g. gunicorn's workers), not only its leader.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not is_running(record):
+        if not is_running(record) and not group_members(record.pid):
             return True
         time.sleep(0.1)
     _signal_group(record.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while is_running(record) and time.monotonic() < deadline:
+    while (is_running(record) or group_members(record.pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return True
+
+
+def group_members(group: int) -> list[int]:
+    """Live processes whose process group is ``group`` (the services are group leaders)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] not in ("Z", "X") and int(fields[2]) == group:
+            members.append(int(entry.name))
+    return members
 
 
 def tail(path: Path | str, lines: int = 20) -> str:
