@@ -197,6 +197,29 @@ def upsert_rows(
     return written
 
 
+def execute_many(
+    connection: CassandraConnection,
+    cql: str,
+    rows: Iterable[Sequence[Any]],
+    *,
+    what: str,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> int:
+    """Run one prepared statement (e.g. a DELETE) for every row, with bounded concurrency;
+    failures raise :class:`CassandraError` naming ``what``."""
+    statement = connection.prepare(cql)
+    done = 0
+    chunk: list[Sequence[Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= 10_000:
+            done += _execute_chunk(connection, statement, what, chunk, concurrency)
+            chunk = []
+    if chunk:
+        done += _execute_chunk(connection, statement, what, chunk, concurrency)
+    return done
+
+
 def _execute_chunk(
     connection: CassandraConnection,
     statement: PreparedStatement,

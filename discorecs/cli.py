@@ -197,6 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--users", type=positive_int, default=2_000)
     demo.add_argument("--dump", help="a releases dump to use instead: path, s3://, https://")
+
+    stream = command(
+        "stream",
+        cmd_stream,
+        "run the speed layer: Kafka -> validate -> Cassandra and the event log",
+    )
+    stream.add_argument(
+        "--available-now", action="store_true", help="process what is in the topics now, then stop"
+    )
+    stream.add_argument(
+        "--max-events", type=positive_int, default=50_000, help="events per micro-batch at most"
+    )
     return parser
 
 
@@ -407,6 +419,21 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from discorecs.demo import run_demo
 
     print(run_demo(settings, releases=args.releases, users=args.users, dump=args.dump or None))
+    return 0
+
+
+def cmd_stream(settings: Settings, args: argparse.Namespace) -> int:
+    from discorecs.spark import build_spark_session
+    from streaming.job import start_stream
+
+    spark = build_spark_session(settings, "discorecs-stream")
+    try:
+        query = start_stream(
+            spark, settings, available_now=args.available_now, max_events=args.max_events
+        )
+        query.awaitTermination()
+    finally:
+        spark.stop()
     return 0
 
 

@@ -27,3 +27,6 @@ EVENT_LOG_SCHEMA = StructType(
 """The stream's event log under ``<data_root>/events/``, partitioned by ``ingest_date``."""
 
 EVENT_LOG_PARTITION = "ingest_date"
+EVENT_LOG_BATCH = "batch"
+"""Each micro-batch writes ``ingest_date=D/batch=N/``: a replayed batch overwrites its own
+folder, so the log never holds an event twice."""

@@ -23,11 +23,12 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from discorecs import paths, tables
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings, load_settings
-from discorecs.spark_schemas import EVENT_LOG_PARTITION, EVENT_LOG_SCHEMA
+from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION, EVENT_LOG_SCHEMA
 from discorecs.tables import LEADERBOARD_BUCKET_SIZE
 from spark_jobs import transforms as t
 
@@ -147,13 +148,18 @@ def read_events(spark: SparkSession, settings: Settings, since: datetime | None)
     log = paths.event_log(settings.data_root)
     if not list_dirs(spark, log):
         return spark.createDataFrame([], EVENT_LOG_SCHEMA)
-    events = spark.read.schema(EVENT_LOG_SCHEMA.add(EVENT_LOG_PARTITION, "string")).parquet(log)
+    schema = (
+        StructType(EVENT_LOG_SCHEMA.fields)
+        .add(EVENT_LOG_PARTITION, "string")
+        .add(EVENT_LOG_BATCH, "long")
+    )
+    events = spark.read.schema(schema).parquet(log)
     if since is not None:
         events = events.filter(
             (F.col(EVENT_LOG_PARTITION) >= since.strftime("%Y-%m-%d"))
             & (F.col("ingested_at") > F.lit(since))
         )
-    return events.drop(EVENT_LOG_PARTITION)
+    return events.drop(EVENT_LOG_PARTITION, EVENT_LOG_BATCH)
 
 
 def latest_snapshot(spark: SparkSession, settings: Settings) -> tuple[str | None, datetime | None]:

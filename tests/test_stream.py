@@ -1,0 +1,196 @@
+"""The speed layer: the pure transform, and bounded runs against the real broker, Cassandra
+and Spark (a broker of its own, so other tests' events do not mix in)."""
+
+import json
+import shutil
+from datetime import UTC, datetime
+
+import pyarrow.dataset as ds
+import pytest
+from kafka import KafkaProducer
+
+from discorecs import paths, topics
+from discorecs.cassandra import connect
+from discorecs.events import Event, EventKind
+from discorecs.services.broker import KafkaBroker
+from discorecs.users.population import write_population
+from kafka_cluster_scripts.topics import create_topics
+from streaming.job import process_batch, start_stream
+from streaming.transform import latest_changes, validate
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.spark
+T = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def raw_rows(spark, payloads):
+    rows = [
+        ("collection_events", 0, offset, b"1", payload, T)
+        for offset, payload in enumerate(payloads)
+    ]
+    return spark.createDataFrame(
+        rows,
+        "topic string, kafka_partition int, kafka_offset long, "
+        "key binary, value binary, timestamp timestamp",
+    )
+
+
+def event(event_id, user, release, kind, minute=0):
+    return Event(event_id, user, release, kind, T.replace(minute=minute)).to_json()
+
+
+def test_validate_sends_each_kind_of_bad_event_to_the_dead_letters(spark):
+    payloads = [
+        event("ok", 1, 10, EventKind.COLLECTION_ADD),
+        b"{not json",
+        json.dumps(
+            {"event_id": "m", "user_id": 1, "kind": "play", "event_time": "2026-11-25T12:00:00Z"}
+        ).encode(),
+        event("u", 99, 10, EventKind.COLLECTION_ADD),
+        event("r", 1, 77, EventKind.COLLECTION_ADD),
+        json.dumps(
+            {
+                "event_id": "k",
+                "user_id": 1,
+                "release_id": 10,
+                "kind": "sell",
+                "event_time": "2026-11-25T12:00:00Z",
+            }
+        ).encode(),
+    ]
+    users = spark.createDataFrame([(1,)], "user_id long")
+    releases = spark.createDataFrame([(10,)], "release_id long")
+    valid, dead = validate(raw_rows(spark, payloads), users, releases)
+    assert [(r.event_id, r.user_id, r.release_id, r.kind) for r in valid.collect()] == [
+        ("ok", 1, 10, "collection_add")
+    ]
+    reasons = {r.kafka_offset: r.reason for r in dead.collect()}
+    assert reasons[1].startswith("not JSON")
+    assert reasons[2] == "missing field(s): release_id"
+    assert reasons[3] == "unknown user 99"
+    assert reasons[4] == "unknown release 77"
+    assert reasons[5].startswith("unknown kind 'sell'")
+    assert {r.payload for r in dead.collect() if r.kafka_offset == 1} == {"{not json"}
+
+
+def test_add_then_remove_in_one_batch_is_a_remove(spark):
+    payloads = [
+        event("a", 1, 10, EventKind.COLLECTION_ADD, 1),
+        event("b", 1, 10, EventKind.COLLECTION_REMOVE, 2),
+        event("c", 1, 11, EventKind.COLLECTION_REMOVE, 1),
+        event("d", 1, 11, EventKind.COLLECTION_ADD, 3),
+        event("d", 1, 11, EventKind.COLLECTION_ADD, 3),
+    ]
+    users = spark.createDataFrame([(1,)], "user_id long")
+    releases = spark.createDataFrame([(10,), (11,)], "release_id long")
+    valid, _ = validate(raw_rows(spark, payloads), users, releases)
+    changes = latest_changes(valid, "collection_add", "collection_remove")
+    assert sorted((r.release_id, r.kind) for r in changes.collect()) == [
+        (10, "collection_remove"),
+        (11, "collection_add"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def stream_world(services, small_catalog, tmp_path_factory):
+    """A data root with catalog and users, a broker of its own with known events in it."""
+    root = tmp_path_factory.mktemp("stream") / "data"
+    shutil.copytree(small_catalog, root / "catalog" / "releases")
+    write_population(small_catalog, root / "users", 50, seed=31, say=lambda m: None)
+    settings = services.replace(
+        data_root=str(root),
+        kafka_bootstrap_servers=(f"127.0.0.1:{free_port()}",),
+        home=tmp_path_factory.mktemp("stream-home"),
+    )
+    broker = KafkaBroker(settings)
+    broker.start()
+    create_topics(settings, partitions=2)
+    collections = ds.dataset(root / "users" / "collections").to_table().to_pylist()
+    user = collections[0]["user_id"]
+    owned = {r["release_id"] for r in collections if r["user_id"] == user}
+    catalog = ds.dataset(small_catalog).to_table(columns=["release_id"])["release_id"].to_pylist()
+    new = [r for r in catalog if r not in owned][:2]
+    removed = sorted(owned)[0]
+    events = [
+        Event("s-1", user, new[0], EventKind.COLLECTION_ADD, T),
+        Event("s-2", user, removed, EventKind.COLLECTION_REMOVE, T),
+        Event("s-3", user, new[1], EventKind.WANTLIST_ADD, T),
+        Event("s-4", user, new[1], EventKind.PLAY, T),
+    ]
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers[0])
+    for e in events:
+        producer.send(e.topic, key=e.key, value=e.to_json())
+    producer.send(topics.COLLECTION_EVENTS, key=b"x", value=b"{broken")
+    producer.send(
+        topics.COLLECTION_EVENTS,
+        key=b"1",
+        value=Event("s-5", 10**9, new[0], EventKind.COLLECTION_ADD, T).to_json(),
+    )
+    producer.flush()
+    producer.close()
+    yield settings, user, new, removed
+    broker.stop()
+
+
+@pytest.mark.services
+def test_a_bounded_run_applies_events_and_dead_letters_the_rest(spark, stream_world):
+    settings, user, new, removed = stream_world
+    query = start_stream(spark, settings, available_now=True, say=lambda m: None)
+    query.awaitTermination(240)
+    assert query.exception() is None
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+
+        def rows(cql, *args):
+            return connection.session.execute(cql, args).all()
+
+        owned = {
+            r.release_id
+            for r in rows("SELECT release_id FROM collections WHERE user_id = %s", user)
+        }
+        wanted = {
+            r.release_id for r in rows("SELECT release_id FROM wantlists WHERE user_id = %s", user)
+        }
+        changes = rows("SELECT event_id, kind FROM collection_changes WHERE user_id = %s", user)
+        dead = rows(
+            "SELECT payload, reason FROM dead_letters WHERE day = %s",
+            datetime.now(UTC).strftime("%Y-%m-%d"),
+        )
+    assert new[0] in owned and removed not in owned
+    assert new[1] in wanted
+    assert {c.event_id for c in changes} >= {"s-1", "s-2", "s-3"}
+    assert "s-4" not in {c.event_id for c in changes}  # plays are not collection changes
+    reasons = {d.reason for d in dead if d.payload in ("{broken",) or "s-5" in d.payload}
+    assert any(r.startswith("not JSON") for r in reasons)
+    assert f"unknown user {10**9}" in reasons
+    log = (
+        ds.dataset(paths.event_log(settings.data_root), format="parquet", partitioning="hive")
+        .to_table()
+        .to_pylist()
+    )
+    assert sorted(r["event_id"] for r in log) == ["s-1", "s-2", "s-3", "s-4"]
+
+
+@pytest.mark.services
+def test_a_replayed_micro_batch_changes_nothing(spark, stream_world):
+    settings, user, new, _ = stream_world
+    users = spark.read.parquet(paths.join(settings.data_root, paths.USER_PROFILES)).select(
+        "user_id"
+    )
+    releases = spark.read.parquet(paths.catalog_releases(settings.data_root)).select("release_id")
+    payloads = [Event("r-1", user, new[1], EventKind.COLLECTION_ADD, T).to_json()]
+    raw = raw_rows(spark, payloads)
+    first = process_batch(spark, settings, users, releases, raw, 900, lambda m: None)
+    again = process_batch(spark, settings, users, releases, raw, 900, lambda m: None)
+    assert first == again == {"input_rows": 1, "valid_rows": 1, "dead_lettered": 0, "upserts": 1}
+    log = (
+        ds.dataset(paths.event_log(settings.data_root), format="parquet", partitioning="hive")
+        .to_table()
+        .to_pylist()
+    )
+    assert [r["event_id"] for r in log].count("r-1") == 1
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        count = connection.session.execute(
+            "SELECT COUNT(*) FROM collections WHERE user_id = %s AND release_id = %s",
+            (user, new[1]),
+        ).one()[0]
+    assert count == 1
