@@ -148,8 +148,9 @@ def read_events(spark: SparkSession, settings: Settings, since: datetime | None)
     log = paths.event_log(settings.data_root)
     if not list_dirs(spark, log):
         return spark.createDataFrame([], EVENT_LOG_SCHEMA)
+    # A new list: StructType.add appends in place, which would grow the shared schema.
     schema = (
-        StructType(EVENT_LOG_SCHEMA.fields)
+        StructType(list(EVENT_LOG_SCHEMA.fields))
         .add(EVENT_LOG_PARTITION, "string")
         .add(EVENT_LOG_BATCH, "long")
     )
