@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import PeakMemory, write_results
+from bench.common import PeakMemory, free_port, write_results
 from discorecs.catalog.generate import write_dump
 from discorecs.catalog.ingest import build_catalog
 from discorecs.services.manager import LocalServices
@@ -28,12 +27,6 @@ from discorecs.users.population import write_population
 from spark_jobs.nightly import run_batch
 
 CACHE = Path("~/.cache/discorecs/bench").expanduser()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def main() -> None:

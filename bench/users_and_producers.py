@@ -17,14 +17,13 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import PeakMemory, write_results
+from bench.common import PeakMemory, free_port, write_results
 from discorecs.catalog.generate import write_dump
 from discorecs.catalog.ingest import build_catalog
 from discorecs.services.broker import KafkaBroker
@@ -33,12 +32,6 @@ from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
 
 CACHE = Path("~/.cache/discorecs/bench").expanduser()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import write_results
+from bench.common import free_port, write_results
 from discorecs import tables
 from discorecs.cassandra import apply_schema, connect, upsert_rows
 from discorecs.services.cassandra_node import CassandraNode
@@ -37,12 +36,6 @@ request = function()
   return wrk.format("GET", string.format("{path}", math.random(1, {users})))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def seed(settings) -> None:
@@ -107,20 +100,7 @@ def seed(settings) -> None:
         upsert_rows(
             c,
             tables.RECOMMENDATIONS,
-            (
-                "user_id",
-                "run_id",
-                "friend_id",
-                "friend_match",
-                "friend_reason",
-                "shared_genres",
-                "other_friend_ids",
-                "other_friend_matches",
-                "release_ids",
-                "release_scores",
-                "release_reasons",
-                "generated_at",
-            ),
+            tables.RECOMMENDATION_COLUMNS,
             [
                 (
                     u,

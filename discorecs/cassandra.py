@@ -182,19 +182,8 @@ def upsert_rows(
     if table not in tables.ALL_TABLES:
         raise ValueError(f"unknown table {table!r}; tables are listed in discorecs.tables")
     placeholders = ", ".join("?" for _ in columns)
-    statement = connection.prepare(
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
-    )
-    written = 0
-    chunk: list[Sequence[Any]] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= 10_000:
-            written += _execute_chunk(connection, statement, table, chunk, concurrency)
-            chunk = []
-    if chunk:
-        written += _execute_chunk(connection, statement, table, chunk, concurrency)
-    return written
+    cql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+    return execute_many(connection, cql, rows, what=table, concurrency=concurrency)
 
 
 def execute_many(

@@ -51,3 +51,40 @@ def leaderboard_bucket(rank: int) -> int:
 def name_prefix(name: str) -> str:
     """The ``users_by_name`` partition of a name: its first two lower-cased characters."""
     return name.strip().lower()[:2]
+
+
+# The columns each batch run writes, in the order the writers and fixtures give them.
+PROFILE_COLUMNS = (
+    "user_id",
+    "run_id",
+    "collection_size",
+    "scores",
+    "shares",
+    "ranks",
+    "percentiles",
+    "top_styles",
+)
+LEADERBOARD_COLUMNS = (
+    "genre",
+    "run_id",
+    "bucket",
+    "rank",
+    "user_id",
+    "user_name",
+    "score",
+    "percentile",
+)
+RECOMMENDATION_COLUMNS = (
+    "user_id",
+    "run_id",
+    "friend_id",
+    "friend_match",
+    "friend_reason",
+    "shared_genres",
+    "other_friend_ids",
+    "other_friend_matches",
+    "release_ids",
+    "release_scores",
+    "release_reasons",
+    "generated_at",
+)

@@ -29,7 +29,12 @@ from discorecs import paths, tables
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings, load_settings
 from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION, EVENT_LOG_SCHEMA
-from discorecs.tables import LEADERBOARD_BUCKET_SIZE
+from discorecs.tables import (
+    LEADERBOARD_BUCKET_SIZE,
+    LEADERBOARD_COLUMNS,
+    PROFILE_COLUMNS,
+    RECOMMENDATION_COLUMNS,
+)
 from spark_jobs import transforms as t
 
 SCOPE = "nightly"
@@ -299,42 +304,6 @@ def recommendation_rows(
             F.lit(generated_at).alias("generated_at"),
         )
     )
-
-
-PROFILE_COLUMNS = (
-    "user_id",
-    "run_id",
-    "collection_size",
-    "scores",
-    "shares",
-    "ranks",
-    "percentiles",
-    "top_styles",
-)
-LEADERBOARD_COLUMNS = (
-    "genre",
-    "run_id",
-    "bucket",
-    "rank",
-    "user_id",
-    "user_name",
-    "score",
-    "percentile",
-)
-RECOMMENDATION_COLUMNS = (
-    "user_id",
-    "run_id",
-    "friend_id",
-    "friend_match",
-    "friend_reason",
-    "shared_genres",
-    "other_friend_ids",
-    "other_friend_matches",
-    "release_ids",
-    "release_scores",
-    "release_reasons",
-    "generated_at",
-)
 
 
 def record_run(settings: Settings, report: BatchReport, publish: bool = False) -> None:

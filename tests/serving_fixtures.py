@@ -91,20 +91,7 @@ def seed_serving(settings: Settings) -> None:
             upsert_rows(
                 c,
                 tables.RECOMMENDATIONS,
-                (
-                    "user_id",
-                    "run_id",
-                    "friend_id",
-                    "friend_match",
-                    "friend_reason",
-                    "shared_genres",
-                    "other_friend_ids",
-                    "other_friend_matches",
-                    "release_ids",
-                    "release_scores",
-                    "release_reasons",
-                    "generated_at",
-                ),
+                tables.RECOMMENDATION_COLUMNS,
                 [
                     (
                         7001,
