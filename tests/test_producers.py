@@ -257,3 +257,71 @@ def test_broker_going_away_mid_run_is_reported_not_hidden(services, data_root, t
     assert summary.sent + summary.failed <= 400 * 5 + 1
     assert "failed" in messages[-1] and f"sent {summary.sent:,}" in messages[-1]
     assert np.isfinite(summary.latency_ms["p99"])
+
+
+@pytest.mark.services
+def test_ctrl_c_stops_cleanly_with_everything_sent_flushed(services, data_root, tmp_path):
+    """SIGINT mid-run: the producer flushes, prints its summary, and every event it reports as
+    sent is in the topic, no more and no fewer."""
+    import json as json_module
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from discorecs.services.broker import KafkaBroker
+    from discorecs.settings import load_settings
+
+    port = free_port()
+    own = load_settings(
+        {
+            "DISCORECS_HOME": str(tmp_path / "home"),
+            "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "DISCORECS_DATA_ROOT": str(data_root),
+        }
+    )
+    broker = KafkaBroker(own)
+    broker.start()
+    try:
+        create_topics(own, partitions=2)
+        env = {
+            **os.environ,
+            "DISCORECS_HOME": str(tmp_path / "home"),
+            "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "DISCORECS_DATA_ROOT": str(data_root),
+        }
+        producer = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "discorecs.cli",
+                "produce",
+                "collection",
+                "--rate",
+                "2000",
+                "--duration",
+                "120",
+                "--seed",
+                "3",
+                "--active-users",
+                "200",
+                "--json",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while "events/s" not in (line := producer.stderr.readline()):
+            assert line or producer.poll() is None, producer.stderr.read()
+            assert time.monotonic() < deadline
+        producer.send_signal(signal.SIGINT)
+        out, err = producer.communicate(timeout=60)
+        assert producer.returncode == 0, err
+        summary = json_module.loads(out)
+        assert summary["interrupted"] is True and summary["failed"] == 0
+        assert summary["sent"] > 0
+        assert len(all_records(f"127.0.0.1:{port}", topics.COLLECTION_EVENTS)) == summary["sent"]
+    finally:
+        broker.stop()
