@@ -255,6 +255,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps([dataclasses.asdict(status) for status in statuses], indent=2))
     else:
         print_statuses(statuses, settings)
+        print_pipeline(settings)
     core = [status for status in statuses if status.name != "web site"]
     return 0 if all(status.state == "up" for status in core) else 3
 
@@ -456,6 +457,34 @@ def print_statuses(statuses: list[ServiceStatus], settings: Settings) -> None:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+
+
+def print_pipeline(settings: Settings) -> None:
+    """The last batch run and the stream's recent throughput, when Cassandra answers."""
+    from webapp.repository import CassandraRepository, ServingUnavailable
+
+    repository = CassandraRepository(settings)
+    try:
+        health = repository.health()
+    except ServingUnavailable:
+        return
+    finally:
+        repository.close()
+    if health.last_runs:
+        run = health.last_runs[0]
+        print(f"\nbatch:  last run {run.run_id} {run.status}; serving {health.published_run}")
+    else:
+        print("\nbatch:  no run yet (discorecs batch)")
+    stream = health.stream
+    if stream:
+        lag = "unknown" if stream.last_lag is None else f"{stream.last_lag:,}"
+        print(
+            f"stream: {stream.events_per_second:,.0f} events/s over the last {stream.batches} "
+            f"micro-batches, lag {lag}, {stream.dead_lettered:,} dead-lettered, last batch "
+            f"{stream.last_batch_at:%Y-%m-%d %H:%M:%S}"
+        )
+    else:
+        print("stream: not reported yet (discorecs stream)")
 
 
 def _spark_version() -> str:

@@ -35,3 +35,4 @@ def test_init_schema_and_status_against_running_services(services, monkeypatch, 
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert "tansu 0.6.0" in out and "Cassandra 2.1.0" in out
+    assert "\nbatch:  " in out and "\nstream: " in out

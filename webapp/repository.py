@@ -74,7 +74,7 @@ STATEMENTS = {
     "AND bucket = ? AND rank >= ? AND rank <= ?",
     "runs": f"SELECT run_id, status, started_at, finished_at, step_counts, message "
     f"FROM {tables.BATCH_RUNS} WHERE scope = ? LIMIT ?",
-    "stream": f"SELECT batch_id, processed_at, input_rows, dead_lettered, lag "
+    "stream": f"SELECT batch_id, processed_at, input_rows, dead_lettered, duration_ms, lag "
     f"FROM {tables.STREAM_PROGRESS} WHERE query_name = ? LIMIT ?",
 }
 
@@ -351,14 +351,14 @@ class CassandraRepository:
         if not rows:
             return None
         newest, oldest = rows[0].processed_at, rows[-1].processed_at
-        span = (newest - oldest).total_seconds() if len(rows) > 1 else 0.0
-        events = sum(row.input_rows or 0 for row in rows[:-1]) if len(rows) > 1 else 0
+        span = (newest - oldest).total_seconds()
+        if len(rows) > 1 and span > 0:
+            # Events of the batches after the oldest, over the time they took to arrive.
+            rate = sum(row.input_rows or 0 for row in rows[:-1]) / span
+        else:  # one batch: its own processing rate
+            rate = (rows[0].input_rows or 0) / max((rows[0].duration_ms or 0) / 1000, 0.001)
         return StreamHealth(
-            len(rows),
-            events / span if span > 0 else 0.0,
-            rows[0].lag,
-            newest,
-            sum(row.dead_lettered or 0 for row in rows),
+            len(rows), rate, rows[0].lag, newest, sum(row.dead_lettered or 0 for row in rows)
         )
 
 
