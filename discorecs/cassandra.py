@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from cassandra import ConsistencyLevel
@@ -227,6 +227,31 @@ def _execute_chunk(
             f"{error}. The write is idempotent: fix the cause and run the same step again."
         )
     return len(chunk)
+
+
+def read_partitions(
+    connection: CassandraConnection,
+    cql: str,
+    keys: Sequence[Sequence[Any]],
+    *,
+    what: str,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> Iterator[Any]:
+    """Run one prepared single-partition SELECT per key with bounded concurrency and yield
+    every row of every answer (further pages are fetched as they are reached)."""
+    statement = connection.prepare(cql)
+    results = execute_concurrent_with_args(
+        connection.session,
+        statement,
+        keys,
+        concurrency=concurrency,
+        raise_on_first_error=False,
+        results_generator=True,
+    )
+    for key, (ok, result) in zip(keys, results, strict=True):
+        if not ok:
+            raise CassandraError(f"reading {what} for {key!r} failed: {result}")
+        yield from result
 
 
 def release_version(connection: CassandraConnection) -> str:

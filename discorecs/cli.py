@@ -207,7 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--available-now", action="store_true", help="process what is in the topics now, then stop"
     )
     stream.add_argument(
-        "--max-events", type=positive_int, default=50_000, help="events per micro-batch at most"
+        "--max-events",
+        type=positive_int,
+        help="events per micro-batch at most (default: stream_max_events_per_trigger)",
+    )
+    stream.add_argument(
+        "--trigger-seconds",
+        type=positive_float,
+        help="seconds between micro-batches (default: stream_trigger_seconds)",
     )
     return parser
 
@@ -425,14 +432,17 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_stream(settings: Settings, args: argparse.Namespace) -> int:
     from discorecs.spark import build_spark_session
-    from streaming.job import start_stream
+    from streaming.job import run_stream
 
     spark = build_spark_session(settings, "discorecs-stream")
     try:
-        query = start_stream(
-            spark, settings, available_now=args.available_now, max_events=args.max_events
+        run_stream(
+            spark,
+            settings,
+            available_now=args.available_now,
+            max_events=args.max_events,
+            trigger_seconds=args.trigger_seconds,
         )
-        query.awaitTermination()
     finally:
         spark.stop()
     return 0

@@ -66,6 +66,13 @@ class Settings:
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 16
+    # The speed layer: which Kafka source ("python": this project's, needs only kafka-python;
+    # "kafka": Spark's connector, where a cluster has it), events per micro-batch at most, the
+    # trigger interval, and how many failures in a row it restarts from before giving up.
+    stream_source: str = "python"
+    stream_max_events_per_trigger: int = 50_000
+    stream_trigger_seconds: float = 2.0
+    stream_restarts: int = 10
     # The site `discorecs web` serves (on 127.0.0.1 unless --host says otherwise).
     web_port: int = 8000
     # Where local services keep their state (pid files, logs, Cassandra data).
@@ -272,6 +279,26 @@ def _parse_memory(name: str, value: Any) -> str:
     return text
 
 
+def _parse_choice(*choices: str) -> Any:
+    def parse(name: str, value: Any) -> str:
+        text = _parse_text(name, value)
+        if text not in choices:
+            raise SettingsError(f"{_env(name)}: {text!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _parse_seconds(name: str, value: Any) -> float:
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        raise SettingsError(f"{_env(name)}: {value!r} is not a number of seconds") from None
+    if not 0.1 <= seconds <= 3600:
+        raise SettingsError(f"{_env(name)}: {seconds} is outside 0.1..3600 seconds")
+    return seconds
+
+
 _PARSERS = {
     "kafka_bootstrap_servers": _parse_bootstrap_servers,
     "cassandra_contact_points": _parse_list,
@@ -288,6 +315,10 @@ _PARSERS = {
     "spark_master": _parse_text,
     "spark_driver_memory": _parse_memory,
     "spark_shuffle_partitions": lambda name, value: _parse_int(name, value, 1, 100_000),
+    "stream_source": _parse_choice("python", "kafka"),
+    "stream_max_events_per_trigger": lambda name, value: _parse_int(name, value, 1, 10_000_000),
+    "stream_trigger_seconds": _parse_seconds,
+    "stream_restarts": lambda name, value: _parse_int(name, value, 0, 1000),
     "web_port": _parse_port,
     "home": _parse_path,
     "cache_dir": _parse_path,

@@ -1,40 +1,120 @@
 """The speed layer: ``discorecs stream`` locally, ``spark-submit streaming/job.py`` on a cluster.
 
     Kafka (collection_events, activity_events) -> validate (streaming.transform)
-      -> dead letters (Cassandra), event log (master dataset), collections / wantlists
-         (upsert or delete), latest changes, progress (Cassandra)
+      -> dead letters, collections / wantlists (upsert or delete), latest changes, live genre
+         profiles of the touched users, progress (Cassandra); event log (master dataset)
 
 Every write of a micro-batch is idempotent, so the batch Spark replays after a crash changes
 nothing: dead letters are keyed by (topic, partition, offset), the event log folder of a batch
-is overwritten as a whole, and collections / wantlists are set to the batch's last event per
-(user, release).
+is overwritten as a whole, collections / wantlists are set to the batch's last event per
+(user, release), changes are keyed by event id, and a live profile is recomputed from the
+user's whole collection as it stands after the batch.
+
+Each micro-batch logs its counts and duration; a progress listener then adds the lag (events
+on the broker beyond the batch's end offsets) to the batch's ``stream_progress`` row, which
+``discorecs status`` and the site's health panel show.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow as pa
+from pyspark.errors import AnalysisException, StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQueryListener
 
 from discorecs import paths, tables, topics
+from discorecs.errors import DiscorecsError
 from discorecs.events import EventKind
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings, load_settings
 from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION
-from streaming.kafka_source import NAME, KafkaSource
-from streaming.transform import latest_changes, validate
+from streaming.kafka_source import NAME, KafkaSource, lag_behind, offset_positions
+from streaming.transform import latest_changes, live_profiles, validate
 
 QUERY_NAME = "discorecs-stream"
+KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13"
 
 HOLDINGS = (
     (tables.COLLECTIONS, EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value),
     (tables.WANTLISTS, EventKind.WANTLIST_ADD.value, EventKind.WANTLIST_REMOVE.value),
 )
+LOG_COLUMNS = ("event_id", "user_id", "release_id", "kind", "event_time", "ingested_at")
+
+
+class StreamError(DiscorecsError):
+    """The stream cannot start or keep running; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What every micro-batch checks events against and scores users with (read once)."""
+
+    users: DataFrame  # user_id
+    releases: DataFrame  # release_id, genres
+
+
+def load_reference(spark: SparkSession, settings: Settings) -> Reference:
+    from discorecs.storage import local_path, require_published
+
+    root = settings.data_root
+    if "://" not in root or root.startswith("file://"):  # remote roots: Spark's error will do
+        for dataset, what, how in (
+            (paths.CATALOG_RELEASES, "published catalog", "run `discorecs ingest-dump` first"),
+            (paths.USERS, "generated users", "run `discorecs generate-users` first"),
+        ):
+            require_published(local_path(root, dataset), what, how)
+    users = spark.read.parquet(paths.join(root, paths.USER_PROFILES)).select("user_id")
+    releases = spark.read.parquet(paths.catalog_releases(root)).select("release_id", "genres")
+    return Reference(users.cache(), releases.cache())
+
+
+def read_events(spark: SparkSession, settings: Settings, max_events: int) -> DataFrame:
+    """The raw Kafka rows (topic, kafka_partition, kafka_offset, key, value, timestamp) from
+    the source ``settings.stream_source`` names: ``python`` (this project's, needs only
+    kafka-python) or ``kafka`` (Spark's connector, where the cluster has it)."""
+    bootstrap = ",".join(settings.kafka_bootstrap_servers)
+    subscribed = ",".join(topics.ALL_TOPICS)
+    if settings.stream_source == "python":
+        spark.dataSource.register(KafkaSource)
+        return (
+            spark.readStream.format(NAME)
+            .option("bootstrap", bootstrap)
+            .option("topics", subscribed)
+            .option("maxEventsPerTrigger", str(max_events))
+            .load()
+        )
+    try:
+        raw = (
+            spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", bootstrap)
+            .option("subscribe", subscribed)
+            .option("startingOffsets", "earliest")
+            .option("maxOffsetsPerTrigger", str(max_events))
+            .option("failOnDataLoss", "true")
+            .load()
+        )
+    except AnalysisException as error:
+        raise StreamError(
+            f"stream_source = kafka needs Spark's Kafka connector ({error.getErrorClass()}): "
+            f"spark-submit with --packages {KAFKA_PACKAGE}:<your Spark version>, or set "
+            "DISCORECS_STREAM_SOURCE=python"
+        ) from None
+    return raw.select(
+        "topic",
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        "key",
+        "value",
+        "timestamp",
+    )
 
 
 def _write_rows(
@@ -53,24 +133,59 @@ def _write_rows(
     frame.select(*columns).foreachPartition(write_partition)
 
 
+def read_collections(settings: Settings, users: DataFrame) -> DataFrame:
+    """user_id, release_id of every record the given users own now (read on the executors)."""
+
+    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from discorecs.cassandra import connect, read_partitions
+
+        connection = None
+        try:
+            for batch in batches:
+                keys = [(user,) for user in batch.column("user_id").to_pylist()]
+                if not keys:
+                    continue
+                if connection is None:
+                    connection = connect(settings, keyspace=settings.cassandra_keyspace)
+                owners, releases = [], []
+                for row in read_partitions(
+                    connection,
+                    f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id = ?",
+                    keys,
+                    what=tables.COLLECTIONS,
+                ):
+                    owners.append(row.user_id)
+                    releases.append(row.release_id)
+                yield pa.RecordBatch.from_pydict(
+                    {"user_id": owners, "release_id": releases},
+                    schema=pa.schema([("user_id", pa.int64()), ("release_id", pa.int64())]),
+                )
+        finally:
+            if connection is not None:
+                connection.close()
+
+    return users.select("user_id").mapInArrow(read, "user_id long, release_id long")
+
+
 def process_batch(
     spark: SparkSession,
     settings: Settings,
-    users: DataFrame,
-    releases: DataFrame,
+    reference: Reference,
     raw: DataFrame,
     batch_id: int,
     say: Callable[[str], None],
 ) -> dict[str, int]:
+    """Apply one micro-batch; returns its counts (also written to ``stream_progress``)."""
     started = time.monotonic()
     raw = raw.localCheckpoint(eager=True)
-    valid, dead = validate(raw, users, releases)
+    valid, dead = validate(raw, reference.users, reference.releases)
     valid, dead = valid.localCheckpoint(eager=True), dead.localCheckpoint(eager=True)
     counts = {
         "input_rows": raw.count(),
         "valid_rows": valid.count(),
         "dead_lettered": dead.count(),
         "upserts": 0,
+        "live_profiles": 0,
     }
 
     day = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -87,11 +202,9 @@ def process_batch(
     log = paths.event_log(settings.data_root)
     dated = valid.withColumn(EVENT_LOG_PARTITION, F.date_format("ingested_at", "yyyy-MM-dd"))
     for (date,) in dated.select(EVENT_LOG_PARTITION).distinct().collect():
-        dated.filter(F.col(EVENT_LOG_PARTITION) == date).select(
-            "event_id", "user_id", "release_id", "kind", "event_time", "ingested_at"
-        ).write.mode("overwrite").parquet(
-            paths.join(log, f"{EVENT_LOG_PARTITION}={date}", f"{EVENT_LOG_BATCH}={batch_id}")
-        )
+        dated.filter(F.col(EVENT_LOG_PARTITION) == date).select(*LOG_COLUMNS).write.mode(
+            "overwrite"
+        ).parquet(paths.join(log, f"{EVENT_LOG_PARTITION}={date}", f"{EVENT_LOG_BATCH}={batch_id}"))
 
     for table, add, remove in HOLDINGS:
         changes = latest_changes(valid, add, remove).localCheckpoint(eager=True)
@@ -119,15 +232,50 @@ def process_batch(
         tables.COLLECTION_CHANGES,
     )
 
+    # The real-time view: after the collections are written, rescore every user they touched.
+    touched = (
+        valid.filter(
+            F.col("kind").isin(EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value)
+        )
+        .select("user_id")
+        .distinct()
+        .localCheckpoint(eager=True)
+    )
+    profiles = live_profiles(
+        touched, read_collections(settings, touched), reference.releases
+    ).localCheckpoint(eager=True)
+    _write_rows(
+        settings,
+        profiles.withColumn("updated_at", F.current_timestamp()),
+        f"INSERT INTO {tables.USER_LIVE_GENRE_SCORES} (user_id, collection_size, scores, "
+        "shares, updated_at) VALUES (?, ?, ?, ?, ?)",
+        ("user_id", "collection_size", "scores", "shares", "updated_at"),
+        tables.USER_LIVE_GENRE_SCORES,
+    )
+    counts["live_profiles"] = profiles.count()
+
     duration_ms = int((time.monotonic() - started) * 1000)
+    record_progress(settings, batch_id, counts, duration_ms)
+    say(
+        f"stream batch {batch_id}: {counts['input_rows']:,} in, {counts['valid_rows']:,} valid, "
+        f"{counts['dead_lettered']:,} dead-lettered, {counts['upserts']:,} upserts, "
+        f"{counts['live_profiles']:,} live profiles, {duration_ms:,} ms"
+    )
+    return counts
+
+
+def record_progress(
+    settings: Settings, batch_id: int, counts: dict[str, int], duration_ms: int
+) -> None:
+    """The batch's ``stream_progress`` row (its lag is added by :class:`LagReporter`)."""
     from discorecs.cassandra import connect
 
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         connection.session.execute(
             connection.prepare(
                 f"INSERT INTO {tables.STREAM_PROGRESS} (query_name, batch_id, processed_at, "
-                "input_rows, valid_rows, dead_lettered, upserts, duration_ms, lag) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "input_rows, valid_rows, dead_lettered, upserts, duration_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             (
                 QUERY_NAME,
@@ -138,15 +286,53 @@ def process_batch(
                 counts["dead_lettered"],
                 counts["upserts"],
                 duration_ms,
-                None,
             ),
         )
-    say(
-        f"stream batch {batch_id}: {counts['input_rows']:,} in, {counts['valid_rows']:,} valid, "
-        f"{counts['dead_lettered']:,} dead-lettered, {counts['upserts']:,} upserts, "
-        f"{duration_ms:,} ms"
-    )
-    return counts
+
+
+class LagReporter(StreamingQueryListener):
+    """After each micro-batch: how many events the broker holds beyond the batch's end
+    offsets; logged and written to the batch's ``stream_progress`` row."""
+
+    def __init__(self, settings: Settings, say: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.say = say
+
+    def onQueryStarted(self, event: Any) -> None:
+        pass
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        progress = event.progress
+        if progress.name != QUERY_NAME or not progress.sources or progress.numInputRows == 0:
+            return
+        try:
+            positions = offset_positions(progress.sources[0].endOffset)
+            lag = lag_behind(
+                list(self.settings.kafka_bootstrap_servers), list(topics.ALL_TOPICS), positions
+            )
+            from discorecs.cassandra import connect
+
+            with connect(self.settings, keyspace=self.settings.cassandra_keyspace) as connection:
+                connection.session.execute(
+                    connection.prepare(
+                        f"UPDATE {tables.STREAM_PROGRESS} SET lag = ? "
+                        "WHERE query_name = ? AND batch_id = ?"
+                    ),
+                    (lag, QUERY_NAME, progress.batchId),
+                )
+        except Exception as error:  # a listener must never take the query down
+            self.say(f"stream batch {progress.batchId}: lag not measured: {error}")
+            return
+        self.say(
+            f"stream batch {progress.batchId}: lag {lag:,} events, "
+            f"{progress.processedRowsPerSecond:,.0f} events/s"
+        )
 
 
 def start_stream(
@@ -154,47 +340,98 @@ def start_stream(
     settings: Settings,
     *,
     available_now: bool = False,
-    max_events: int = 50_000,
-    trigger_seconds: float = 2.0,
+    max_events: int | None = None,
+    trigger_seconds: float | None = None,
     say: Callable[[str], None] = say_to_stderr,
+    reference: Reference | None = None,
 ) -> Any:
     """Start the query; returns the StreamingQuery (``awaitTermination`` to wait for it)."""
-    spark.dataSource.register(KafkaSource)
-    root = settings.data_root
-    users = spark.read.parquet(paths.join(root, paths.USER_PROFILES)).select("user_id").cache()
-    releases = spark.read.parquet(paths.catalog_releases(root)).select("release_id").cache()
-    raw = (
-        spark.readStream.format(NAME)
-        .option("bootstrap", ",".join(settings.kafka_bootstrap_servers))
-        .option("topics", ",".join(topics.ALL_TOPICS))
-        .option("maxEventsPerTrigger", str(max_events))
-        .load()
-    )
+    reference = reference or load_reference(spark, settings)
+    raw = read_events(spark, settings, max_events or settings.stream_max_events_per_trigger)
     writer = (
         raw.writeStream.queryName(QUERY_NAME)
         .foreachBatch(
-            lambda frame, batch_id: process_batch(
-                spark, settings, users, releases, frame, batch_id, say
-            )
+            lambda frame, batch_id: process_batch(spark, settings, reference, frame, batch_id, say)
         )
-        .option("checkpointLocation", paths.join(paths.checkpoints(root), QUERY_NAME))
+        .option("checkpointLocation", paths.join(paths.checkpoints(settings.data_root), QUERY_NAME))
     )
+    seconds = trigger_seconds or settings.stream_trigger_seconds
     writer = (
         writer.trigger(availableNow=True)
         if available_now
-        else writer.trigger(processingTime=f"{trigger_seconds} seconds")
+        else writer.trigger(processingTime=f"{seconds} seconds")
     )
     return writer.start()
 
 
+def run_stream(
+    spark: SparkSession,
+    settings: Settings,
+    *,
+    available_now: bool = False,
+    max_events: int | None = None,
+    trigger_seconds: float | None = None,
+    say: Callable[[str], None] = say_to_stderr,
+) -> None:
+    """Run the stream until it ends (``available_now``) or is stopped, restarting it from its
+    checkpoint after a failure (a Cassandra node restarting, a broker away): the failed
+    micro-batch is replayed whole, and its writes are idempotent, so nothing is lost or
+    doubled. Gives up after ``settings.stream_restarts`` failures in a row without progress.
+    """
+    reference = load_reference(spark, settings)
+    listener = LagReporter(settings, say)
+    spark.streams.addListener(listener)
+    failures = 0
+    try:
+        while True:
+            query = start_stream(
+                spark,
+                settings,
+                available_now=available_now,
+                max_events=max_events,
+                trigger_seconds=trigger_seconds,
+                say=say,
+                reference=reference,
+            )
+            try:
+                query.awaitTermination()
+                return
+            except StreamingQueryException as error:
+                progressed = bool(query.recentProgress)
+                failures = 1 if progressed else failures + 1
+                reason = str(error).strip().splitlines()[0][:500]
+                if failures > settings.stream_restarts:
+                    raise StreamError(
+                        f"the stream failed {failures} times in a row without progress; last "
+                        f"error: {reason}. Fix the cause and run `discorecs stream` again: it "
+                        "resumes from its checkpoint with nothing lost"
+                    ) from None
+                delay = min(5.0 * failures, 30.0)
+                say(
+                    f"stream failed: {reason}; restarting from the checkpoint in {delay:.0f} s "
+                    f"(attempt {failures} of {settings.stream_restarts})"
+                )
+                time.sleep(delay)
+            except KeyboardInterrupt:
+                say("stream stopping (Ctrl-C): the running micro-batch is replayed on restart")
+                query.stop()
+                raise
+    finally:
+        spark.streams.removeListener(listener)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``spark-submit streaming/job.py`` (settings from the environment)."""
+    """Entry point for ``spark-submit streaming/job.py [--available-now]`` (settings from the
+    environment or ``DISCORECS_CONFIG``)."""
     from discorecs.spark import build_spark_session
 
     settings = load_settings()
     spark = build_spark_session(settings, QUERY_NAME)
-    query = start_stream(spark, settings, available_now="--available-now" in (argv or []))
-    query.awaitTermination()
+    try:
+        run_stream(spark, settings, available_now="--available-now" in (argv or []))
+    except DiscorecsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -19,6 +19,7 @@ Options: ``bootstrap`` (comma-separated host:port), ``topics`` (comma-separated)
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,6 +62,78 @@ def _split(key: str) -> tuple[str, int]:
     return topic, int(partition)
 
 
+def topic_partitions(consumer: Any, topics: list[str]) -> list[Any]:
+    """Every partition of ``topics`` the broker knows (metadata refreshed once if needed)."""
+    from kafka import TopicPartition
+
+    found = []
+    for topic in topics:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            consumer.topics()  # refresh metadata once
+            partitions = consumer.partitions_for_topic(topic) or set()
+        found += [TopicPartition(topic, p) for p in sorted(partitions)]
+    return found
+
+
+def fetch_high_watermarks(
+    consumer: Any, partitions: list[Any], start: dict[str, int]
+) -> dict[str, int]:
+    """End offsets from fetch responses: position each partition at its start and fetch.
+
+    A partition that does not answer within 5 s is taken to have nothing new."""
+    consumer.assign(partitions)
+    for tp in partitions:
+        consumer.seek(tp, start.get(_key(tp.topic, tp.partition), 0))
+    marks: dict[str, int] = {}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(marks) < len(partitions):
+        consumer.poll(timeout_ms=200, max_records=1, update_offsets=False)
+        for tp in partitions:
+            mark = consumer.highwater(tp)
+            if mark is not None:
+                marks[_key(tp.topic, tp.partition)] = mark
+    for tp in partitions:
+        key = _key(tp.topic, tp.partition)
+        marks.setdefault(key, start.get(key, 0))
+    return marks
+
+
+def offset_positions(offset_json: str | None) -> dict[str, int]:
+    """A source's end offset as Spark reports it, as ``{"topic:partition": next offset}``.
+
+    Reads this source's offsets (``{"t:0": 5}``) and Spark's built-in Kafka source's
+    (``{"t": {"0": 5}}``) alike."""
+    if not offset_json:
+        return {}
+    parsed = json.loads(offset_json)
+    positions: dict[str, int] = {}
+    for key, value in parsed.items():
+        if isinstance(value, dict):
+            positions.update({_key(key, int(p)): int(o) for p, o in value.items()})
+        else:
+            positions[key] = int(value)
+    return positions
+
+
+def lag_behind(bootstrap: list[str], topics: list[str], positions: dict[str, int]) -> int:
+    """Events on the broker beyond ``positions`` (``topic:partition`` -> next offset)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        client_id="discorecs-stream-lag",
+        fetch_max_wait_ms=100,
+    )
+    try:
+        marks = fetch_high_watermarks(consumer, topic_partitions(consumer, topics), positions)
+    finally:
+        consumer.close()
+    return sum(max(0, mark - positions.get(key, 0)) for key, mark in marks.items())
+
+
 class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     def __init__(self, options: dict[str, str]) -> None:
         self.bootstrap = [s.strip() for s in options["bootstrap"].split(",") if s.strip()]
@@ -90,37 +163,10 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return self._consumer
 
     def _partitions(self) -> list[Any]:
-        from kafka import TopicPartition
-
-        consumer = self._client()
-        found = []
-        for topic in self.topics:
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions is None:
-                consumer.topics()  # refresh metadata once
-                partitions = consumer.partitions_for_topic(topic) or set()
-            found += [TopicPartition(topic, p) for p in sorted(partitions)]
-        return found
+        return topic_partitions(self._client(), self.topics)
 
     def _high_watermarks(self, start: dict[str, int]) -> dict[str, int]:
-        """End offsets from fetch responses: position each partition at its start and fetch."""
-        consumer = self._client()
-        partitions = self._partitions()
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, start.get(_key(tp.topic, tp.partition), 0))
-        marks: dict[str, int] = {}
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and len(marks) < len(partitions):
-            consumer.poll(timeout_ms=200, max_records=1, update_offsets=False)
-            for tp in partitions:
-                mark = consumer.highwater(tp)
-                if mark is not None:
-                    marks[_key(tp.topic, tp.partition)] = mark
-        for tp in partitions:  # no answer in time: nothing new for this one
-            key = _key(tp.topic, tp.partition)
-            marks.setdefault(key, start.get(key, 0))
-        return marks
+        return fetch_high_watermarks(self._client(), self._partitions(), start)
 
     def initialOffset(self) -> dict[str, int]:
         consumer = self._client()

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from discorecs.events import InvalidEvent, parse_event
+from spark_jobs.transforms import genre_scores
 
 CHECKED = StructType(
     [
@@ -100,4 +101,34 @@ def latest_changes(valid: DataFrame, add: str, remove: str) -> DataFrame:
         relevant.withColumn("rn", F.row_number().over(order))
         .filter("rn = 1")
         .select("user_id", "release_id", "kind", "event_time")
+    )
+
+
+def live_profiles(touched: DataFrame, holdings: DataFrame, releases: DataFrame) -> DataFrame:
+    """The real-time genre profile of each touched user, from their whole collection as it
+    stands (the batch layer's formula, :func:`spark_jobs.transforms.genre_scores`), so that
+    recomputing it after a replay gives the same row.
+
+    ``touched``: user_id; ``holdings``: user_id, release_id (their collections now);
+    ``releases``: release_id, genres. Returns user_id, collection_size, scores and shares
+    (maps keyed by genre; empty for a user whose collection is now empty).
+    """
+    sizes = holdings.groupBy("user_id").agg(F.count("*").cast("int").alias("collection_size"))
+    scores = genre_scores(holdings, releases)
+    maps = scores.groupBy("user_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("genre", "score"))).alias("scores"),
+        F.map_from_entries(F.collect_list(F.struct("genre", "share"))).alias("shares"),
+    )
+    empty = F.create_map().cast("map<string,double>")
+    return (
+        touched.select("user_id")
+        .distinct()
+        .join(sizes, "user_id", "left")
+        .join(maps, "user_id", "left")
+        .select(
+            "user_id",
+            F.coalesce("collection_size", F.lit(0)).alias("collection_size"),
+            F.coalesce("scores", empty).alias("scores"),
+            F.coalesce("shares", empty).alias("shares"),
+        )
     )

@@ -15,8 +15,8 @@ from discorecs.events import Event, EventKind
 from discorecs.services.broker import KafkaBroker
 from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
-from streaming.job import process_batch, start_stream
-from streaming.transform import latest_changes, validate
+from streaming.job import load_reference, process_batch, start_stream
+from streaming.transform import latest_changes, live_profiles, validate
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.spark
@@ -91,6 +91,23 @@ def test_add_then_remove_in_one_batch_is_a_remove(spark):
     ]
 
 
+def test_live_profiles_score_whole_collections_and_empty_ones(spark):
+    touched = spark.createDataFrame([(1,), (2,), (1,)], "user_id long")
+    holdings = spark.createDataFrame(
+        [(1, 10), (1, 11), (1, 12), (3, 10)], "user_id long, release_id long"
+    )
+    releases = spark.createDataFrame(
+        [(10, ["Jazz", "Funk / Soul"]), (11, ["Jazz"]), (12, [])],
+        "release_id long, genres array<string>",
+    )
+    rows = {r.user_id: r for r in live_profiles(touched, holdings, releases).collect()}
+    assert sorted(rows) == [1, 2]  # only touched users, once each
+    assert rows[1].collection_size == 3
+    assert rows[1].scores == {"Jazz": 1.5, "Funk / Soul": 0.5}
+    assert rows[1].shares == {"Jazz": 0.75, "Funk / Soul": 0.25}
+    assert (rows[2].collection_size, rows[2].scores, rows[2].shares) == (0, {}, {})
+
+
 @pytest.fixture(scope="module")
 def stream_world(services, small_catalog, tmp_path_factory):
     """A data root with catalog and users, a broker of its own with known events in it."""
@@ -155,6 +172,16 @@ def test_a_bounded_run_applies_events_and_dead_letters_the_rest(spark, stream_wo
             "SELECT payload, reason FROM dead_letters WHERE day = %s",
             datetime.now(UTC).strftime("%Y-%m-%d"),
         )
+        live = rows("SELECT * FROM user_live_genre_scores WHERE user_id = %s", user)[0]
+    catalog = ds.dataset(paths.catalog_releases(settings.data_root)).to_table().to_pylist()
+    genres = {r["release_id"]: r["genres"] for r in catalog}
+    expected: dict[str, float] = {}
+    for release in owned:
+        for genre in genres[release]:
+            expected[genre] = expected.get(genre, 0) + 1 / len(genres[release])
+    assert live.collection_size == len(owned)
+    assert live.scores.keys() == expected.keys()
+    assert all(abs(live.scores[g] - expected[g]) < 1e-6 for g in expected)
     assert new[0] in owned and removed not in owned
     assert new[1] in wanted
     assert {c.event_id for c in changes} >= {"s-1", "s-2", "s-3"}
@@ -173,15 +200,19 @@ def test_a_bounded_run_applies_events_and_dead_letters_the_rest(spark, stream_wo
 @pytest.mark.services
 def test_a_replayed_micro_batch_changes_nothing(spark, stream_world):
     settings, user, new, _ = stream_world
-    users = spark.read.parquet(paths.join(settings.data_root, paths.USER_PROFILES)).select(
-        "user_id"
-    )
-    releases = spark.read.parquet(paths.catalog_releases(settings.data_root)).select("release_id")
+    reference = load_reference(spark, settings)
     payloads = [Event("r-1", user, new[1], EventKind.COLLECTION_ADD, T).to_json()]
     raw = raw_rows(spark, payloads)
-    first = process_batch(spark, settings, users, releases, raw, 900, lambda m: None)
-    again = process_batch(spark, settings, users, releases, raw, 900, lambda m: None)
-    assert first == again == {"input_rows": 1, "valid_rows": 1, "dead_lettered": 0, "upserts": 1}
+    first = process_batch(spark, settings, reference, raw, 900, lambda m: None)
+    again = process_batch(spark, settings, reference, raw, 900, lambda m: None)
+    assert first == again
+    assert first == {
+        "input_rows": 1,
+        "valid_rows": 1,
+        "dead_lettered": 0,
+        "upserts": 1,
+        "live_profiles": 1,
+    }
     log = (
         ds.dataset(paths.event_log(settings.data_root), format="parquet", partitioning="hive")
         .to_table()
