@@ -88,3 +88,6 @@ RECOMMENDATION_COLUMNS = (
     "release_reasons",
     "generated_at",
 )
+
+STREAM_QUERY = "discorecs-stream"
+"""The speed layer's query name: its checkpoint folder and its key in ``stream_progress``."""

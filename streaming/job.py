@@ -39,7 +39,7 @@ from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION
 from streaming.kafka_source import NAME, KafkaSource, lag_behind, offset_positions
 from streaming.transform import latest_changes, live_profiles, validate
 
-QUERY_NAME = "discorecs-stream"
+QUERY_NAME = tables.STREAM_QUERY
 KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13"
 
 HOLDINGS = (

@@ -52,3 +52,26 @@ def test_cassandra_down_raises_unavailable(test_settings):
     nowhere = test_settings.replace(cassandra_port=free_port())
     with pytest.raises(ServingUnavailable):
         CassandraRepository(nowhere).user(1)
+
+
+def test_the_streams_live_scores_replace_the_batch_scores_but_keep_its_ranks(repo, services):
+    from datetime import UTC, datetime
+
+    from discorecs.cassandra import connect
+
+    with connect(services, keyspace=services.cassandra_keyspace) as connection:
+        statement = "INSERT INTO user_live_genre_scores (user_id, collection_size, scores, "
+        statement += "shares, updated_at) VALUES (%s, %s, %s, %s, %s)"
+        connection.session.execute(
+            statement,
+            (7001, 2, {"Jazz": 1.0, "Rock": 1.0}, {"Jazz": 0.5, "Rock": 0.5}, datetime.now(UTC)),
+        )
+        try:
+            page = repo.user_page(7001)
+        finally:
+            connection.session.execute("DELETE FROM user_live_genre_scores WHERE user_id = 7001")
+    assert page.live_collection_size == 2 and page.profile.live_at is not None
+    standings = {s.genre: s for s in page.profile.genres}
+    assert (standings["Jazz"].score, standings["Jazz"].rank) == (1.0, 2)  # rank of the run
+    assert (standings["Rock"].share, standings["Rock"].rank) == (0.5, None)
+    assert page.profile.run_id == RUN

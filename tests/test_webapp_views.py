@@ -80,6 +80,7 @@ class FakeRepository:
                 GenreStanding("Children's", 4.0, 0.3333, 40, 80.0),
             ],
             ["Modal"],
+            live_at=WHEN if user_id == 8 else None,
         )
         return UserPage(
             user,
@@ -135,6 +136,12 @@ def test_user_page_shows_profile_friend_release_and_chart(client):
     assert "popular among Modal collectors" in html
     assert "20261125T030000Z-abcdef" in html and "2026-11-25 03:00 UTC" in html
     assert "collection add" in html
+    assert 'id="live-note"' not in html  # no live scores for this user
+
+
+def test_user_page_says_when_scores_are_the_streams(client):
+    html = client.get("/users/8").get_data(as_text=True)
+    assert 'id="live-note"' in html and "as of 2026-11-25 03:00:00 UTC" in html
 
 
 def test_security_headers(client):

@@ -54,10 +54,49 @@ class GenreStanding:
 
 @dataclass(frozen=True)
 class Profile:
-    run_id: str
+    run_id: str | None  # the batch run the ranks come from (None: no run yet)
     collection_size: int
     genres: list[GenreStanding]  # by share, largest first
     top_styles: list[str]
+    live_at: datetime | None = None  # set when scores and shares are the stream's, as of then
+
+
+@dataclass(frozen=True)
+class LiveScores:
+    """A user's genre scores as the stream last computed them (the real-time view)."""
+
+    collection_size: int
+    scores: dict[str, float]
+    shares: dict[str, float]
+    updated_at: datetime | None
+
+
+def with_live_scores(profile: Profile | None, live: LiveScores) -> Profile:
+    """The batch profile with the stream's newer scores and shares; ranks and percentiles stay
+    those of the last batch run (a rank needs every other user's score)."""
+    from discorecs.genres import GENRES
+
+    standing = {s.genre: (s.rank, s.percentile) for s in profile.genres} if profile else {}
+    genres = sorted(
+        (
+            GenreStanding(
+                genre,
+                live.scores[genre],
+                live.shares.get(genre, 0.0),
+                *standing.get(genre, (None, None)),
+            )
+            for genre in GENRES
+            if genre in live.scores
+        ),
+        key=lambda s: (-s.share, s.genre),
+    )
+    return Profile(
+        profile.run_id if profile else None,
+        live.collection_size,
+        genres,
+        profile.top_styles if profile else [],
+        live_at=live.updated_at,
+    )
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from discorecs.cassandra import CassandraConnection, CassandraError, connect
 from discorecs.errors import DiscorecsError
 from discorecs.genres import GENRES
 from discorecs.settings import Settings
-from discorecs.tables import leaderboard_bucket, name_prefix
+from discorecs.tables import STREAM_QUERY, leaderboard_bucket, name_prefix
 from webapp.models import (
     BatchRun,
     CollectionChange,
@@ -32,6 +32,7 @@ from webapp.models import (
     Health,
     Leaderboard,
     LeaderboardEntry,
+    LiveScores,
     Profile,
     Recommendations,
     Release,
@@ -39,10 +40,10 @@ from webapp.models import (
     StreamHealth,
     User,
     UserPage,
+    with_live_scores,
 )
 
 SCOPE = "nightly"
-STREAM_QUERY = "discorecs-stream"
 PUBLISHED_RUN_TTL = 10.0  # seconds a published run id is reused before it is read again
 RECONNECT_EVERY = 2.0
 _UNAVAILABLE = (
@@ -67,6 +68,8 @@ STATEMENTS = {
     "releases": f"SELECT release_id, title, artists, year, genres, styles, country, formats "
     f"FROM {tables.RELEASES} WHERE release_id IN ?",
     "collection_size": f"SELECT COUNT(*) FROM {tables.COLLECTIONS} WHERE user_id = ?",
+    "live_scores": f"SELECT collection_size, scores, shares, updated_at "
+    f"FROM {tables.USER_LIVE_GENRE_SCORES} WHERE user_id = ?",
     "changes": f"SELECT event_time, kind, release_id FROM {tables.COLLECTION_CHANGES} "
     "WHERE user_id = ? LIMIT ?",
     "leaderboard": f"SELECT rank, user_id, user_name, score, percentile "
@@ -290,6 +293,18 @@ class CassandraRepository:
     def live_collection_size(self, user_id: int) -> int:
         return int(self._run("collection_size", [user_id])[0][0])
 
+    def live_scores(self, user_id: int) -> LiveScores | None:
+        rows = self._run("live_scores", [user_id])
+        if not rows:
+            return None
+        row = rows[0]
+        return LiveScores(
+            row.collection_size or 0,
+            dict(row.scores or {}),
+            dict(row.shares or {}),
+            row.updated_at,
+        )
+
     def latest_changes(self, user_id: int, limit: int = 10) -> list[CollectionChange]:
         rows = self._run("changes", [user_id, limit])
         releases = self.releases([row.release_id for row in rows])
@@ -307,10 +322,16 @@ class CassandraRepository:
         if user is None:
             return None
         run_id = self.published_run()
+        profile = self.profile(user_id, run_id) if run_id else None
+        live = self.live_scores(user_id)
+        if live is not None:  # the stream has seen this user's collection change
+            profile = with_live_scores(profile, live)
         return UserPage(
             user=user,
-            profile=self.profile(user_id, run_id) if run_id else None,
-            live_collection_size=self.live_collection_size(user_id),
+            profile=profile,
+            live_collection_size=(
+                live.collection_size if live else self.live_collection_size(user_id)
+            ),
             recommendations=self.recommendations(user_id, run_id) if run_id else None,
             changes=self.latest_changes(user_id),
         )
