@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cassandra import ConsistencyLevel
@@ -37,6 +38,7 @@ from discorecs.settings import Settings
 log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 64
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class CassandraError(DiscorecsError):
@@ -171,19 +173,34 @@ def upsert_rows(
     rows: Iterable[Sequence[Any]],
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
+    write_time_column: str | None = None,
 ) -> int:
     """Insert (= upsert) ``rows`` into ``table`` with one prepared statement and bounded
     concurrency; returns the number of rows written.
 
     Cassandra inserts are upserts on the primary key, so writing the same rows again changes
-    nothing: replays after a crash are safe. Any failed row raises :class:`CassandraError`
-    naming the table and the row, after the rest of the chunk has been tried.
+    nothing: replays after a crash are safe. With ``write_time_column`` (a datetime column),
+    each row is written with that moment as its Cassandra write timestamp, so a later event
+    (e.g. the stream's remove of a record) wins over it whatever order the writes arrive in.
+    Any failed row raises :class:`CassandraError` naming the table and the row, after the rest
+    of the chunk has been tried.
     """
     if table not in tables.ALL_TABLES:
         raise ValueError(f"unknown table {table!r}; tables are listed in discorecs.tables")
     placeholders = ", ".join("?" for _ in columns)
     cql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+    if write_time_column is not None:
+        at = list(columns).index(write_time_column)
+        cql += " USING TIMESTAMP ?"
+        rows = ((*row, write_time_micros(row[at])) for row in rows)
     return execute_many(connection, cql, rows, what=table, concurrency=concurrency)
+
+
+def write_time_micros(moment: datetime) -> int:
+    """A Cassandra write timestamp (microseconds since the epoch; naive means UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 def execute_many(

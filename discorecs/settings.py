@@ -45,6 +45,12 @@ class Replication:
         entries += [f"'{name}': {factor}" for name, factor in self.factors]
         return "{" + ", ".join(entries) + "}"
 
+    def as_setting(self) -> str:
+        """The setting's own notation: ``SimpleStrategy:1``, ``NetworkTopologyStrategy:dc1=3``."""
+        if self.strategy == "SimpleStrategy":
+            return f"{self.strategy}:{self.factors[0][1]}"
+        return f"{self.strategy}:" + ",".join(f"{dc}={factor}" for dc, factor in self.factors)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -89,6 +95,23 @@ class Settings:
     def broker_address(self) -> tuple[str, int]:
         """Host and port of the first bootstrap server (the one a local broker listens on)."""
         return split_host_port(self.kafka_bootstrap_servers[0], "kafka_bootstrap_servers")
+
+    def to_environment(self) -> dict[str, str]:
+        """These settings as ``DISCORECS_*`` variables, so a child process (a service, a
+        spark-submit) reads exactly the same settings whatever their source was here."""
+        env = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                text = ",".join(value)
+            elif isinstance(value, Replication):
+                text = value.as_setting()
+            else:
+                text = str(value)
+            env[ENV_PREFIX + field.name.upper()] = text
+        return env
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (used by tests and the CLI's overrides)."""

@@ -74,10 +74,12 @@ class _Factory:
         self.kind_cumulative = np.cumsum([share for _, share in self.kinds])
 
     def __iter__(self) -> Iterator[Event]:
+        """Events stamped with the clock as they are taken (i.e. sent), not when drawn."""
         while True:
-            yield from self._block()
+            for event_id, user, release, kind in self._block():
+                yield Event(event_id, user, release, kind, self.clock())
 
-    def _block(self) -> list[Event]:
+    def _block(self) -> list[tuple[str, int, int, EventKind]]:
         rng = self.rng
         rows = self.activity_order[
             np.minimum(np.searchsorted(self.activity, rng.random(BLOCK)), len(self.sample) - 1)
@@ -90,7 +92,6 @@ class _Factory:
         ]
         picks = rng.random(BLOCK)
         ids = rng.bytes(16 * BLOCK)
-        now = self.clock()
         events = []
         for i in range(BLOCK):
             row = int(rows[i])
@@ -99,7 +100,7 @@ class _Factory:
             if release is None:
                 continue
             event_id = str(uuid.UUID(bytes=ids[16 * i : 16 * i + 16], version=4))
-            events.append(Event(event_id, int(self.sample.user_ids[row]), release, kind, now))
+            events.append((event_id, int(self.sample.user_ids[row]), release, kind))
         return events
 
     def _release_for(self, kind: EventKind, row: int, candidate: int, pick: float) -> int | None:

@@ -134,6 +134,8 @@ def produce(
     restore = _stop_on_signals(stop)
     acks = _Acks()
     summary = ProducerSummary(name, count, target_rate=rate)
+    limit = f", {count:,} events" if count else (f", {duration:g} s" if duration else "")
+    say(f"{name}: producing at {rate:,.0f} events/s{limit}")
     started = time.perf_counter()
     last_report = started
     submitted = 0

@@ -36,28 +36,35 @@ RELEASES_KEPT = 10
 # -- current state -------------------------------------------------------------------------------
 
 
+def latest_events(events: DataFrame, add: str, remove: str) -> DataFrame:
+    """The event that decides each (user, release): user_id, release_id, kind, event_time.
+
+    The latest by event time wins; at equal event times a remove beats an add (as a
+    Cassandra tombstone beats a write of the same timestamp, which is how the stream applies
+    events), then the larger event id. Duplicate events (same event id) count once. The stream
+    and the batch both use this rule, so they agree however events are split into batches.
+    """
+    relevant = events.filter(F.col("kind").isin(add, remove)).dropDuplicates(["event_id"])
+    order = Window.partitionBy("user_id", "release_id").orderBy(
+        F.desc("event_time"), F.desc(F.col("kind") == remove), F.desc("event_id")
+    )
+    return (
+        relevant.withColumn("rn", F.row_number().over(order))
+        .filter("rn = 1")
+        .select("user_id", "release_id", "kind", "event_time")
+    )
+
+
 def apply_events(snapshot: DataFrame, events: DataFrame, add: str, remove: str) -> DataFrame:
-    """The holdings after ``events``: for each (user, release) the latest event wins (by event
-    time, then event id); keys without events keep their snapshot row; an event older than the
-    snapshot row's ``changed_at`` is ignored. Duplicate events (same event id) count once.
+    """The holdings after ``events``: for each (user, release) the latest event wins (see
+    :func:`latest_events`); keys without events keep their snapshot row; an event older than
+    the snapshot row's ``changed_at`` is ignored.
 
     ``snapshot``: user_id, release_id, added_at, changed_at (may be null).
     ``events``: event_id, user_id, release_id, kind, event_time.
     Returns user_id, release_id, added_at, changed_at.
     """
-    relevant = events.filter(F.col("kind").isin(add, remove)).dropDuplicates(["event_id"])
-    latest = (
-        relevant.withColumn(
-            "rn",
-            F.row_number().over(
-                Window.partitionBy("user_id", "release_id").orderBy(
-                    F.desc("event_time"), F.desc("event_id")
-                )
-            ),
-        )
-        .filter("rn = 1")
-        .select("user_id", "release_id", "kind", "event_time")
-    )
+    latest = latest_events(events, add, remove)
     joined = snapshot.alias("s").join(latest.alias("e"), ["user_id", "release_id"], "full_outer")
     applies = F.col("e.kind").isNotNull() & (
         F.col("s.changed_at").isNull() | (F.col("e.event_time") > F.col("s.changed_at"))

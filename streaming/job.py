@@ -36,10 +36,12 @@ from discorecs.events import EventKind
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings, load_settings
 from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION
+from spark_jobs.transforms import latest_events
 from streaming.kafka_source import NAME, KafkaSource, lag_behind, offset_positions
-from streaming.transform import latest_changes, live_profiles, validate
+from streaming.transform import live_profiles, validate
 
 QUERY_NAME = tables.STREAM_QUERY
+STARTED = "stream started"  # logged once the query runs (the local service waits for it)
 KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13"
 
 HOLDINGS = (
@@ -206,20 +208,28 @@ def process_batch(
             "overwrite"
         ).parquet(paths.join(log, f"{EVENT_LOG_PARTITION}={date}", f"{EVENT_LOG_BATCH}={batch_id}"))
 
+    # Each change is written with its event time as Cassandra's write timestamp, so Cassandra
+    # itself keeps the latest event per (user, release) whatever order batches arrive in, and
+    # a replay rewrites the same cells (the rule of spark_jobs.transforms.latest_events).
     for table, add, remove in HOLDINGS:
-        changes = latest_changes(valid, add, remove).localCheckpoint(eager=True)
+        changes = (
+            latest_events(valid, add, remove)
+            .withColumn("written_at", F.unix_micros("event_time"))
+            .localCheckpoint(eager=True)
+        )
         _write_rows(
             settings,
             changes.filter(F.col("kind") == add),
-            f"INSERT INTO {table} (user_id, release_id, added_at) VALUES (?, ?, ?)",
-            ("user_id", "release_id", "event_time"),
+            f"INSERT INTO {table} (user_id, release_id, added_at) VALUES (?, ?, ?) "
+            "USING TIMESTAMP ?",
+            ("user_id", "release_id", "event_time", "written_at"),
             table,
         )
         _write_rows(
             settings,
             changes.filter(F.col("kind") == remove),
-            f"DELETE FROM {table} WHERE user_id = ? AND release_id = ?",
-            ("user_id", "release_id"),
+            f"DELETE FROM {table} USING TIMESTAMP ? WHERE user_id = ? AND release_id = ?",
+            ("written_at", "user_id", "release_id"),
             table,
         )
         counts["upserts"] += changes.count()
@@ -392,6 +402,10 @@ def run_stream(
                 trigger_seconds=trigger_seconds,
                 say=say,
                 reference=reference,
+            )
+            say(
+                f"{STARTED}: {', '.join(topics.ALL_TOPICS)} from "
+                f"{','.join(settings.kafka_bootstrap_servers)} (source: {settings.stream_source})"
             )
             try:
                 query.awaitTermination()

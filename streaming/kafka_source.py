@@ -136,10 +136,12 @@ def lag_behind(bootstrap: list[str], topics: list[str], positions: dict[str, int
 
 class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     def __init__(self, options: dict[str, str]) -> None:
+        # Spark hands options over with lower-cased keys: look them up case-insensitively.
+        options = {key.lower(): value for key, value in options.items()}
         self.bootstrap = [s.strip() for s in options["bootstrap"].split(",") if s.strip()]
         self.topics = [t.strip() for t in options["topics"].split(",") if t.strip()]
-        self.max_events = int(options.get("maxEventsPerTrigger", "50000"))
-        self.read_timeout = float(options.get("readTimeoutSeconds", "60"))
+        self.max_events = int(options.get("maxeventspertrigger", "50000"))
+        self.read_timeout = float(options.get("readtimeoutseconds", "60"))
         self._available_now: dict[str, int] | None = None
         self._consumer: Any = None
 

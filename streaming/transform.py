@@ -7,7 +7,7 @@ master dataset does not know are dead-lettered too.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
@@ -88,20 +88,6 @@ def validate(raw: DataFrame, users: DataFrame, releases: DataFrame) -> tuple[Dat
         "topic", "kafka_partition", "kafka_offset", "payload", "reason"
     )
     return valid, dead
-
-
-def latest_changes(valid: DataFrame, add: str, remove: str) -> DataFrame:
-    """The last add or remove per (user, release) in the batch (event time, then event id):
-    user_id, release_id, kind, event_time — so add-then-remove in one batch is a remove."""
-    relevant = valid.filter(F.col("kind").isin(add, remove)).dropDuplicates(["event_id"])
-    order = Window.partitionBy("user_id", "release_id").orderBy(
-        F.desc("event_time"), F.desc("event_id")
-    )
-    return (
-        relevant.withColumn("rn", F.row_number().over(order))
-        .filter("rn = 1")
-        .select("user_id", "release_id", "kind", "event_time")
-    )
 
 
 def live_profiles(touched: DataFrame, holdings: DataFrame, releases: DataFrame) -> DataFrame:

@@ -15,8 +15,9 @@ from discorecs.events import Event, EventKind
 from discorecs.services.broker import KafkaBroker
 from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
+from spark_jobs.transforms import latest_events
 from streaming.job import load_reference, process_batch, start_stream
-from streaming.transform import latest_changes, live_profiles, validate
+from streaming.transform import live_profiles, validate
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.spark
@@ -84,7 +85,7 @@ def test_add_then_remove_in_one_batch_is_a_remove(spark):
     users = spark.createDataFrame([(1,)], "user_id long")
     releases = spark.createDataFrame([(10,), (11,)], "release_id long")
     valid, _ = validate(raw_rows(spark, payloads), users, releases)
-    changes = latest_changes(valid, "collection_add", "collection_remove")
+    changes = latest_events(valid, "collection_add", "collection_remove")
     assert sorted((r.release_id, r.kind) for r in changes.collect()) == [
         (10, "collection_remove"),
         (11, "collection_add"),
@@ -225,3 +226,12 @@ def test_a_replayed_micro_batch_changes_nothing(spark, stream_world):
             (user, new[1]),
         ).one()[0]
     assert count == 1
+
+
+def test_source_options_are_read_as_spark_hands_them_over_lower_cased():
+    from streaming.kafka_source import KafkaStreamReader
+
+    reader = KafkaStreamReader(
+        {"bootstrap": "127.0.0.1:1", "topics": "a,b", "maxeventspertrigger": "7"}
+    )
+    assert (reader.max_events, reader.topics) == (7, ["a", "b"])

@@ -31,12 +31,7 @@ class WebSite(LocalService):
 
     def environment(self) -> Mapping[str, str]:
         # The child reads the same settings as this process, whatever their source.
-        env = dict(os.environ)
-        env["DISCORECS_HOME"] = str(self.settings.home)
-        env["DISCORECS_CASSANDRA_PORT"] = str(self.settings.cassandra_port)
-        env["DISCORECS_CASSANDRA_KEYSPACE"] = self.settings.cassandra_keyspace
-        env["DISCORECS_DATA_ROOT"] = self.settings.data_root
-        return env
+        return {**os.environ, **self.settings.to_environment()}
 
     def probe(self) -> str:
         url = f"http://127.0.0.1:{self.settings.web_port}/api/health"

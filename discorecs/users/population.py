@@ -151,8 +151,15 @@ def load_population_into_cassandra(
                 for batch in pq.ParquetFile(part).iter_batches(batch_size=20_000):
                     rows = batch.to_pydict()
                     columns = tuple(rows)
+                    # Holdings are written as of when they were added, so any later event
+                    # the stream applies wins over them (see streaming.job).
                     count += upsert_rows(
-                        connection, table, columns, zip(*rows.values(), strict=True), concurrency=96
+                        connection,
+                        table,
+                        columns,
+                        zip(*rows.values(), strict=True),
+                        concurrency=96,
+                        write_time_column="added_at" if dataset != "users" else None,
                     )
                     if dataset == "users":
                         upsert_rows(
