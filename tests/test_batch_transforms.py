@@ -70,6 +70,26 @@ def test_events_apply_in_event_time_order(spark):
     ]
 
 
+def test_at_equal_event_times_a_remove_wins_whatever_the_event_ids(spark):
+    log = events(
+        spark,
+        [
+            ("z-add", 1, 10, "collection_add", at(1)),
+            ("a-remove", 1, 10, "collection_remove", at(1)),
+            ("a-add", 1, 11, "collection_add", at(1)),
+            ("z-remove", 1, 11, "collection_remove", at(1)),
+            ("b", 1, 12, "collection_add", at(1)),
+            ("c", 1, 12, "collection_add", at(1)),
+        ],
+    )
+    latest = t.latest_events(log, "collection_add", "collection_remove")
+    assert collect(latest.select("release_id", "kind"), "release_id") == [
+        (10, "collection_remove"),
+        (11, "collection_remove"),
+        (12, "collection_add"),
+    ]
+
+
 def test_empty_event_log_keeps_the_snapshot(spark):
     snapshot = holdings(spark, [(1, 10, T0, None)])
     assert collect(t.current_wantlists(snapshot, events(spark, [])), "user_id") == [
