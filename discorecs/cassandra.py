@@ -21,7 +21,7 @@ from cassandra.cluster import (
     NoHostAvailable,
     Session,
 )
-from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 from cassandra.policies import (
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
@@ -78,11 +78,14 @@ def connect(
     keyspace: str | None = None,
     connect_timeout: float = 10.0,
     request_timeout: float = 20.0,
+    schema_metadata: bool = True,
 ) -> CassandraConnection:
     """Open a session to the configured cluster, using ``keyspace`` if given.
 
     The native protocol version is pinned from the settings: automatic negotiation fails
-    against Cassandra 2.1, and 4.1/5.0 accept an explicit v3 or v4 alike.
+    against Cassandra 2.1, and 4.1/5.0 accept an explicit v3 or v4 alike. Without
+    ``schema_metadata`` the driver skips reading the cluster's schema tables, which makes
+    connecting much cheaper for writers that only prepare statements.
     """
     if settings.cassandra_local_dc:
         balancing = TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc))
@@ -107,6 +110,7 @@ def connect(
         reconnection_policy=ExponentialReconnectionPolicy(base_delay=1.0, max_delay=10.0),
         connect_timeout=connect_timeout,
         control_connection_timeout=connect_timeout,
+        schema_metadata_enabled=schema_metadata,
     )
     where = f"{','.join(settings.cassandra_contact_points)}:{settings.cassandra_port}"
     try:
@@ -125,6 +129,28 @@ def connect(
             "create it with `discorecs init-schema`"
         ) from error
     return CassandraConnection(cluster, session, keyspace or "")
+
+
+_WORKER_CONNECTIONS: dict[tuple, CassandraConnection] = {}
+
+
+def worker_connection(settings: Settings) -> CassandraConnection:
+    """A connection kept for the life of a Spark Python worker process, shared by the tasks
+    it runs (PySpark reuses workers), so a micro-batch's writes do not each pay for a new
+    cluster connection. Only for code running on executors; everything else opens its own
+    connection at its edge and closes it."""
+    key = (
+        settings.cassandra_contact_points,
+        settings.cassandra_port,
+        settings.cassandra_keyspace,
+        settings.cassandra_protocol_version,
+        settings.cassandra_username,
+    )
+    connection = _WORKER_CONNECTIONS.get(key)
+    if connection is None or connection.cluster.is_shutdown:
+        connection = connect(settings, keyspace=settings.cassandra_keyspace, schema_metadata=False)
+        _WORKER_CONNECTIONS[key] = connection
+    return connection
 
 
 def schema_script(settings: Settings) -> list[str]:
@@ -213,35 +239,49 @@ def execute_many(
 ) -> int:
     """Run one prepared statement (e.g. a DELETE) for every row, with bounded concurrency;
     failures raise :class:`CassandraError` naming ``what``."""
-    statement = connection.prepare(cql)
+    return execute_statements(
+        connection, ((cql, row) for row in rows), what=what, concurrency=concurrency
+    )
+
+
+def execute_statements(
+    connection: CassandraConnection,
+    statements: Iterable[tuple[str, Sequence[Any]]],
+    *,
+    what: str,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> int:
+    """Run ``(cql, parameters)`` pairs (each CQL prepared once per connection) with bounded
+    concurrency, in chunks; returns how many ran. Any failure raises :class:`CassandraError`
+    naming ``what`` and the first failed statement, after the rest of its chunk was tried."""
     done = 0
-    chunk: list[Sequence[Any]] = []
-    for row in rows:
-        chunk.append(row)
+    chunk: list[tuple[PreparedStatement, Sequence[Any]]] = []
+    for cql, parameters in statements:
+        chunk.append((connection.prepare(cql), parameters))
         if len(chunk) >= 10_000:
-            done += _execute_chunk(connection, statement, what, chunk, concurrency)
+            done += _execute_chunk(connection, what, chunk, concurrency)
             chunk = []
     if chunk:
-        done += _execute_chunk(connection, statement, what, chunk, concurrency)
+        done += _execute_chunk(connection, what, chunk, concurrency)
     return done
 
 
 def _execute_chunk(
     connection: CassandraConnection,
-    statement: PreparedStatement,
-    table: str,
-    chunk: list[Sequence[Any]],
+    what: str,
+    chunk: list[tuple[PreparedStatement, Sequence[Any]]],
     concurrency: int,
 ) -> int:
-    results = execute_concurrent_with_args(
-        connection.session, statement, chunk, concurrency=concurrency, raise_on_first_error=False
+    results = execute_concurrent(
+        connection.session, chunk, concurrency=concurrency, raise_on_first_error=False
     )
-    failures = [(row, result) for row, (ok, result) in zip(chunk, results, strict=True) if not ok]
+    failures = [(pair, result) for pair, (ok, result) in zip(chunk, results, strict=True) if not ok]
     if failures:
-        row, error = failures[0]
+        (statement, parameters), error = failures[0]
         raise CassandraError(
-            f"{len(failures)} of {len(chunk)} rows failed to write to {table}; first: {row!r}: "
-            f"{error}. The write is idempotent: fix the cause and run the same step again."
+            f"{len(failures)} of {len(chunk)} writes to {what} failed; first: "
+            f"{statement.query_string} with {parameters!r}: {error}. The write is idempotent: "
+            "fix the cause and run the same step again."
         )
     return len(chunk)
 

@@ -36,18 +36,14 @@ from discorecs.events import EventKind
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings, load_settings
 from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION
-from spark_jobs.transforms import latest_events
+from streaming import sink
 from streaming.kafka_source import NAME, KafkaSource, lag_behind, offset_positions
-from streaming.transform import live_profiles, validate
+from streaming.transform import live_profiles, mark, valid_events
 
 QUERY_NAME = tables.STREAM_QUERY
 STARTED = "stream started"  # logged once the query runs (the local service waits for it)
 KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13"
 
-HOLDINGS = (
-    (tables.COLLECTIONS, EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value),
-    (tables.WANTLISTS, EventKind.WANTLIST_ADD.value, EventKind.WANTLIST_REMOVE.value),
-)
 LOG_COLUMNS = ("event_id", "user_id", "release_id", "kind", "event_time", "ingested_at")
 
 
@@ -119,52 +115,42 @@ def read_events(spark: SparkSession, settings: Settings, max_events: int) -> Dat
     )
 
 
-def _write_rows(
-    settings: Settings, frame: DataFrame, cql: str, columns: tuple[str, ...], what: str
+def _run_writes(
+    settings: Settings, frame: DataFrame, plan: Callable[[Any], list], what: str
 ) -> None:
-    """Run ``cql`` for every row of ``frame`` from the executors (bounded concurrency)."""
+    """For every row of ``frame``, run the statements ``plan(row)`` names, on the executors
+    (one connection per Python worker, bounded concurrency)."""
 
-    def write_partition(rows: Any) -> None:
-        from discorecs.cassandra import connect, execute_many
+    def write_partition(rows: Iterator[Any]) -> None:
+        from discorecs.cassandra import execute_statements, worker_connection
 
-        batch = [tuple(row) for row in rows]
-        if batch:
-            with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
-                execute_many(connection, cql, batch, what=what, concurrency=64)
+        statements = (statement for row in rows for statement in plan(row))
+        execute_statements(worker_connection(settings), statements, what=what, concurrency=128)
 
-    frame.select(*columns).foreachPartition(write_partition)
+    frame.foreachPartition(write_partition)
 
 
 def read_collections(settings: Settings, users: DataFrame) -> DataFrame:
     """user_id, release_id of every record the given users own now (read on the executors)."""
 
     def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from discorecs.cassandra import connect, read_partitions
+        from discorecs.cassandra import read_partitions, worker_connection
 
-        connection = None
-        try:
-            for batch in batches:
-                keys = [(user,) for user in batch.column("user_id").to_pylist()]
-                if not keys:
-                    continue
-                if connection is None:
-                    connection = connect(settings, keyspace=settings.cassandra_keyspace)
-                owners, releases = [], []
-                for row in read_partitions(
-                    connection,
-                    f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id = ?",
-                    keys,
-                    what=tables.COLLECTIONS,
-                ):
-                    owners.append(row.user_id)
-                    releases.append(row.release_id)
-                yield pa.RecordBatch.from_pydict(
-                    {"user_id": owners, "release_id": releases},
-                    schema=pa.schema([("user_id", pa.int64()), ("release_id", pa.int64())]),
-                )
-        finally:
-            if connection is not None:
-                connection.close()
+        schema = pa.schema([("user_id", pa.int64()), ("release_id", pa.int64())])
+        for batch in batches:
+            keys = [(user,) for user in batch.column("user_id").to_pylist()]
+            if not keys:
+                continue
+            owners, releases = [], []
+            for row in read_partitions(
+                worker_connection(settings),
+                f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id = ?",
+                keys,
+                what=tables.COLLECTIONS,
+            ):
+                owners.append(row[0])
+                releases.append(row[1])
+            yield pa.RecordBatch.from_pydict({"user_id": owners, "release_id": releases}, schema)
 
     return users.select("user_id").mapInArrow(read, "user_id long, release_id long")
 
@@ -177,92 +163,74 @@ def process_batch(
     batch_id: int,
     say: Callable[[str], None],
 ) -> dict[str, int]:
-    """Apply one micro-batch; returns its counts (also written to ``stream_progress``)."""
+    """Apply one micro-batch; returns its counts (also written to ``stream_progress``).
+
+    Five Spark jobs whatever the batch size: validate (read once, kept), count, append to
+    the master dataset, write to Cassandra, rescore the touched users."""
     started = time.monotonic()
-    raw = raw.localCheckpoint(eager=True)
-    valid, dead = validate(raw, reference.users, reference.releases)
-    valid, dead = valid.localCheckpoint(eager=True), dead.localCheckpoint(eager=True)
+    marked = (
+        mark(raw, reference.users, reference.releases)
+        .withColumn("written_at", F.unix_micros("event_time"))
+        .withColumn(EVENT_LOG_PARTITION, F.date_format("ingested_at", "yyyy-MM-dd"))
+        .localCheckpoint(eager=True)
+    )
+    tally = (
+        marked.groupBy(F.col("reason").isNull().alias("valid"), EVENT_LOG_PARTITION, "kind")
+        .count()
+        .collect()
+    )
+    holding_kinds = set(sink.HOLDING_WRITES)
     counts = {
-        "input_rows": raw.count(),
-        "valid_rows": valid.count(),
-        "dead_lettered": dead.count(),
-        "upserts": 0,
+        "input_rows": sum(r["count"] for r in tally),
+        "valid_rows": sum(r["count"] for r in tally if r.valid),
+        "dead_lettered": sum(r["count"] for r in tally if not r.valid),
+        "upserts": sum(r["count"] for r in tally if r.valid and r.kind in holding_kinds),
         "live_profiles": 0,
     }
 
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    _write_rows(
-        settings,
-        dead.withColumn("day", F.lit(day)).withColumn("received_at", F.current_timestamp()),
-        f"INSERT INTO {tables.DEAD_LETTERS} (day, topic, kafka_partition, kafka_offset, payload, "
-        "reason, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        ("day", "topic", "kafka_partition", "kafka_offset", "payload", "reason", "received_at"),
-        tables.DEAD_LETTERS,
-    )
-
     # The master dataset: one folder per (ingest date, batch), overwritten on replay.
+    valid = valid_events(marked.drop(EVENT_LOG_PARTITION).drop("written_at"))
     log = paths.event_log(settings.data_root)
-    dated = valid.withColumn(EVENT_LOG_PARTITION, F.date_format("ingested_at", "yyyy-MM-dd"))
-    for (date,) in dated.select(EVENT_LOG_PARTITION).distinct().collect():
-        dated.filter(F.col(EVENT_LOG_PARTITION) == date).select(*LOG_COLUMNS).write.mode(
-            "overwrite"
-        ).parquet(paths.join(log, f"{EVENT_LOG_PARTITION}={date}", f"{EVENT_LOG_BATCH}={batch_id}"))
+    for date in sorted({r[EVENT_LOG_PARTITION] for r in tally if r.valid}):
+        valid.filter(F.date_format("ingested_at", "yyyy-MM-dd") == date).select(
+            *LOG_COLUMNS
+        ).write.mode("overwrite").parquet(
+            paths.join(log, f"{EVENT_LOG_PARTITION}={date}", f"{EVENT_LOG_BATCH}={batch_id}")
+        )
 
-    # Each change is written with its event time as Cassandra's write timestamp, so Cassandra
-    # itself keeps the latest event per (user, release) whatever order batches arrive in, and
-    # a replay rewrites the same cells (the rule of spark_jobs.transforms.latest_events).
-    for table, add, remove in HOLDINGS:
-        changes = (
-            latest_events(valid, add, remove)
-            .withColumn("written_at", F.unix_micros("event_time"))
-            .localCheckpoint(eager=True)
-        )
-        _write_rows(
-            settings,
-            changes.filter(F.col("kind") == add),
-            f"INSERT INTO {table} (user_id, release_id, added_at) VALUES (?, ?, ?) "
-            "USING TIMESTAMP ?",
-            ("user_id", "release_id", "event_time", "written_at"),
-            table,
-        )
-        _write_rows(
-            settings,
-            changes.filter(F.col("kind") == remove),
-            f"DELETE FROM {table} USING TIMESTAMP ? WHERE user_id = ? AND release_id = ?",
-            ("written_at", "user_id", "release_id"),
-            table,
-        )
-        counts["upserts"] += changes.count()
-    _write_rows(
+    # Dead letters, collections / wantlists and changes: one pass on the executors.
+    day, received_at = datetime.now(UTC).strftime("%Y-%m-%d"), datetime.now(UTC)
+    _run_writes(
         settings,
-        valid.filter(F.col("kind") != EventKind.PLAY.value),
-        f"INSERT INTO {tables.COLLECTION_CHANGES} (user_id, event_time, event_id, "
-        "release_id, kind) VALUES (?, ?, ?, ?, ?)",
-        ("user_id", "event_time", "event_id", "release_id", "kind"),
-        tables.COLLECTION_CHANGES,
+        marked.filter(F.col("reason").isNotNull() | F.col("kind").isin(*holding_kinds)).select(
+            *sink.WRITE_COLUMNS
+        ),
+        lambda row: sink.writes_for(row, day, received_at),
+        "the stream's tables",
     )
 
     # The real-time view: after the collections are written, rescore every user they touched.
-    touched = (
-        valid.filter(
-            F.col("kind").isin(EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value)
+    collection_kinds = (EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value)
+    if any(r.valid and r.kind in collection_kinds for r in tally):
+        touched = (
+            valid.filter(F.col("kind").isin(*collection_kinds))
+            .select("user_id")
+            .distinct()
+            .localCheckpoint(eager=True)
         )
-        .select("user_id")
-        .distinct()
-        .localCheckpoint(eager=True)
-    )
-    profiles = live_profiles(
-        touched, read_collections(settings, touched), reference.releases
-    ).localCheckpoint(eager=True)
-    _write_rows(
-        settings,
-        profiles.withColumn("updated_at", F.current_timestamp()),
-        f"INSERT INTO {tables.USER_LIVE_GENRE_SCORES} (user_id, collection_size, scores, "
-        "shares, updated_at) VALUES (?, ?, ?, ?, ?)",
-        ("user_id", "collection_size", "scores", "shares", "updated_at"),
-        tables.USER_LIVE_GENRE_SCORES,
-    )
-    counts["live_profiles"] = profiles.count()
+        counts["live_profiles"] = touched.count()
+        profiles = live_profiles(touched, read_collections(settings, touched), reference.releases)
+        _run_writes(
+            settings,
+            profiles,
+            lambda row: [
+                (
+                    sink.LIVE_PROFILE,
+                    (row.user_id, row.collection_size, row.scores, row.shares, received_at),
+                )
+            ],
+            tables.USER_LIVE_GENRE_SCORES,
+        )
 
     duration_ms = int((time.monotonic() - started) * 1000)
     record_progress(settings, batch_id, counts, duration_ms)

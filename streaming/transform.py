@@ -44,15 +44,14 @@ def _check(payload: bytes | None) -> tuple:
 check_event = F.udf(_check, CHECKED, useArrow=True)
 
 
-def validate(raw: DataFrame, users: DataFrame, releases: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(valid, dead letters).
+def mark(raw: DataFrame, users: DataFrame, releases: DataFrame) -> DataFrame:
+    """Every raw Kafka row, parsed, with ``reason`` null for a valid event.
 
     ``raw``: topic, kafka_partition, kafka_offset, key, value, timestamp (the Kafka source).
     ``users``: user_id; ``releases``: release_id (the known ids).
-    valid: event_id, user_id, release_id, kind, event_time, ingested_at (the Kafka record
-    timestamp: fixed for a record, so a replay yields the same rows), topic, kafka_partition,
-    kafka_offset.
-    dead letters: topic, kafka_partition, kafka_offset, payload, reason.
+    Returns topic, kafka_partition, kafka_offset, payload, reason, event_id, user_id,
+    release_id, kind, event_time (timestamp) and ingested_at (the Kafka record timestamp:
+    fixed for a record, so a replay yields the same rows).
     """
     checked = raw.withColumn("c", check_event("value")).select(
         "topic",
@@ -72,22 +71,39 @@ def validate(raw: DataFrame, users: DataFrame, releases: DataFrame) -> tuple[Dat
         .when(F.col("user_known").isNull(), F.format_string("unknown user %d", "user_id"))
         .when(F.col("release_known").isNull(), F.format_string("unknown release %d", "release_id"))
     )
-    marked = joined.withColumn("reason", reason)
-    valid = marked.filter(F.col("reason").isNull()).select(
+    return joined.select(
+        "topic",
+        "kafka_partition",
+        "kafka_offset",
+        "payload",
+        reason.alias("reason"),
         "event_id",
         "user_id",
         "release_id",
         "kind",
         F.to_timestamp("event_time").alias("event_time"),
         "ingested_at",
-        "topic",
-        "kafka_partition",
-        "kafka_offset",
     )
-    dead = marked.filter(F.col("reason").isNotNull()).select(
+
+
+def valid_events(marked: DataFrame) -> DataFrame:
+    """event_id, user_id, release_id, kind, event_time, ingested_at of the valid rows."""
+    return marked.filter(F.col("reason").isNull()).select(
+        "event_id", "user_id", "release_id", "kind", "event_time", "ingested_at"
+    )
+
+
+def dead_letters(marked: DataFrame) -> DataFrame:
+    """topic, kafka_partition, kafka_offset, payload, reason of the invalid rows."""
+    return marked.filter(F.col("reason").isNotNull()).select(
         "topic", "kafka_partition", "kafka_offset", "payload", "reason"
     )
-    return valid, dead
+
+
+def validate(raw: DataFrame, users: DataFrame, releases: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(valid events, dead letters): see :func:`mark`."""
+    marked = mark(raw, users, releases)
+    return valid_events(marked), dead_letters(marked)
 
 
 def live_profiles(touched: DataFrame, holdings: DataFrame, releases: DataFrame) -> DataFrame:

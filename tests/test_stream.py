@@ -235,3 +235,30 @@ def test_source_options_are_read_as_spark_hands_them_over_lower_cased():
         {"bootstrap": "127.0.0.1:1", "topics": "a,b", "maxeventspertrigger": "7"}
     )
     assert (reader.max_events, reader.topics) == (7, ["a", "b"])
+
+
+def test_the_write_plan_of_each_kind_of_row():
+    from types import SimpleNamespace
+
+    from streaming import sink
+
+    def row(**fields):
+        base = dict.fromkeys(sink.WRITE_COLUMNS)
+        return SimpleNamespace(**(base | fields))
+
+    at = datetime(2026, 11, 25, 12, 0)
+    dead = sink.writes_for(
+        row(topic="t", kafka_partition=1, kafka_offset=9, payload="{x", reason="not JSON"),
+        "2026-11-25",
+        at,
+    )
+    assert dead == [(sink.DEAD_LETTER, ("2026-11-25", "t", 1, 9, "{x", "not JSON", at))]
+    event = {"event_id": "e", "user_id": 1, "release_id": 2, "event_time": at, "written_at": 5}
+    add, change = sink.writes_for(row(kind="collection_add", **event), "d", at)
+    assert add[0].startswith("INSERT INTO collections") and "USING TIMESTAMP" in add[0]
+    assert add[1] == (1, 2, at, 5)
+    assert change == (sink.CHANGE, (1, at, "e", 2, "collection_add"))
+    remove, _ = sink.writes_for(row(kind="wantlist_remove", **event), "d", at)
+    assert remove == (sink.HOLDING_WRITES["wantlist_remove"], (5, 1, 2))
+    assert remove[0].startswith("DELETE FROM wantlists USING TIMESTAMP")
+    assert sink.writes_for(row(kind="play", **event), "d", at) == []

@@ -1,0 +1,270 @@
+"""Benchmark: the speed layer end to end: both producers -> broker -> stream -> Cassandra,
+all on this machine (broker, Cassandra and Spark started for the benchmark on free ports).
+
+Reports the sustained end-to-end rate (events durably in Cassandra per second over the
+measured window, after a warm-up), event-time-to-Cassandra latency p50/p95/p99 (Cassandra's
+own write time of each collection change minus the event's time), the lag at the start and
+the end of the window, and a loss check: events the producers had acknowledged == events the
+stream took in == events in the master dataset + dead letters, with no event id twice.
+Target on this 2-core machine: >= 10,000 events/s sustained, lag not growing, p95 < 5 s.
+
+    .venv/bin/python -m bench.stream [--rate 6000] [--warmup 30] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from bench.common import free_port, write_results
+from discorecs import paths, tables
+from discorecs.cassandra import apply_schema, connect
+from discorecs.catalog.generate import write_dump
+from discorecs.catalog.ingest import build_catalog
+from discorecs.services.jobs import StreamJob
+from discorecs.services.manager import LocalServices
+from discorecs.settings import Settings, load_settings
+from discorecs.users.population import load_population_into_cassandra, write_population
+from kafka_cluster_scripts.topics import create_topics
+
+CACHE = Path("~/.cache/discorecs/bench").expanduser()
+
+
+def progress_rows(settings: Settings) -> list:
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        return list(
+            connection.session.execute(
+                f"SELECT batch_id, processed_at, input_rows, duration_ms, lag "
+                f"FROM {tables.STREAM_PROGRESS} WHERE query_name = %s",
+                (tables.STREAM_QUERY,),
+            )
+        )
+
+
+def latencies_ms(settings: Settings, users: list[int], since: datetime, until: datetime) -> list:
+    """Cassandra write time minus event time of every collection change in the window."""
+    found = []
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        statement = connection.prepare(
+            f"SELECT event_time, writetime(kind) FROM {tables.COLLECTION_CHANGES} "
+            "WHERE user_id = ? AND event_time >= ? AND event_time < ?"
+        )
+        for user in users:
+            for event_time, written in connection.session.execute(statement, (user, since, until)):
+                event_us = int(event_time.replace(tzinfo=UTC).timestamp() * 1e6)
+                found.append((written - event_us) / 1000)
+    return found
+
+
+def produce(settings: Settings, rate: float, seconds: float, active_users: int) -> dict:
+    """Both producers, each in its own process, as start_kafka_producers.sh runs them."""
+    env = {**os.environ, **settings.to_environment()}
+    processes = {
+        kind: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "discorecs.cli",
+                "produce",
+                kind,
+                "--rate",
+                str(rate),
+                "--duration",
+                str(seconds),
+                "--seed",
+                str(seed),
+                "--active-users",
+                str(active_users),
+                "--json",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for seed, kind in enumerate(("collection", "activity"), start=1)
+    }
+    return {kind: process for kind, process in processes.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=6_000, help="events/s per producer")
+    parser.add_argument("--warmup", type=float, default=30)
+    parser.add_argument("--seconds", type=float, default=60, help="measured window")
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--active-users", type=int, default=5_000)
+    parser.add_argument("--releases", type=int, default=200_000)
+    parser.add_argument("--trigger-seconds", type=float, default=1.0)
+    parser.add_argument("--max-events", type=int, default=60_000)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="discorecs-bench-stream-"))
+    settings = load_settings(
+        {
+            "DISCORECS_HOME": str(work / "home"),
+            "DISCORECS_DATA_ROOT": str(work / "data"),
+            "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "DISCORECS_CASSANDRA_PORT": str(free_port()),
+            "DISCORECS_CASSANDRA_STORAGE_PORT": str(free_port()),
+            "DISCORECS_CASSANDRA_MAX_HEAP": "1G",
+            "DISCORECS_SPARK_MASTER": "local[2]",
+            "DISCORECS_SPARK_DRIVER_MEMORY": "2g",
+            "DISCORECS_SPARK_SHUFFLE_PARTITIONS": "2",
+            "DISCORECS_STREAM_TRIGGER_SECONDS": str(args.trigger_seconds),
+            "DISCORECS_STREAM_MAX_EVENTS_PER_TRIGGER": str(args.max_events),
+        }
+    )
+    services = LocalServices(settings)
+    stream = StreamJob(settings)
+    try:
+        dump = CACHE / f"bench_catalog_{args.releases}.xml.gz"
+        if not dump.exists():
+            write_dump(dump, args.releases, seed=7)
+        root = Path(settings.data_root)
+        build_catalog(dump, root / paths.CATALOG_RELEASES, say=lambda m: None)
+        population = write_population(
+            root / paths.CATALOG_RELEASES, root / paths.USERS, args.users, seed=1, say=print
+        )
+        services.up(apply_cassandra_schema=False)
+        apply_schema(settings)
+        load_population_into_cassandra(settings, root / paths.USERS, say=lambda m: None)
+        create_topics(settings, partitions=4)
+        print("starting the stream ...", flush=True)
+        stream.start()
+
+        total = args.warmup + args.seconds
+        print(
+            f"producing {2 * args.rate:,.0f} events/s for {total:.0f} s "
+            f"({args.warmup:.0f} s warm-up) ...",
+            flush=True,
+        )
+        started = datetime.now(UTC)
+        producers = produce(settings, args.rate, total, args.active_users)
+        window_start = None
+        lag_samples = []
+        while any(p.poll() is None for p in producers.values()):
+            time.sleep(5)
+            rows = progress_rows(settings)
+            now = datetime.now(UTC)
+            if window_start is None and (now - started).total_seconds() >= args.warmup:
+                window_start = now
+            last = max(rows, key=lambda r: r.batch_id) if rows else None
+            if last is not None:
+                lag_samples.append(((now - started).total_seconds(), last.lag))
+                print(
+                    f"  t={int((now - started).total_seconds()):4d} s  batch {last.batch_id}: "
+                    f"{last.input_rows:,} events in {last.duration_ms:,} ms, lag {last.lag}",
+                    flush=True,
+                )
+        window_end = datetime.now(UTC)
+        summaries = {kind: json.loads(p.communicate()[0]) for kind, p in producers.items()}
+        produced = sum(s["sent"] for s in summaries.values())
+        failed = sum(s["failed"] for s in summaries.values())
+
+        print("producers done; waiting for the stream to drain ...", flush=True)
+        deadline = time.monotonic() + 300
+        while sum(r.input_rows for r in progress_rows(settings)) < produced:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        drained_at = datetime.now(UTC)
+        rows = progress_rows(settings)
+        streamed = sum(r.input_rows for r in rows)
+        in_window = [
+            r for r in rows if window_start <= r.processed_at.replace(tzinfo=UTC) <= window_end
+        ]
+        window_seconds = (window_end - window_start).total_seconds()
+        sustained = sum(r.input_rows for r in in_window) / window_seconds
+
+        log = ds.dataset(
+            paths.event_log(settings.data_root), format="parquet", partitioning="hive"
+        ).to_table(columns=["event_id"])
+        distinct_ids = len(pc.unique(log["event_id"]))
+        with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+            dead = connection.session.execute(
+                f"SELECT COUNT(*) FROM {tables.DEAD_LETTERS} WHERE day = %s",
+                (datetime.now(UTC).strftime("%Y-%m-%d"),),
+            ).one()[0]
+        sample = ds.dataset(root / paths.USERS / "users").to_table(columns=["user_id"])
+        users = [int(u) for u in np.asarray(sample["user_id"])[:: max(1, args.users // 2000)]]
+        latency = latencies_ms(settings, users, window_start, window_end)
+        lags_in_window = [
+            lag
+            for t, lag in lag_samples
+            if lag is not None and t >= (window_start - started).total_seconds()
+        ]
+        figures = {
+            "target_rate_events_per_second": 2 * args.rate,
+            "warmup_seconds": args.warmup,
+            "window_seconds": window_seconds,
+            "sustained_events_per_second": sustained,
+            "latency_ms": {
+                "p50": float(np.percentile(latency, 50)) if latency else None,
+                "p95": float(np.percentile(latency, 95)) if latency else None,
+                "p99": float(np.percentile(latency, 99)) if latency else None,
+                "samples": len(latency),
+            },
+            "lag": {
+                "window_start": lags_in_window[0] if lags_in_window else None,
+                "window_end": lags_in_window[-1] if lags_in_window else None,
+                "median": statistics.median(lags_in_window) if lags_in_window else None,
+                "max": max(lags_in_window) if lags_in_window else None,
+            },
+            "batches_in_window": len(in_window),
+            "median_batch_ms": statistics.median(r.duration_ms for r in in_window)
+            if in_window
+            else None,
+            "median_batch_events": statistics.median(r.input_rows for r in in_window)
+            if in_window
+            else None,
+            "loss_check": {
+                "produced_acked": produced,
+                "producer_failures": failed,
+                "streamed": streamed,
+                "event_log_rows": log.num_rows,
+                "event_log_distinct_ids": distinct_ids,
+                "dead_lettered": dead,
+                "ok": produced == streamed == log.num_rows + dead and distinct_ids == log.num_rows,
+            },
+            "drain_seconds_after_producers": (drained_at - window_end).total_seconds(),
+            "users": args.users,
+            "active_users": args.active_users,
+            "collection_records": population.collection_items,
+            "producers": summaries,
+            "target": ">= 10,000 events/s sustained, lag not growing, p95 < 5,000 ms",
+        }
+        path = write_results("stream", figures)
+        lat = figures["latency_ms"]
+        print(
+            f"\nsustained: {sustained:,.0f} events/s over {window_seconds:.0f} s "
+            f"(offered {2 * args.rate:,.0f}; target >= 10,000)\n"
+            f"latency event->Cassandra: p50 {lat['p50']:,.0f} ms, p95 {lat['p95']:,.0f} ms, "
+            f"p99 {lat['p99']:,.0f} ms ({lat['samples']:,} samples; target p95 < 5,000 ms)\n"
+            f"lag: {figures['lag']}\n"
+            f"batches: {len(in_window)} in the window, median {figures['median_batch_events']} "
+            f"events in {figures['median_batch_ms']} ms\n"
+            f"loss check: {figures['loss_check']}\n"
+            f"written to {path}"
+        )
+    finally:
+        stream.stop()
+        services.down()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
