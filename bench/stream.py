@@ -262,6 +262,11 @@ def main() -> None:
         )
     finally:
         stream.stop()
+        if stream.log_path.exists():
+            print("\n--- the stream's log (micro-batches) ---")
+            for line in stream.log_path.read_text(errors="replace").splitlines():
+                if line.startswith("stream "):
+                    print(line)
         services.down()
         shutil.rmtree(work, ignore_errors=True)
 
