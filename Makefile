@@ -58,6 +58,7 @@ web: venv
 bench: venv
 	$(BIN)/python -m bench.catalog_ingest
 	$(BIN)/python -m bench.users_and_producers
+	$(BIN)/python -m bench.stream
 
 lint: venv
 	$(BIN)/ruff check .

@@ -1,10 +1,11 @@
 """``discorecs demo`` (``make demo``): the whole pipeline on this machine, in one command.
 
 services up -> catalog (a generated dump, or ``--dump``/``DUMP``) -> users -> nightly batch ->
-the site in the background -> the URL of a user page with recommendations. Each step prints
-its progress and duration. Running it again is harmless: services already up stay up, the
-catalog and users are regenerated in place (published atomically), a new batch run is
-published, and a site already running is kept.
+topics, the stream and both producers (a modest rate) and the site in the background -> the
+URL of a user page with recommendations. Each step prints its progress and duration. Running
+it again is harmless: services already up stay up, the catalog and users are regenerated in
+place (published atomically), a new batch run is published, and background processes already
+running are kept.
 """
 
 from __future__ import annotations
@@ -46,22 +47,23 @@ def run_demo(
         say(f"== {title}: done in {human_duration(time.monotonic() - begun)}")
         return result
 
-    step("1/6 local services (broker, Cassandra)", services.up)
+    step("1/7 local services (broker, Cassandra)", services.up)
     if dump is None:
         generated = settings.home / "demo" / f"demo_{releases}_{DEMO_SEED}_releases.xml.gz"
         if not generated.exists():
             step(
-                f"2/6 generating a Discogs-format dump of {releases:,} releases",
+                f"2/7 generating a Discogs-format dump of {releases:,} releases",
                 lambda: write_dump(generated, releases, seed=DEMO_SEED),
             )
         dump = str(generated)
-    step(f"3/6 ingesting {Path(dump).name}", lambda: ingest_dump(settings, dump, say=say))
+    step(f"3/7 ingesting {Path(dump).name}", lambda: ingest_dump(settings, dump, say=say))
     step(
-        f"4/6 generating {users:,} users",
+        f"4/7 generating {users:,} users",
         lambda: generate_users(settings, users, seed=DEMO_SEED, say=say),
     )
-    step("5/6 nightly batch (Spark)", lambda: _batch(settings, say))
-    step("6/6 the site", lambda: _site(services, say))
+    step("5/7 nightly batch (Spark)", lambda: _batch(settings, say))
+    step("6/7 the stream and the producers", lambda: _speed_layer(settings, services, say))
+    step("7/7 the site", lambda: _start(services.web, say))
     user_id = _user_with_recommendations(settings)
     url = f"http://127.0.0.1:{settings.web_port}/users/{user_id}"
     say(f"\nThe demo is ready in {human_duration(time.monotonic() - started)}:")
@@ -82,11 +84,20 @@ def _batch(settings: Settings, say: Callable[[str], None]) -> None:
         spark.stop()
 
 
-def _site(services: Any, say: Callable[[str], None]) -> None:
-    if services.web.start():
-        say(f"web site: started (log: {services.web.log_path})")
+def _start(service: Any, say: Callable[[str], None]) -> None:
+    if service.start():
+        say(f"{service.name}: started (log: {service.log_path})")
     else:
-        say("web site: already running")
+        say(f"{service.name}: already running")
+
+
+def _speed_layer(settings: Settings, services: Any, say: Callable[[str], None]) -> None:
+    from kafka_cluster_scripts.topics import create_topics
+
+    create_topics(settings, partitions=2)
+    _start(services.stream, say)
+    for producer in services.producers:
+        _start(producer, say)
 
 
 def _user_with_recommendations(settings: Settings) -> int:

@@ -9,8 +9,12 @@ from discorecs.cassandra import apply_schema
 from discorecs.services.base import LocalService, ServiceError, ServiceStatus
 from discorecs.services.broker import KafkaBroker
 from discorecs.services.cassandra_node import CassandraNode
+from discorecs.services.jobs import ProducerJob, StreamJob
 from discorecs.services.web import WebSite
 from discorecs.settings import Settings
+
+DEMO_RATE = 20.0  # events/s per producer in the demo: a page visibly changes, the box stays calm
+DEMO_ACTIVE_USERS = 200
 
 
 def _stderr(message: str) -> None:
@@ -26,9 +30,21 @@ class LocalServices:
         self.broker = KafkaBroker(settings)
         self.cassandra = CassandraNode(settings)
         self.web = WebSite(settings)
-        # `up` starts the first two; the site is started by the demo (or `discorecs web`).
+        self.stream = StreamJob(settings)
+        self.producers = tuple(
+            ProducerJob(settings, kind, rate=DEMO_RATE, active_users=DEMO_ACTIVE_USERS)
+            for kind in ("collection", "activity")
+        )
+        # `up` starts the first two; the demo starts the rest (`discorecs down` stops them all,
+        # in reverse order: producers, stream, site, Cassandra, broker).
         self.services: tuple[LocalService, ...] = (self.broker, self.cassandra)
-        self.all_services: tuple[LocalService, ...] = (self.broker, self.cassandra, self.web)
+        self.all_services: tuple[LocalService, ...] = (
+            self.broker,
+            self.cassandra,
+            self.web,
+            self.stream,
+            *self.producers,
+        )
 
     def up(self, *, apply_cassandra_schema: bool = True) -> list[ServiceStatus]:
         """Start every service not yet running, wait until each answers, apply the schema.

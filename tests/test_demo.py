@@ -1,0 +1,91 @@
+"""The demo end to end, bounded: its own home and free ports, small sizes.
+
+`discorecs demo` must leave a site whose user page and API show a friend and a release, and a
+running speed layer: an event produced after the batch shows on that user's page through the
+stream. `discorecs down` then stops everything the demo started.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pyarrow.dataset as ds
+import pytest
+from kafka import KafkaProducer
+
+from discorecs import paths, topics
+from discorecs.demo import run_demo
+from discorecs.events import Event, EventKind
+from discorecs.services.manager import LocalServices
+from discorecs.settings import load_settings
+from tests.conftest import free_port
+
+pytestmark = [pytest.mark.spark, pytest.mark.services]
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+def test_the_demo_serves_recommendations_and_streams_new_events(tmp_path):
+    settings = load_settings(
+        {
+            "DISCORECS_HOME": str(tmp_path / "home"),
+            "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "DISCORECS_CASSANDRA_PORT": str(free_port()),
+            "DISCORECS_CASSANDRA_STORAGE_PORT": str(free_port()),
+            "DISCORECS_CASSANDRA_MAX_HEAP": "512m",
+            "DISCORECS_WEB_PORT": str(free_port()),
+            "DISCORECS_SPARK_MASTER": "local[2]",
+            "DISCORECS_SPARK_DRIVER_MEMORY": "1g",
+            "DISCORECS_SPARK_SHUFFLE_PARTITIONS": "2",
+            "DISCORECS_STREAM_TRIGGER_SECONDS": "1",
+        }
+    )
+    services = LocalServices(settings, say=lambda m: None)
+    try:
+        url = run_demo(settings, releases=3000, users=300, say=lambda m: None)
+        user_id = int(url.rsplit("/", 1)[1])
+        page = get(url)
+        assert 'id="genre-chart"' in page and "taste match" in page
+        base = f"http://127.0.0.1:{settings.web_port}"
+        recs = json.loads(get(f"{base}/api/users/{user_id}/recommendations"))
+        assert recs["friend"]["user"]["user_id"] != user_id and recs["releases"]
+
+        owned = {
+            r["release_id"]
+            for r in ds.dataset(paths.join(settings.data_root, "users", "collections"))
+            .to_table(columns=["user_id", "release_id"])
+            .to_pylist()
+            if r["user_id"] == user_id
+        }
+        catalog = ds.dataset(paths.catalog_releases(settings.data_root)).to_table(
+            columns=["release_id", "title"]
+        )
+        release, title = next(
+            (r["release_id"], r["title"])
+            for r in catalog.to_pylist()
+            if r["release_id"] not in owned and (r["title"] or "").replace(" ", "").isalnum()
+        )
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers[0])
+        event = Event("demo-e2e-1", user_id, release, EventKind.COLLECTION_ADD, _now())
+        producer.send(topics.COLLECTION_EVENTS, key=event.key, value=event.to_json())
+        producer.flush()
+        producer.close()
+        deadline = time.monotonic() + 180
+        while title not in get(url):
+            assert time.monotonic() < deadline, "the streamed event never reached the page"
+            time.sleep(2)
+        assert 'id="live-note"' in get(url)  # the profile is the stream's now
+    finally:
+        services.down()
+    assert all(service.record() is None for service in services.all_services)
+
+
+def _now():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
