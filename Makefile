@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv browser demo demo-stop up down status test bench lint format web clean
+.PHONY: help venv tools demo demo-stop up down status test bench lint format web clean
 
 help:
 	@echo "make demo       set up and run the whole pipeline locally, then serve the site"
@@ -37,18 +37,23 @@ up: venv
 status: venv
 	$(BIN)/discorecs status
 
-# The browser test drives Debian's headless Chromium; installed here when missing (needs root).
-browser:
-	@command -v chromium >/dev/null || { \
+# The browser test drives Debian's headless Chromium and the deployment test runs shellcheck;
+# both are installed here when missing (needs root and apt-get).
+tools:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing chromium (for the browser test)"; \
+	    echo "installing$$missing (for the browser and deployment tests)"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
-	  else echo "chromium is missing: install it (apt-get install chromium)" >&2; exit 1; fi; }
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+	  else echo "missing:$$missing; install with apt-get install$$missing" >&2; exit 1; fi; \
+	fi
 
 # The tests start their own broker and Cassandra (free ports, temporary home) once per session
 # and stop them at the end; a running demo is not touched.
-test: venv browser lint
+test: venv tools lint
 	$(BIN)/pytest
 
 web: venv

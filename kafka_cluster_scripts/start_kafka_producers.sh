@@ -38,6 +38,7 @@ args=(--rate "${RATE:-1000}")
 [[ -n "${ACTIVE_USERS:-}" ]] && args+=(--active-users "$ACTIVE_USERS")
 
 pids=()
+# shellcheck disable=SC2317  # called by the trap below
 stop() { kill -INT "${pids[@]}" 2>/dev/null || true; }
 trap stop INT TERM
 
