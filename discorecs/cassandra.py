@@ -28,7 +28,7 @@ from cassandra.policies import (
     RoundRobinPolicy,
     TokenAwarePolicy,
 )
-from cassandra.query import PreparedStatement
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from cassandra_schema import table_statements
 from discorecs import tables
@@ -266,10 +266,45 @@ def execute_statements(
     return done
 
 
+def execute_grouped(
+    connection: CassandraConnection,
+    groups: Iterable[Sequence[tuple[str, Sequence[Any]]]],
+    *,
+    what: str,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    batch_size: int = 16,
+) -> int:
+    """Run groups of ``(cql, parameters)`` pairs, each group's statements sent together as
+    UNLOGGED batches of at most ``batch_size`` (a group should share one partition key, e.g.
+    one user's writes: one round trip to one replica set instead of one per statement).
+    Unlogged batches are not atomic; like every write here they are idempotent, so a failed
+    one is simply run again. Returns the number of statements run."""
+    done = 0
+    chunk: list[tuple[Any, Sequence[Any] | None]] = []
+    for group in groups:
+        for start in range(0, len(group), batch_size):
+            part = group[start : start + batch_size]
+            if len(part) == 1:
+                cql, parameters = part[0]
+                chunk.append((connection.prepare(cql), parameters))
+            else:
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+                for cql, parameters in part:
+                    batch.add(connection.prepare(cql), parameters)
+                chunk.append((batch, None))
+            done += len(part)
+        if len(chunk) >= 2_000:
+            _execute_chunk(connection, what, chunk, concurrency)
+            chunk = []
+    if chunk:
+        _execute_chunk(connection, what, chunk, concurrency)
+    return done
+
+
 def _execute_chunk(
     connection: CassandraConnection,
     what: str,
-    chunk: list[tuple[PreparedStatement, Sequence[Any]]],
+    chunk: list[tuple[Any, Sequence[Any] | None]],
     concurrency: int,
 ) -> int:
     results = execute_concurrent(
@@ -278,9 +313,10 @@ def _execute_chunk(
     failures = [(pair, result) for pair, (ok, result) in zip(chunk, results, strict=True) if not ok]
     if failures:
         (statement, parameters), error = failures[0]
+        shown = getattr(statement, "query_string", "a batch of statements")
         raise CassandraError(
             f"{len(failures)} of {len(chunk)} writes to {what} failed; first: "
-            f"{statement.query_string} with {parameters!r}: {error}. The write is idempotent: "
+            f"{shown} with {parameters!r}: {error}. The write is idempotent: "
             "fix the cause and run the same step again."
         )
     return len(chunk)

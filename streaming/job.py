@@ -116,16 +116,25 @@ def read_events(spark: SparkSession, settings: Settings, max_events: int) -> Dat
 
 
 def _run_writes(
-    settings: Settings, frame: DataFrame, plan: Callable[[Any], list], what: str
+    settings: Settings,
+    frame: DataFrame,
+    plan: Callable[[Any], list],
+    what: str,
+    group: Callable[[Any], Any] = lambda row: row.user_id,
 ) -> None:
     """For every row of ``frame``, run the statements ``plan(row)`` names, on the executors
-    (one connection per Python worker, bounded concurrency)."""
+    (one connection per Python worker, bounded concurrency). The statements of rows with the
+    same ``group`` (their partition key: the user) travel together in unlogged batches."""
 
     def write_partition(rows: Iterator[Any]) -> None:
-        from discorecs.cassandra import execute_statements, worker_connection
+        from collections import defaultdict
 
-        statements = (statement for row in rows for statement in plan(row))
-        execute_statements(worker_connection(settings), statements, what=what, concurrency=128)
+        from discorecs.cassandra import execute_grouped, worker_connection
+
+        groups: dict[Any, list] = defaultdict(list)
+        for row in rows:
+            groups[group(row)].extend(plan(row))
+        execute_grouped(worker_connection(settings), groups.values(), what=what, concurrency=64)
 
     frame.foreachPartition(write_partition)
 
@@ -207,6 +216,7 @@ def process_batch(
         ),
         lambda row: sink.writes_for(row, day, received_at),
         "the stream's tables",
+        sink.write_group,
     )
 
     # The real-time view: after the collections are written, rescore every user they touched.

@@ -87,3 +87,9 @@ def writes_for(row: Any, day: str, received_at: datetime) -> list[tuple[str, tup
         change,
         (CHANGE, (row.user_id, row.event_time, row.event_id, row.release_id, row.kind)),
     ]
+
+
+def write_group(row: Any) -> Any:
+    """Rows whose writes may travel in one batch: a valid event's go to its user's partitions,
+    dead letters to the day's."""
+    return ("dead letters",) if row.reason is not None else ("user", row.user_id)
