@@ -11,7 +11,7 @@ COLLECTIONS = "collections"
 WANTLISTS = "wantlists"
 COLLECTION_CHANGES = "collection_changes"
 USER_GENRE_PROFILES = "user_genre_profiles"
-USER_LIVE_GENRE_SCORES = "user_live_genre_scores"
+USER_LIVE_PROFILES = "user_live_profiles"
 GENRE_LEADERBOARDS = "genre_leaderboards"
 RECOMMENDATIONS = "recommendations"
 BATCH_RUNS = "batch_runs"
@@ -27,7 +27,7 @@ ALL_TABLES: tuple[str, ...] = (
     WANTLISTS,
     COLLECTION_CHANGES,
     USER_GENRE_PROFILES,
-    USER_LIVE_GENRE_SCORES,
+    USER_LIVE_PROFILES,
     GENRE_LEADERBOARDS,
     RECOMMENDATIONS,
     BATCH_RUNS,

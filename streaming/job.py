@@ -18,6 +18,7 @@ on the broker beyond the batch's end offsets) to the batch's ``stream_progress``
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,9 +37,16 @@ from discorecs.events import EventKind
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings, load_settings
 from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION
+from spark_jobs.transforms import latest_events
 from streaming import sink
 from streaming.kafka_source import NAME, KafkaSource, lag_behind, offset_positions
-from streaming.transform import live_profiles, mark, valid_events
+from streaming.transform import (
+    effective_changes,
+    genre_units,
+    mark,
+    next_live_profiles,
+    valid_events,
+)
 
 QUERY_NAME = tables.STREAM_QUERY
 STARTED = "stream started"  # logged once the query runs (the local service waits for it)
@@ -139,29 +147,138 @@ def _run_writes(
     frame.foreachPartition(write_partition)
 
 
-def read_collections(settings: Settings, users: DataFrame) -> DataFrame:
-    """user_id, release_id of every record the given users own now (read on the executors)."""
+def _read_per_key(
+    settings: Settings,
+    keys: DataFrame,
+    cql: str,
+    schema: pa.Schema,
+    ddl: str,
+    parameters: Callable[[dict], tuple] = lambda key: (key["user_id"],),
+) -> DataFrame:
+    """Run the single-partition SELECT ``cql`` once per row of ``keys`` on the executors and
+    return every answer row as a DataFrame (``schema``/``ddl``: the selected columns)."""
 
     def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from discorecs.cassandra import read_partitions, worker_connection
 
-        schema = pa.schema([("user_id", pa.int64()), ("release_id", pa.int64())])
         for batch in batches:
-            keys = [(user,) for user in batch.column("user_id").to_pylist()]
-            if not keys:
+            params = [parameters(key) for key in batch.to_pylist()]
+            if not params:
                 continue
-            owners, releases = [], []
-            for row in read_partitions(
-                worker_connection(settings),
-                f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id = ?",
-                keys,
-                what=tables.COLLECTIONS,
-            ):
-                owners.append(row[0])
-                releases.append(row[1])
-            yield pa.RecordBatch.from_pydict({"user_id": owners, "release_id": releases}, schema)
+            columns: list[list] = [[] for _ in schema]
+            for row in read_partitions(worker_connection(settings), cql, params, what=cql):
+                for column, value in zip(columns, row, strict=True):
+                    column.append(list(value.items()) if hasattr(value, "items") else value)
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)],
+                schema=schema,
+            )
 
-    return users.select("user_id").mapInArrow(read, "user_id long, release_id long")
+    return keys.mapInArrow(read, ddl)
+
+
+def read_collections(settings: Settings, users: DataFrame) -> DataFrame:
+    """user_id, release_id of every record the given users own now."""
+    return _read_per_key(
+        settings,
+        users.select("user_id"),
+        f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id = ?",
+        pa.schema([("user_id", pa.int64()), ("release_id", pa.int64())]),
+        "user_id long, release_id long",
+    )
+
+
+def read_held(settings: Settings, keys: DataFrame) -> DataFrame:
+    """user_id, release_id: which of ``keys`` (user_id, release_id) are in collections now."""
+    return _read_per_key(
+        settings,
+        keys.groupBy("user_id").agg(F.collect_set("release_id").alias("release_ids")),
+        f"SELECT user_id, release_id FROM {tables.COLLECTIONS} "
+        "WHERE user_id = ? AND release_id IN ?",
+        pa.schema([("user_id", pa.int64()), ("release_id", pa.int64())]),
+        "user_id long, release_id long",
+        lambda key: (key["user_id"], key["release_ids"]),
+    )
+
+
+def read_live_profiles(settings: Settings, users: DataFrame) -> DataFrame:
+    """user_id, collection_size, genre_units, stream_id, batch_id of the users' live rows."""
+    return _read_per_key(
+        settings,
+        users.select("user_id"),
+        f"SELECT user_id, collection_size, genre_units, stream_id, batch_id "
+        f"FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?",
+        pa.schema(
+            [
+                ("user_id", pa.int64()),
+                ("collection_size", pa.int32()),
+                ("genre_units", pa.map_(pa.string(), pa.int64())),
+                ("stream_id", pa.string()),
+                ("batch_id", pa.int64()),
+            ]
+        ),
+        "user_id long, collection_size int, genre_units map<string,bigint>, stream_id string, "
+        "batch_id long",
+    )
+
+
+def update_live_profiles(
+    settings: Settings,
+    reference: Reference,
+    valid: DataFrame,
+    stream_id: str,
+    batch_id: int,
+    updated_at: datetime,
+) -> int:
+    """The real-time view, before the batch's collection writes: each touched user's live
+    profile plus the genre units of the batch's effective changes (read against the
+    collections as they stand before the batch). A user whose live row this stream has not
+    written yet (a new user, or a new checkpoint) starts from their whole collection. Users
+    whose row already carries this batch id are skipped: a replay applies a batch once.
+    Returns how many users' profiles are current after the batch."""
+    add, remove = EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value
+    net = latest_events(valid, add, remove).localCheckpoint(eager=True)
+    live = read_live_profiles(settings, net.select("user_id").distinct()).localCheckpoint(
+        eager=True
+    )
+    ours = live.filter(F.col("stream_id") == stream_id)
+    applied = ours.filter(F.col("batch_id") >= batch_id).select("user_id")
+    continuing = ours.filter(F.col("batch_id") < batch_id)
+    todo = net.join(applied, "user_id", "left_anti").localCheckpoint(eager=True)
+    fresh = todo.select("user_id").distinct().join(ours.select("user_id"), "user_id", "left_anti")
+    holdings = read_collections(settings, fresh).localCheckpoint(eager=True)
+    fresh_sizes = fresh.join(holdings.groupBy("user_id").count(), "user_id", "left").select(
+        "user_id", F.coalesce("count", F.lit(0)).cast("int").alias("collection_size")
+    )
+    start_sizes = continuing.select("user_id", "collection_size").unionByName(fresh_sizes)
+    start_units = continuing.select(
+        "user_id", F.explode("genre_units").alias("genre", "units")
+    ).unionByName(genre_units(holdings, reference.releases))
+    changes = effective_changes(todo, read_held(settings, todo), add, remove)
+    profiles = next_live_profiles(
+        start_sizes, start_units, changes, reference.releases
+    ).localCheckpoint(eager=True)
+    _run_writes(
+        settings,
+        profiles,
+        lambda row: [
+            (
+                sink.LIVE_PROFILE,
+                (
+                    row.user_id,
+                    row.collection_size,
+                    row.genre_units,
+                    row.scores,
+                    row.shares,
+                    stream_id,
+                    batch_id,
+                    updated_at,
+                ),
+            )
+        ],
+        tables.USER_LIVE_PROFILES,
+    )
+    return net.select("user_id").distinct().count()
 
 
 def process_batch(
@@ -171,11 +288,14 @@ def process_batch(
     raw: DataFrame,
     batch_id: int,
     say: Callable[[str], None],
+    stream_id: str = "adhoc",
 ) -> dict[str, int]:
     """Apply one micro-batch; returns its counts (also written to ``stream_progress``).
 
-    Five Spark jobs whatever the batch size: validate (read once, kept), count, append to
-    the master dataset, write to Cassandra, rescore the touched users."""
+    A fixed number of Spark jobs whatever the batch size: validate (read once, kept), count,
+    append to the master dataset, update the touched users' live profiles, write the rest to
+    Cassandra in one pass. ``stream_id`` (the query's id, kept in its checkpoint) and
+    ``batch_id`` mark the live profiles, so a replayed batch updates them once."""
     started = time.monotonic()
     marked = (
         mark(raw, reference.users, reference.releases)
@@ -207,8 +327,16 @@ def process_batch(
             paths.join(log, f"{EVENT_LOG_PARTITION}={date}", f"{EVENT_LOG_BATCH}={batch_id}")
         )
 
+    # The real-time view first: it reads the collections as they stood before this batch.
+    collection_kinds = (EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value)
+    received_at = datetime.now(UTC)
+    if any(r.valid and r.kind in collection_kinds for r in tally):
+        counts["live_profiles"] = update_live_profiles(
+            settings, reference, valid, stream_id, batch_id, received_at
+        )
+
     # Dead letters, collections / wantlists and changes: one pass on the executors.
-    day, received_at = datetime.now(UTC).strftime("%Y-%m-%d"), datetime.now(UTC)
+    day = received_at.strftime("%Y-%m-%d")
     _run_writes(
         settings,
         marked.filter(F.col("reason").isNotNull() | F.col("kind").isin(*holding_kinds)).select(
@@ -218,29 +346,6 @@ def process_batch(
         "the stream's tables",
         sink.write_group,
     )
-
-    # The real-time view: after the collections are written, rescore every user they touched.
-    collection_kinds = (EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value)
-    if any(r.valid and r.kind in collection_kinds for r in tally):
-        touched = (
-            valid.filter(F.col("kind").isin(*collection_kinds))
-            .select("user_id")
-            .distinct()
-            .localCheckpoint(eager=True)
-        )
-        counts["live_profiles"] = touched.count()
-        profiles = live_profiles(touched, read_collections(settings, touched), reference.releases)
-        _run_writes(
-            settings,
-            profiles,
-            lambda row: [
-                (
-                    sink.LIVE_PROFILE,
-                    (row.user_id, row.collection_size, row.scores, row.shares, received_at),
-                )
-            ],
-            tables.USER_LIVE_GENRE_SCORES,
-        )
 
     duration_ms = int((time.monotonic() - started) * 1000)
     record_progress(settings, batch_id, counts, duration_ms)
@@ -336,11 +441,19 @@ def start_stream(
     """Start the query; returns the StreamingQuery (``awaitTermination`` to wait for it)."""
     reference = reference or load_reference(spark, settings)
     raw = read_events(spark, settings, max_events or settings.stream_max_events_per_trigger)
+    # The query's id (kept in the checkpoint, the same after a restart) is only known once it
+    # has started; micro-batches wait for it.
+    identity: dict[str, str] = {}
+    known = threading.Event()
+
+    def each_batch(frame: DataFrame, batch_id: int) -> None:
+        if not known.wait(120):
+            raise StreamError("the streaming query did not report its id")
+        process_batch(spark, settings, reference, frame, batch_id, say, identity["id"])
+
     writer = (
         raw.writeStream.queryName(QUERY_NAME)
-        .foreachBatch(
-            lambda frame, batch_id: process_batch(spark, settings, reference, frame, batch_id, say)
-        )
+        .foreachBatch(each_batch)
         .option("checkpointLocation", paths.join(paths.checkpoints(settings.data_root), QUERY_NAME))
     )
     seconds = trigger_seconds or settings.stream_trigger_seconds
@@ -349,7 +462,10 @@ def start_stream(
         if available_now
         else writer.trigger(processingTime=f"{seconds} seconds")
     )
-    return writer.start()
+    query = writer.start()
+    identity["id"] = str(query.id)
+    known.set()
+    return query
 
 
 def run_stream(

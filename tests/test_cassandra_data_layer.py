@@ -55,7 +55,7 @@ def test_collections_upsert_many_rows_with_bounded_concurrency(services):
 
 def test_bad_row_names_the_table(services):
     with connect(services, keyspace=services.cassandra_keyspace) as connection:
-        with pytest.raises(CassandraError, match="failed to write to releases"):
+        with pytest.raises(CassandraError, match="writes to releases failed"):
             upsert_rows(connection, tables.RELEASES, ("release_id", "year"), [(1, "not a year")])
         with pytest.raises(ValueError, match="unknown table"):
             upsert_rows(connection, "no_such_table", ("a",), [(1,)])

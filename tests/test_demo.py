@@ -8,6 +8,9 @@ stream. `discorecs down` then stops everything the demo started.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -16,7 +19,6 @@ import pytest
 from kafka import KafkaProducer
 
 from discorecs import paths, topics
-from discorecs.demo import run_demo
 from discorecs.events import Event, EventKind
 from discorecs.services.manager import LocalServices
 from discorecs.settings import load_settings
@@ -47,7 +49,17 @@ def test_the_demo_serves_recommendations_and_streams_new_events(tmp_path):
     )
     services = LocalServices(settings, say=lambda m: None)
     try:
-        url = run_demo(settings, releases=3000, users=300, say=lambda m: None)
+        # As `make demo` runs it: its own process (its Spark session is its own).
+        demo = subprocess.run(
+            [sys.executable, "-m", "discorecs.cli", "demo", "--releases", "3000", "--users", "300"],
+            env={**os.environ, **settings.to_environment()},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert demo.returncode == 0, demo.stderr[-3000:]
+        url = demo.stdout.strip().splitlines()[-1]
+        assert "The demo is ready in" in demo.stderr and "7/7 the site" in demo.stderr
         user_id = int(url.rsplit("/", 1)[1])
         page = get(url)
         assert 'id="genre-chart"' in page and "taste match" in page

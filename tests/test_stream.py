@@ -17,7 +17,13 @@ from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
 from spark_jobs.transforms import latest_events
 from streaming.job import load_reference, process_batch, start_stream
-from streaming.transform import live_profiles, validate
+from streaming.transform import (
+    GENRE_UNITS,
+    effective_changes,
+    genre_units,
+    next_live_profiles,
+    validate,
+)
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.spark
@@ -92,21 +98,55 @@ def test_add_then_remove_in_one_batch_is_a_remove(spark):
     ]
 
 
-def test_live_profiles_score_whole_collections_and_empty_ones(spark):
-    touched = spark.createDataFrame([(1,), (2,), (1,)], "user_id long")
-    holdings = spark.createDataFrame(
-        [(1, 10), (1, 11), (1, 12), (3, 10)], "user_id long, release_id long"
-    )
+def test_live_profiles_start_from_a_collection_and_add_exact_genre_units(spark):
     releases = spark.createDataFrame(
-        [(10, ["Jazz", "Funk / Soul"]), (11, ["Jazz"]), (12, [])],
+        [(10, ["Jazz", "Funk / Soul"]), (11, ["Jazz"]), (12, []), (13, ["Rock", "Pop", "Jazz"])],
         "release_id long, genres array<string>",
     )
-    rows = {r.user_id: r for r in live_profiles(touched, holdings, releases).collect()}
-    assert sorted(rows) == [1, 2]  # only touched users, once each
+    holdings = spark.createDataFrame([(1, 10), (1, 12)], "user_id long, release_id long")
+    start_units = genre_units(holdings, releases)
+    assert sorted(map(tuple, start_units.collect())) == [
+        (1, "Funk / Soul", GENRE_UNITS // 2),
+        (1, "Jazz", GENRE_UNITS // 2),
+    ]
+    net = spark.createDataFrame(
+        [
+            (1, 11, "collection_add"),  # new: counts
+            (1, 10, "collection_add"),  # already held: nothing
+            (1, 12, "collection_remove"),  # held, no genre: only the size changes
+            (1, 13, "collection_add"),
+            (1, 99, "collection_remove"),  # not held: nothing
+            (2, 10, "collection_remove"),  # user 2 held release 10: now empty
+        ],
+        "user_id long, release_id long, kind string",
+    )
+    held = spark.createDataFrame([(1, 10), (1, 12), (2, 10)], "user_id long, release_id long")
+    changes = effective_changes(net, held, "collection_add", "collection_remove")
+    assert sorted(map(tuple, changes.collect())) == [
+        (1, 11, 1),
+        (1, 12, -1),
+        (1, 13, 1),
+        (2, 10, -1),
+    ]
+    start_sizes = spark.createDataFrame([(1, 2), (2, 1)], "user_id long, collection_size int")
+    two = genre_units(spark.createDataFrame([(2, 10)], "user_id long, release_id long"), releases)
+    rows = {
+        r.user_id: r
+        for r in next_live_profiles(
+            start_sizes, start_units.unionByName(two), changes, releases
+        ).collect()
+    }
+    third = GENRE_UNITS // 3
     assert rows[1].collection_size == 3
-    assert rows[1].scores == {"Jazz": 1.5, "Funk / Soul": 0.5}
-    assert rows[1].shares == {"Jazz": 0.75, "Funk / Soul": 0.25}
-    assert (rows[2].collection_size, rows[2].scores, rows[2].shares) == (0, {}, {})
+    assert rows[1].genre_units == {
+        "Jazz": GENRE_UNITS // 2 + GENRE_UNITS + third,
+        "Funk / Soul": GENRE_UNITS // 2,
+        "Rock": third,
+        "Pop": third,
+    }
+    assert rows[1].scores["Jazz"] == 1.5 + 1 / 3 and rows[1].scores["Rock"] == 1 / 3
+    assert abs(sum(rows[1].shares.values()) - 1.0) < 1e-12
+    assert (rows[2].collection_size, rows[2].genre_units, rows[2].scores) == (0, {}, {})
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +213,7 @@ def test_a_bounded_run_applies_events_and_dead_letters_the_rest(spark, stream_wo
             "SELECT payload, reason FROM dead_letters WHERE day = %s",
             datetime.now(UTC).strftime("%Y-%m-%d"),
         )
-        live = rows("SELECT * FROM user_live_genre_scores WHERE user_id = %s", user)[0]
+        live = rows("SELECT * FROM user_live_profiles WHERE user_id = %s", user)[0]
     catalog = ds.dataset(paths.catalog_releases(settings.data_root)).to_table().to_pylist()
     genres = {r["release_id"]: r["genres"] for r in catalog}
     expected: dict[str, float] = {}

@@ -108,7 +108,7 @@ def state(settings: Settings) -> dict[str, list]:
             "live": [
                 (user, size, sorted((scores or {}).items()), sorted((shares or {}).items()))
                 for user, size, scores, shares in rows(
-                    "SELECT user_id, collection_size, scores, shares FROM user_live_genre_scores"
+                    "SELECT user_id, collection_size, scores, shares FROM user_live_profiles"
                 )
             ],
         }

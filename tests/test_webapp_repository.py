@@ -60,7 +60,7 @@ def test_the_streams_live_scores_replace_the_batch_scores_but_keep_its_ranks(rep
     from discorecs.cassandra import connect
 
     with connect(services, keyspace=services.cassandra_keyspace) as connection:
-        statement = "INSERT INTO user_live_genre_scores (user_id, collection_size, scores, "
+        statement = "INSERT INTO user_live_profiles (user_id, collection_size, scores, "
         statement += "shares, updated_at) VALUES (%s, %s, %s, %s, %s)"
         connection.session.execute(
             statement,
@@ -69,7 +69,7 @@ def test_the_streams_live_scores_replace_the_batch_scores_but_keep_its_ranks(rep
         try:
             page = repo.user_page(7001)
         finally:
-            connection.session.execute("DELETE FROM user_live_genre_scores WHERE user_id = 7001")
+            connection.session.execute("DELETE FROM user_live_profiles WHERE user_id = 7001")
     assert page.live_collection_size == 2 and page.profile.live_at is not None
     standings = {s.genre: s for s in page.profile.genres}
     assert (standings["Jazz"].score, standings["Jazz"].rank) == (1.0, 2)  # rank of the run

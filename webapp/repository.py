@@ -69,7 +69,7 @@ STATEMENTS = {
     f"FROM {tables.RELEASES} WHERE release_id IN ?",
     "collection_size": f"SELECT COUNT(*) FROM {tables.COLLECTIONS} WHERE user_id = ?",
     "live_scores": f"SELECT collection_size, scores, shares, updated_at "
-    f"FROM {tables.USER_LIVE_GENRE_SCORES} WHERE user_id = ?",
+    f"FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?",
     "changes": f"SELECT event_time, kind, release_id FROM {tables.COLLECTION_CHANGES} "
     "WHERE user_id = ? LIMIT ?",
     "leaderboard": f"SELECT rank, user_id, user_name, score, percentile "
