@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -74,10 +74,22 @@ class _Factory:
         self.kind_cumulative = np.cumsum([share for _, share in self.kinds])
 
     def __iter__(self) -> Iterator[Event]:
-        """Events stamped with the clock as they are taken (i.e. sent), not when drawn."""
+        """Events stamped with the clock as they are taken (i.e. sent), not when drawn.
+
+        Event times travel with millisecond precision, and two events of one user never share
+        one: a user's event in the same millisecond as their previous one is stamped a
+        millisecond later. (At equal event times the stream and the batch let a remove win;
+        a real producer should keep each user's event times strictly increasing too.)"""
+        last: dict[int, datetime] = {}
         while True:
             for event_id, user, release, kind in self._block():
-                yield Event(event_id, user, release, kind, self.clock())
+                now = self.clock()
+                now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+                previous = last.get(user)
+                if previous is not None and now <= previous:
+                    now = previous + timedelta(milliseconds=1)
+                last[user] = now
+                yield Event(event_id, user, release, kind, now)
 
     def _block(self) -> list[tuple[str, int, int, EventKind]]:
         rng = self.rng

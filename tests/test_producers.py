@@ -325,3 +325,16 @@ def test_ctrl_c_stops_cleanly_with_everything_sent_flushed(services, data_root, 
         assert len(all_records(f"127.0.0.1:{port}", topics.COLLECTION_EVENTS)) == summary["sent"]
     finally:
         broker.stop()
+
+
+def test_a_users_events_never_share_an_event_time(data_root, index):
+    users = sample(data_root, index, count=20)
+    events = list(
+        itertools.islice(CollectionEvents(index, users, seed=3, clock=lambda: FIXED), 3000)
+    )
+    seen: dict[int, set] = {}
+    for event in events:
+        assert event.event_time.microsecond % 1000 == 0  # what the JSON carries
+        assert event.event_time not in seen.setdefault(event.user_id, set())
+        seen[event.user_id].add(event.event_time)
+    assert max(len(times) for times in seen.values()) > 1
