@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from discorecs.errors import DiscorecsError
 from discorecs.progress import human_duration, say_to_stderr
 from discorecs.settings import Settings
 
@@ -47,23 +48,36 @@ def run_demo(
         say(f"== {title}: done in {human_duration(time.monotonic() - begun)}")
         return result
 
-    step("1/7 local services (broker, Cassandra)", services.up)
-    if dump is None:
-        generated = settings.home / "demo" / f"demo_{releases}_{DEMO_SEED}_releases.xml.gz"
-        if not generated.exists():
-            step(
-                f"2/7 generating a Discogs-format dump of {releases:,} releases",
-                lambda: write_dump(generated, releases, seed=DEMO_SEED),
-            )
-        dump = str(generated)
-    step(f"3/7 ingesting {Path(dump).name}", lambda: ingest_dump(settings, dump, say=say))
-    step(
-        f"4/7 generating {users:,} users",
-        lambda: generate_users(settings, users, seed=DEMO_SEED, say=say),
-    )
-    step("5/7 nightly batch (Spark)", lambda: _batch(settings, say))
-    step("6/7 the stream and the producers", lambda: _speed_layer(settings, services, say))
-    step("7/7 the site", lambda: _start(services.web, say))
+    if dump is not None and "://" not in dump and not Path(dump).expanduser().is_file():
+        raise DiscorecsError(
+            f"the dump {dump} does not exist; name a releases dump (path, s3://, https://) or "
+            "leave DUMP unset for a generated one. Nothing was started."
+        )
+    already = {service.key for service in services.all_services if service.record()}
+    try:
+        step("1/7 local services (broker, Cassandra)", services.up)
+        if dump is None:
+            generated = settings.home / "demo" / f"demo_{releases}_{DEMO_SEED}_releases.xml.gz"
+            if not generated.exists():
+                step(
+                    f"2/7 generating a Discogs-format dump of {releases:,} releases",
+                    lambda: write_dump(generated, releases, seed=DEMO_SEED),
+                )
+            dump = str(generated)
+        step(f"3/7 ingesting {Path(dump).name}", lambda: ingest_dump(settings, dump, say=say))
+        step(
+            f"4/7 generating {users:,} users",
+            lambda: generate_users(settings, users, seed=DEMO_SEED, say=say),
+        )
+        step("5/7 nightly batch (Spark)", lambda: _batch(settings, say))
+        step("6/7 the stream and the producers", lambda: _speed_layer(settings, services, say))
+        step("7/7 the site", lambda: _start(services.web, say))
+    except BaseException:
+        # A failed demo leaves nothing running that it started (what ran before stays).
+        for service in reversed(services.all_services):
+            if service.key not in already and service.stop():
+                say(f"{service.name}: stopped (the demo failed)")
+        raise
     user_id = _user_with_recommendations(settings)
     url = f"http://127.0.0.1:{settings.web_port}/users/{user_id}"
     say(f"\nThe demo is ready in {human_duration(time.monotonic() - started)}:")

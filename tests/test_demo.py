@@ -101,3 +101,47 @@ def _now():
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+def demo_settings(tmp_path):
+    return load_settings(
+        {
+            "DISCORECS_HOME": str(tmp_path / "home"),
+            "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "DISCORECS_CASSANDRA_PORT": str(free_port()),
+            "DISCORECS_CASSANDRA_STORAGE_PORT": str(free_port()),
+            "DISCORECS_CASSANDRA_MAX_HEAP": "512m",
+            "DISCORECS_WEB_PORT": str(free_port()),
+        }
+    )
+
+
+def run_cli(settings, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "discorecs.cli", *args],
+        env={**os.environ, **settings.to_environment()},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_a_dump_that_does_not_exist_stops_the_demo_before_anything_starts(tmp_path):
+    settings = demo_settings(tmp_path)
+    result = run_cli(settings, "demo", "--dump", str(tmp_path / "missing.xml.gz"))
+    assert result.returncode != 0
+    assert "missing.xml.gz does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert not settings.run_dir.exists() or not list(settings.run_dir.glob("*.pid"))
+
+
+def test_a_corrupt_dump_stops_the_demo_and_leaves_nothing_running(tmp_path):
+    settings = demo_settings(tmp_path)
+    corrupt = tmp_path / "corrupt_releases.xml.gz"
+    corrupt.write_bytes(b"\x1f\x8b\x08\x00" + b"not really gzip" * 100)
+    result = run_cli(settings, "demo", "--dump", str(corrupt))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "corrupt_releases.xml.gz" in result.stderr
+    assert "stopped (the demo failed)" in result.stderr
+    services = LocalServices(settings, say=lambda m: None)
+    assert all(service.record() is None for service in services.all_services)
+    assert not (tmp_path / "home" / "data" / "catalog" / "releases" / "_SUCCESS").exists()
