@@ -6,8 +6,10 @@ edge (a CLI command, a Spark partition, a Flask app) and pass it on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,6 +74,21 @@ class CassandraConnection:
         self.close()
 
 
+@functools.lru_cache(maxsize=512)
+def _row_type(columns: tuple[str, ...]) -> type:
+    # Same field names as the driver's factory: "count(*)" becomes "count", "a.b" "a_b".
+    names = [re.sub(r"\W+", "_", re.sub(r"^\W+|\W+$", "", column)) for column in columns]
+    return namedtuple("Row", names, rename=True)  # type: ignore[misc]
+
+
+def named_rows(columns: list[str], rows: list[tuple]) -> list[tuple]:
+    """Rows as named tuples, like the driver's default factory, but the tuple type is built
+    once per column list instead of once per query (building it was a tenth of the site's
+    time per request)."""
+    make = _row_type(tuple(columns))._make
+    return [make(row) for row in rows]
+
+
 def connect(
     settings: Settings,
     *,
@@ -96,6 +113,7 @@ def connect(
         auth = PlainTextAuthProvider(settings.cassandra_username, settings.cassandra_password or "")
     profile = ExecutionProfile(
         load_balancing_policy=balancing,
+        row_factory=named_rows,
         consistency_level=ConsistencyLevel.LOCAL_QUORUM,
         request_timeout=request_timeout,
     )

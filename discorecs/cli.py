@@ -181,7 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=positive_int, help="default: DISCORECS_WEB_PORT (8000)")
     web.add_argument("--workers", type=positive_int, default=2)
-    web.add_argument("--threads", type=positive_int, default=8)
+    web.add_argument("--threads", type=positive_int, default=4)
+    web.add_argument(
+        "--connections",
+        type=positive_int,
+        default=32,
+        help="client connections a worker holds at most, so keep-alive clients spread over "
+        "the workers (default: 32)",
+    )
     web.add_argument("--dev", action="store_true", help="Flask's development server")
 
     demo = command(
@@ -421,6 +428,7 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
         port=port,
         workers=args.workers,
         threads=args.threads,
+        connections=args.connections,
         dev=args.dev,
     )
     return 0

@@ -81,6 +81,8 @@ class Settings:
     stream_restarts: int = 10
     # The site `discorecs web` serves (on 127.0.0.1 unless --host says otherwise).
     web_port: int = 8000
+    # Rendered recommendation answers each web worker keeps (0: none); see webapp.views.api.
+    web_response_cache: int = 20_000
     # Where local services keep their state (pid files, logs, Cassandra data).
     home: Path = Path("~/.discorecs")
     # Where downloaded service distributions are kept, shared by every home.
@@ -343,6 +345,7 @@ _PARSERS = {
     "stream_trigger_seconds": _parse_seconds,
     "stream_restarts": lambda name, value: _parse_int(name, value, 0, 1000),
     "web_port": _parse_port,
+    "web_response_cache": lambda name, value: _parse_int(name, value, 0, 10_000_000),
     "home": _parse_path,
     "cache_dir": _parse_path,
 }

@@ -32,6 +32,8 @@ KIND_OF_BLUE = Release(
 class FakeRepository:
     def __init__(self) -> None:
         self.down = False
+        self.run = "20261125T030000Z-abcdef"
+        self.recommendation_reads = 0
         self.users_ = {
             7: User(7, "Ada <b>Lovelace</b>", "London, UK", WHEN),
             8: User(8, "Charles Babbage", "London, UK", WHEN),
@@ -47,10 +49,11 @@ class FakeRepository:
 
     def published_run(self):
         self._check()
-        return "20261125T030000Z-abcdef"
+        return self.run
 
     def recommendations(self, user_id, run_id):
         self._check()
+        self.recommendation_reads += 1
         if user_id not in self.users_:
             return None
         friend = FriendPick(
@@ -182,6 +185,30 @@ def test_api_user_and_recommendations(client):
     assert recs["friend"]["user"]["user_id"] == 8
     assert recs["releases"][0]["release"]["title"] == "Kind of Blue"
     assert recs["generated_at"] == "2026-11-25T03:00:00+00:00"
+
+
+def test_api_recommendations_cached_per_published_run(fake):
+    client = create_app({"TESTING": True, "RESPONSE_CACHE_SIZE": 10}, repository=fake).test_client()
+    first = client.get("/api/users/7/recommendations")
+    again = client.get("/api/users/7/recommendations")
+    assert (first.headers["X-Cache"], again.headers["X-Cache"]) == ("miss", "hit")
+    assert again.get_json() == first.get_json() and fake.recommendation_reads == 1
+    etag = first.headers["ETag"]
+    assert etag == 'W/"20261125T030000Z-abcdef-7"'
+    unchanged = client.get("/api/users/7/recommendations", headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304 and unchanged.get_data() == b""
+    fake.run = "20261126T030000Z-012345"  # a new run is published: a new answer
+    fresh = client.get("/api/users/7/recommendations", headers={"If-None-Match": etag})
+    assert fresh.status_code == 200 and fresh.headers["X-Cache"] == "miss"
+    assert fresh.get_json()["run_id"] == "20261126T030000Z-012345"
+    assert fake.recommendation_reads == 2
+    assert client.get("/api/users/999/recommendations").status_code == 404  # not cached
+
+
+def test_api_recommendations_without_cache_always_read(client, fake):
+    for _ in range(3):
+        assert client.get("/api/users/7/recommendations").headers["X-Cache"] == "miss"
+    assert fake.recommendation_reads == 3
 
 
 def test_leaderboard_pages(client):

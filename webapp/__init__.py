@@ -13,6 +13,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from discorecs.settings import Settings, load_settings
+from webapp.cache import BoundedCache
 from webapp.repository import CassandraRepository, ServingUnavailable
 
 SECURITY_HEADERS = {
@@ -32,10 +33,15 @@ def create_app(
 ) -> Flask:
     """The application; tests pass a fake ``repository``, production builds the Cassandra one."""
     app = Flask(__name__)
-    app.config.from_mapping(JSON_SORT_KEYS=False, PAGE_SIZE=50)
+    app.config.from_mapping(JSON_SORT_KEYS=False, PAGE_SIZE=50, RESPONSE_CACHE_SIZE=0)
+    if repository is None:
+        settings = settings or load_settings()
+        repository = CassandraRepository(settings)
+        app.config["RESPONSE_CACHE_SIZE"] = settings.web_response_cache
     if test_config:
         app.config.update(test_config)
-    app.extensions["repository"] = repository or CassandraRepository(settings or load_settings())
+    app.extensions["repository"] = repository
+    app.extensions["response_cache"] = BoundedCache(app.config["RESPONSE_CACHE_SIZE"])
 
     from webapp.views import api, genres, home, users
 

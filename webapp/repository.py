@@ -24,6 +24,7 @@ from discorecs.errors import DiscorecsError
 from discorecs.genres import GENRES
 from discorecs.settings import Settings
 from discorecs.tables import STREAM_QUERY, leaderboard_bucket, name_prefix
+from webapp.cache import BoundedCache
 from webapp.models import (
     BatchRun,
     CollectionChange,
@@ -86,41 +87,13 @@ class ServingUnavailable(DiscorecsError):
     """Cassandra is down or restarting; the site answers 503 until it is back."""
 
 
-class _TtlCache:
-    """A small per-process cache for rows that change only when the catalog or the users are
-    regenerated (releases, user names): most page views then need two queries, not four."""
-
-    def __init__(self, ttl: float = 60.0, size: int = 200_000) -> None:
-        self.ttl, self.size = ttl, size
-        self._items: dict[Any, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-
-    def get_many(self, keys: list[Any]) -> tuple[dict[Any, Any], list[Any]]:
-        now = time.monotonic()
-        found, missing = {}, []
-        with self._lock:
-            for key in keys:
-                hit = self._items.get(key)
-                if hit and now - hit[0] < self.ttl:
-                    found[key] = hit[1]
-                else:
-                    missing.append(key)
-        return found, missing
-
-    def put_many(self, values: dict[Any, Any]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._items) + len(values) > self.size:
-                self._items.clear()  # simple and bounded: refill from Cassandra
-            for key, value in values.items():
-                self._items[key] = (now, value)
-
-
 class CassandraRepository:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._release_cache = _TtlCache()
-        self._user_cache = _TtlCache()
+        # Releases and user names change only when the catalog or the users are regenerated:
+        # most page views then need two queries, not four.
+        self._release_cache = BoundedCache(200_000, ttl=60.0)
+        self._user_cache = BoundedCache(200_000, ttl=60.0)
         self._connection: CassandraConnection | None = None
         self._prepared: dict[str, Any] = {}
         self._lock = threading.Lock()

@@ -13,7 +13,8 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 2,
-    threads: int = 8,
+    threads: int = 4,
+    connections: int = 32,
     dev: bool = False,
 ) -> None:
     from webapp import create_app
@@ -30,6 +31,10 @@ def serve(
                 "bind": f"{host}:{port}",
                 "workers": workers,
                 "threads": threads,
+                # A worker stops accepting beyond this many open connections: without a cap
+                # one worker can take every keep-alive client while another idles (and each
+                # worker has its own response cache to keep warm).
+                "worker_connections": connections,
                 "worker_class": "gthread",
                 "accesslog": None,
                 "errorlog": "-",

@@ -1,6 +1,6 @@
 """The JSON API: the same data as the pages (see README, "JSON API")."""
 
-from flask import Blueprint, abort, jsonify
+from flask import Blueprint, abort, current_app, jsonify, request
 
 from webapp import repository
 from webapp.models import to_json
@@ -20,14 +20,27 @@ def user(user_id: int):
 
 @blueprint.get("/users/<int:user_id>/recommendations")
 def recommendations(user_id: int):
+    """A published run's recommendations never change (the run id is part of their key), so
+    each worker keeps the rendered answer per user and run (``web_response_cache`` entries):
+    a repeat costs no Cassandra read, and publishing a new run changes every key."""
     store = repository()
-    if store.user(checked_user_id(user_id)) is None:
-        abort(404, f"There is no user {user_id}.")
     run_id = store.published_run()
-    found = store.recommendations(user_id, run_id) if run_id else None
-    if found is None:
-        abort(404, f"There are no recommendations for user {user_id} yet; run the batch.")
-    return jsonify(to_json(found))
+    cache = current_app.extensions["response_cache"]
+    key = (checked_user_id(user_id), run_id)
+    body = cache.get(key) if run_id else None
+    cached = body is not None
+    if body is None:
+        found = store.recommendations(user_id, run_id) if run_id else None
+        if found is None:  # only then tell an unknown user from one the batch has not seen
+            if store.user(user_id) is None:
+                abort(404, f"There is no user {user_id}.")
+            abort(404, f"There are no recommendations for user {user_id} yet; run the batch.")
+        body = current_app.json.dumps(to_json(found))
+        cache.put(key, body)
+    response = current_app.response_class(body, mimetype="application/json")
+    response.headers["X-Cache"] = "hit" if cached else "miss"
+    response.set_etag(f"{run_id}-{user_id}", weak=True)
+    return response.make_conditional(request)
 
 
 @blueprint.get("/genres/<path:genre>/leaderboard")
