@@ -237,3 +237,54 @@ def test_cassandra_down_is_a_friendly_503_that_recovers(client, fake):
     assert client.get("/api/health").get_json()["error"]["status"] == 503
     fake.down = False
     assert client.get("/users/7").status_code == 200
+
+
+def _conforms(value, schema, components, where="$"):
+    """The subset of JSON Schema the API document uses; raises with the path on a mismatch."""
+    if "$ref" in schema:
+        return _conforms(value, components[schema["$ref"].rsplit("/", 1)[1]], components, where)
+    if "oneOf" in schema:
+        for option in schema["oneOf"]:
+            try:
+                return _conforms(value, option, components, where)
+            except AssertionError:
+                continue
+        raise AssertionError(f"{where}: {value!r} matches none of {schema['oneOf']}")
+    kind = schema["type"]
+    python = {"integer": int, "number": (int, float), "string": str, "boolean": bool}
+    python |= {"array": list, "object": dict, "null": type(None)}
+    assert isinstance(value, python[kind]), f"{where}: {value!r} is not {kind}"
+    if kind == "array":
+        for i, item in enumerate(value):
+            _conforms(item, schema["items"], components, f"{where}[{i}]")
+    if kind == "object":
+        assert set(schema.get("required", [])) <= set(value), f"{where}: missing fields"
+        for key, item in value.items():
+            inner = schema.get("properties", {}).get(key, schema.get("additionalProperties"))
+            assert inner is not None, f"{where}: undocumented field {key!r}"
+            _conforms(item, inner, components, f"{where}.{key}")
+
+
+def test_openapi_document_describes_every_route_and_real_answers(client):
+    doc = client.get("/api/openapi.json").get_json()
+    assert doc["openapi"] == "3.1.0"
+    app = client.application
+    routes = {
+        rule.rule.replace("<int:", "{").replace("<path:", "{").replace(">", "}")
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/api/")
+    }
+    assert routes == set(doc["paths"])
+    components = doc["components"]["schemas"]
+    for url, path in (
+        ("/api/users/7", "/api/users/{user_id}"),
+        ("/api/users/7/recommendations", "/api/users/{user_id}/recommendations"),
+        ("/api/genres/Jazz/leaderboard", "/api/genres/{genre}/leaderboard"),
+        ("/api/health", "/api/health"),
+    ):
+        schema = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+        _conforms(client.get(url).get_json(), schema["schema"], components)
+    missing = client.get("/api/users/999").get_json()
+    _conforms(missing, {"$ref": "#/components/schemas/Error"}, components)
+    with pytest.raises(AssertionError, match="undocumented field"):  # the checker can fail
+        _conforms({"surprise": 1}, {"$ref": "#/components/schemas/Error"}, components)

@@ -4,6 +4,7 @@ from flask import Blueprint, abort, current_app, jsonify, request
 
 from webapp import repository
 from webapp.models import to_json
+from webapp.openapi import document
 from webapp.views.genres import checked_genre, checked_page
 from webapp.views.users import checked_user_id
 
@@ -46,6 +47,11 @@ def recommendations(user_id: int):
 @blueprint.get("/genres/<path:genre>/leaderboard")
 def leaderboard(genre: str):
     return jsonify(to_json(repository().leaderboard(checked_genre(genre), checked_page())))
+
+
+@blueprint.get("/openapi.json")
+def openapi():
+    return jsonify(document())
 
 
 @blueprint.get("/health")
