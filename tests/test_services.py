@@ -156,17 +156,20 @@ def test_cli_cycle_up_status_down_leaves_nothing_running(tmp_path):
     def run(*args):
         return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=180)
 
-    up = run("up", "--skip-spark-check")
-    assert up.returncode == 0, up.stderr
-    assert "schema applied" in up.stderr
-    status = run("status", "--json")
-    assert status.returncode == 0
-    services = {entry["name"]: entry for entry in json.loads(status.stdout)}
-    assert services["kafka broker"]["state"] == "up"
-    assert services["cassandra"]["state"] == "up"
-    assert services["cassandra"]["version"] == "Cassandra 2.1.0"
-    pids = [entry["pid"] for entry in services.values()]
-    assert run("down").returncode == 0
+    try:
+        up = run("up", "--skip-spark-check")
+        assert up.returncode == 0, up.stderr
+        assert "schema applied" in up.stderr
+        status = run("status", "--json")
+        assert status.returncode == 0
+        services = {entry["name"]: entry for entry in json.loads(status.stdout)}
+        assert services["kafka broker"]["state"] == "up"
+        assert services["cassandra"]["state"] == "up"
+        assert services["cassandra"]["version"] == "Cassandra 2.1.0"
+        pids = [entry["pid"] for entry in services.values()]
+    finally:  # a failed assertion must not leave a broker and a Cassandra running
+        down = run("down")
+    assert down.returncode == 0, down.stderr
     after = run("status", "--json")
     assert after.returncode == 3
     assert {entry["name"]: entry["state"] for entry in json.loads(after.stdout)} == {
