@@ -76,23 +76,45 @@ def topic_partitions(consumer: Any, topics: list[str]) -> list[Any]:
     return found
 
 
-def fetch_high_watermarks(
-    consumer: Any, partitions: list[Any], start: dict[str, int]
-) -> dict[str, int]:
-    """End offsets from fetch responses: position each partition at its start and fetch.
+def _consumer(bootstrap: list[str], client_id: str) -> Any:
+    from kafka import KafkaConsumer
 
-    A partition that does not answer within 5 s is taken to have nothing new."""
-    consumer.assign(partitions)
-    for tp in partitions:
-        consumer.seek(tp, start.get(_key(tp.topic, tp.partition), 0))
-    marks: dict[str, int] = {}
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(marks) < len(partitions):
-        consumer.poll(timeout_ms=200, max_records=1, update_offsets=False)
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        client_id=client_id,
+        fetch_max_wait_ms=100,
+    )
+
+
+def fetch_high_watermarks(
+    bootstrap: list[str], topics: list[str], start: dict[str, int], client_id: str
+) -> dict[str, int]:
+    """End offsets (``topic:partition`` -> next offset) of every partition of ``topics``, from
+    fetch responses: position each partition at its ``start`` and fetch.
+
+    Always with a consumer of its own: a consumer that fetched before keeps the high
+    watermarks of its earlier (and pipelined) fetch responses, and answers with those at once:
+    the ends it reported lagged the broker's by tens of thousands of events under load, which
+    held micro-batches to ~10,000 events whatever the backlog. A partition that does not
+    answer within 5 s is taken to have nothing new."""
+    consumer = _consumer(bootstrap, client_id)
+    try:
+        partitions = topic_partitions(consumer, topics)
+        consumer.assign(partitions)
         for tp in partitions:
-            mark = consumer.highwater(tp)
-            if mark is not None:
-                marks[_key(tp.topic, tp.partition)] = mark
+            consumer.seek(tp, start.get(_key(tp.topic, tp.partition), 0))
+        marks: dict[str, int] = {}
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(marks) < len(partitions):
+            consumer.poll(timeout_ms=200, max_records=1, update_offsets=False)
+            for tp in partitions:
+                mark = consumer.highwater(tp)
+                if mark is not None:
+                    marks[_key(tp.topic, tp.partition)] = mark
+    finally:
+        consumer.close()
     for tp in partitions:
         key = _key(tp.topic, tp.partition)
         marks.setdefault(key, start.get(key, 0))
@@ -118,19 +140,7 @@ def offset_positions(offset_json: str | None) -> dict[str, int]:
 
 def lag_behind(bootstrap: list[str], topics: list[str], positions: dict[str, int]) -> int:
     """Events on the broker beyond ``positions`` (``topic:partition`` -> next offset)."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        group_id=None,
-        client_id="discorecs-stream-lag",
-        fetch_max_wait_ms=100,
-    )
-    try:
-        marks = fetch_high_watermarks(consumer, topic_partitions(consumer, topics), positions)
-    finally:
-        consumer.close()
+    marks = fetch_high_watermarks(bootstrap, topics, positions, "discorecs-stream-lag")
     return sum(max(0, mark - positions.get(key, 0)) for key, mark in marks.items())
 
 
@@ -143,37 +153,17 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self.max_events = int(options.get("maxeventspertrigger", "50000"))
         self.read_timeout = float(options.get("readtimeoutseconds", "60"))
         self._available_now: dict[str, int] | None = None
-        self._consumer: Any = None
-
-    # The consumer is a driver-side cache, never shipped to executors.
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_consumer"] = None
-        return state
-
-    def _client(self) -> Any:
-        if self._consumer is None:
-            from kafka import KafkaConsumer
-
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap,
-                enable_auto_commit=False,
-                group_id=None,
-                client_id="discorecs-stream-planner",
-                fetch_max_wait_ms=100,
-            )
-        return self._consumer
-
-    def _partitions(self) -> list[Any]:
-        return topic_partitions(self._client(), self.topics)
 
     def _high_watermarks(self, start: dict[str, int]) -> dict[str, int]:
-        return fetch_high_watermarks(self._client(), self._partitions(), start)
+        return fetch_high_watermarks(self.bootstrap, self.topics, start, "discorecs-stream-planner")
 
     def initialOffset(self) -> dict[str, int]:
-        consumer = self._client()
-        partitions = self._partitions()
-        earliest = consumer.beginning_offsets(partitions) if partitions else {}
+        consumer = _consumer(self.bootstrap, "discorecs-stream-planner")
+        try:
+            partitions = topic_partitions(consumer, self.topics)
+            earliest = consumer.beginning_offsets(partitions) if partitions else {}
+        finally:
+            consumer.close()
         return {_key(tp.topic, tp.partition): int(earliest[tp]) for tp in partitions}
 
     def getDefaultReadLimit(self) -> ReadLimit:

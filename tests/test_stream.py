@@ -17,6 +17,7 @@ from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
 from spark_jobs.transforms import latest_events
 from streaming.job import load_reference, process_batch, start_stream
+from streaming.kafka_source import fetch_high_watermarks, lag_behind
 from streaming.transform import (
     GENRE_UNITS,
     effective_changes,
@@ -302,3 +303,30 @@ def test_the_write_plan_of_each_kind_of_row():
     assert remove == (sink.HOLDING_WRITES["wantlist_remove"], (5, 1, 2))
     assert remove[0].startswith("DELETE FROM wantlists USING TIMESTAMP")
     assert sink.writes_for(row(kind="play", **event), "d", at) == []
+
+
+@pytest.mark.services
+def test_end_offsets_keep_up_with_a_producer_between_calls(services):
+    """Each planning call sees every event acknowledged before it (a consumer reused between
+    calls answered with the high watermarks of its earlier fetches, ~10,000 events behind)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    bootstrap = list(services.kafka_bootstrap_servers)
+    topic = "discorecs-test-watermarks"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    start: dict[str, int] = {}
+    produced = 0
+    for round_size in (3_000, 20_000, 7):
+        for i in range(round_size):
+            producer.send(topic, key=str(i).encode(), value=b"x" * 150)
+        producer.flush()
+        produced += round_size
+        ends = fetch_high_watermarks(bootstrap, [topic], start, "test-planner")
+        assert sorted(ends) == [f"{topic}:{p}" for p in range(3)]
+        assert sum(ends.values()) == produced
+        assert lag_behind(bootstrap, [topic], start) == round_size
+        start = ends
+    producer.close()
