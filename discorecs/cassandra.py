@@ -23,7 +23,7 @@ from cassandra.cluster import (
     NoHostAvailable,
     Session,
 )
-from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
+from cassandra.concurrent import execute_concurrent
 from cassandra.policies import (
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
@@ -340,6 +340,30 @@ def _execute_chunk(
     return len(chunk)
 
 
+def read_statements(
+    connection: CassandraConnection,
+    statements: Sequence[tuple[str, Sequence[Any]]],
+    *,
+    what: str,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> Iterator[tuple[Sequence[Any], Any]]:
+    """Run prepared SELECTs, each ``(cql, parameters)``, with bounded concurrency (different
+    statements may interleave) and yield ``(parameters, result)`` in their order; a result's
+    further pages are fetched as they are reached."""
+    prepared = {cql: connection.prepare(cql) for cql in {cql for cql, _ in statements}}
+    results = execute_concurrent(
+        connection.session,
+        [(prepared[cql], parameters) for cql, parameters in statements],
+        concurrency=concurrency,
+        raise_on_first_error=False,
+        results_generator=True,
+    )
+    for (_, parameters), (ok, result) in zip(statements, results, strict=True):
+        if not ok:
+            raise CassandraError(f"reading {what} for {parameters!r} failed: {result}")
+        yield parameters, result
+
+
 def read_partitions(
     connection: CassandraConnection,
     cql: str,
@@ -349,19 +373,9 @@ def read_partitions(
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> Iterator[Any]:
     """Run one prepared single-partition SELECT per key with bounded concurrency and yield
-    every row of every answer (further pages are fetched as they are reached)."""
-    statement = connection.prepare(cql)
-    results = execute_concurrent_with_args(
-        connection.session,
-        statement,
-        keys,
-        concurrency=concurrency,
-        raise_on_first_error=False,
-        results_generator=True,
-    )
-    for key, (ok, result) in zip(keys, results, strict=True):
-        if not ok:
-            raise CassandraError(f"reading {what} for {key!r} failed: {result}")
+    every row of every answer."""
+    statements = [(cql, key) for key in keys]
+    for _, result in read_statements(connection, statements, what=what, concurrency=concurrency):
         yield from result
 
 

@@ -188,37 +188,63 @@ def read_collections(settings: Settings, users: DataFrame) -> DataFrame:
     )
 
 
-def read_held(settings: Settings, keys: DataFrame) -> DataFrame:
-    """user_id, release_id: which of ``keys`` (user_id, release_id) are in collections now."""
-    return _read_per_key(
-        settings,
-        keys.groupBy("user_id").agg(F.collect_set("release_id").alias("release_ids")),
-        f"SELECT user_id, release_id FROM {tables.COLLECTIONS} "
-        "WHERE user_id = ? AND release_id IN ?",
-        pa.schema([("user_id", pa.int64()), ("release_id", pa.int64())]),
-        "user_id long, release_id long",
-        lambda key: (key["user_id"], key["release_ids"]),
-    )
+LIVE_ROW_CQL = (
+    f"SELECT collection_size, genre_units, stream_id, batch_id "
+    f"FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?"
+)
+HELD_CQL = f"SELECT release_id FROM {tables.COLLECTIONS} WHERE user_id = ? AND release_id IN ?"
+_USER_STATE = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("collection_size", pa.int32()),
+        ("genre_units", pa.map_(pa.string(), pa.int64())),
+        ("stream_id", pa.string()),
+        ("batch_id", pa.int64()),
+        ("held", pa.list_(pa.int64())),
+    ]
+)
 
 
-def read_live_profiles(settings: Settings, users: DataFrame) -> DataFrame:
-    """user_id, collection_size, genre_units, stream_id, batch_id of the users' live rows."""
-    return _read_per_key(
-        settings,
-        users.select("user_id"),
-        f"SELECT user_id, collection_size, genre_units, stream_id, batch_id "
-        f"FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?",
-        pa.schema(
-            [
-                ("user_id", pa.int64()),
-                ("collection_size", pa.int32()),
-                ("genre_units", pa.map_(pa.string(), pa.int64())),
-                ("stream_id", pa.string()),
-                ("batch_id", pa.int64()),
-            ]
-        ),
+def read_user_state(settings: Settings, net: DataFrame) -> DataFrame:
+    """One executor pass, one row per user of ``net`` (user_id, release_id): their live
+    profile row (collection_size, genre_units, stream_id, batch_id; nulls when there is none)
+    and ``held``, which of their releases in ``net`` are in their collection now. Both reads of
+    every user go to Cassandra together, with bounded concurrency."""
+    keys = net.groupBy("user_id").agg(F.collect_set("release_id").alias("release_ids"))
+
+    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from discorecs.cassandra import read_statements, worker_connection
+
+        for batch in batches:
+            statements: list[tuple[str, tuple]] = []
+            for key in batch.to_pylist():
+                statements.append((LIVE_ROW_CQL, (key["user_id"],)))
+                statements.append((HELD_CQL, (key["user_id"], key["release_ids"])))
+            if not statements:
+                continue
+            answers = read_statements(
+                worker_connection(settings), statements, what="the stream's user state"
+            )
+            rows = []
+            # The answers come in the statements' order: a user's live row, then their held.
+            for (live_key, live), (_, held) in zip(answers, answers, strict=False):
+                row = next(iter(live), None)
+                rows.append(
+                    {
+                        "user_id": live_key[0],
+                        "collection_size": row.collection_size if row else None,
+                        "genre_units": list((row.genre_units or {}).items()) if row else None,
+                        "stream_id": row.stream_id if row else None,
+                        "batch_id": row.batch_id if row else None,
+                        "held": [found.release_id for found in held],
+                    }
+                )
+            yield pa.RecordBatch.from_pylist(rows, schema=_USER_STATE)
+
+    return keys.mapInArrow(
+        read,
         "user_id long, collection_size int, genre_units map<string,bigint>, stream_id string, "
-        "batch_id long",
+        "batch_id long, held array<long>",
     )
 
 
@@ -238,26 +264,28 @@ def update_live_profiles(
     Returns how many users' profiles are current after the batch."""
     add, remove = EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value
     net = latest_events(valid, add, remove).localCheckpoint(eager=True)
-    live = read_live_profiles(settings, net.select("user_id").distinct()).localCheckpoint(
-        eager=True
-    )
-    ours = live.filter(F.col("stream_id") == stream_id)
+    state = read_user_state(settings, net).localCheckpoint(eager=True)
+    ours = state.filter(F.col("stream_id") == stream_id)
     applied = ours.filter(F.col("batch_id") >= batch_id).select("user_id")
     continuing = ours.filter(F.col("batch_id") < batch_id)
-    todo = net.join(applied, "user_id", "left_anti").localCheckpoint(eager=True)
-    fresh = todo.select("user_id").distinct().join(ours.select("user_id"), "user_id", "left_anti")
-    holdings = read_collections(settings, fresh).localCheckpoint(eager=True)
-    fresh_sizes = fresh.join(holdings.groupBy("user_id").count(), "user_id", "left").select(
-        "user_id", F.coalesce("count", F.lit(0)).cast("int").alias("collection_size")
+    todo = net.join(applied, "user_id", "left_anti")
+    fresh = state.filter(F.col("stream_id").isNull() | (F.col("stream_id") != stream_id))
+    if fresh.isEmpty():  # the steady state: every user already has a live row of ours
+        holdings = net.sparkSession.createDataFrame([], "user_id long, release_id long")
+    else:
+        holdings = read_collections(settings, fresh).localCheckpoint(eager=True)
+    fresh_sizes = (
+        fresh.select("user_id")
+        .join(holdings.groupBy("user_id").count(), "user_id", "left")
+        .select("user_id", F.coalesce("count", F.lit(0)).cast("int").alias("collection_size"))
     )
     start_sizes = continuing.select("user_id", "collection_size").unionByName(fresh_sizes)
     start_units = continuing.select(
         "user_id", F.explode("genre_units").alias("genre", "units")
     ).unionByName(genre_units(holdings, reference.releases))
-    changes = effective_changes(todo, read_held(settings, todo), add, remove)
-    profiles = next_live_profiles(
-        start_sizes, start_units, changes, reference.releases
-    ).localCheckpoint(eager=True)
+    held = state.select("user_id", F.explode("held").alias("release_id"))
+    changes = effective_changes(todo, held, add, remove)
+    profiles = next_live_profiles(start_sizes, start_units, changes, reference.releases)
     _run_writes(
         settings,
         profiles,
@@ -278,7 +306,7 @@ def update_live_profiles(
         ],
         tables.USER_LIVE_PROFILES,
     )
-    return net.select("user_id").distinct().count()
+    return state.count()
 
 
 def process_batch(
@@ -297,6 +325,11 @@ def process_batch(
     Cassandra in one pass. ``stream_id`` (the query's id, kept in its checkpoint) and
     ``batch_id`` mark the live profiles, so a replayed batch updates them once."""
     started = time.monotonic()
+    steps: dict[str, float] = {}
+
+    def lap(step: str) -> None:  # seconds since the previous step ended
+        steps[step] = time.monotonic() - started - sum(steps.values())
+
     marked = (
         mark(raw, reference.users, reference.releases)
         .withColumn("written_at", F.unix_micros("event_time"))
@@ -316,6 +349,7 @@ def process_batch(
         "upserts": sum(r["count"] for r in tally if r.valid and r.kind in holding_kinds),
         "live_profiles": 0,
     }
+    lap("read")
 
     # The master dataset: one folder per (ingest date, batch), overwritten on replay.
     valid = valid_events(marked.drop(EVENT_LOG_PARTITION).drop("written_at"))
@@ -327,6 +361,8 @@ def process_batch(
             paths.join(log, f"{EVENT_LOG_PARTITION}={date}", f"{EVENT_LOG_BATCH}={batch_id}")
         )
 
+    lap("log")
+
     # The real-time view first: it reads the collections as they stood before this batch.
     collection_kinds = (EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value)
     received_at = datetime.now(UTC)
@@ -334,6 +370,8 @@ def process_batch(
         counts["live_profiles"] = update_live_profiles(
             settings, reference, valid, stream_id, batch_id, received_at
         )
+
+    lap("live")
 
     # Dead letters, collections / wantlists and changes: one pass on the executors.
     day = received_at.strftime("%Y-%m-%d")
@@ -347,12 +385,15 @@ def process_batch(
         sink.write_group,
     )
 
+    lap("writes")
     duration_ms = int((time.monotonic() - started) * 1000)
     record_progress(settings, batch_id, counts, duration_ms)
     say(
         f"stream batch {batch_id}: {counts['input_rows']:,} in, {counts['valid_rows']:,} valid, "
         f"{counts['dead_lettered']:,} dead-lettered, {counts['upserts']:,} upserts, "
-        f"{counts['live_profiles']:,} live profiles, {duration_ms:,} ms"
+        f"{counts['live_profiles']:,} live profiles, {duration_ms:,} ms ("
+        + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in steps.items())
+        + ")"
     )
     return counts
 
