@@ -14,23 +14,28 @@ so a user's scores add up to the number of their records that have a genre, and
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from discorecs.events import EventKind
 from discorecs.genres import GENRES
+from spark_jobs import neighbours, picks
+from spark_jobs.picks import RANKING_DIGITS
 
-# Scores and similarities are rounded before ranking: sums of floats depend on the order Spark
-# adds them in (its partitioning), and the last bits must not decide a tie that the id breaks.
-RANKING_DIGITS = 9
 FRIEND_WINDOW = 8  # neighbours compared on each side in every block (sorted neighbourhood)
 FRIENDS_KEPT = 5
+FRIEND_CHUNK_ROWS = 4096  # users of a block compared in one numpy pass
 SHARED_GENRE_SHARE = 0.15
 TOP_STYLES = 3
 TOP_GENRES = 2
 POPULAR_PER_GROUP = 40
-FRIEND_BONUS = 0.5
 RELEASES_KEPT = 10
+FALLBACK_CANDIDATES = 200
 
 
 # -- current state -------------------------------------------------------------------------------
@@ -216,50 +221,94 @@ def _blocks(scores: DataFrame, styles: DataFrame, vectors: DataFrame) -> DataFra
     return top_genre.unionByName(top_styles).unionByName(everyone).join(signed, "user_id")
 
 
-def _cosine(left: str, right: str) -> Column:
-    return F.aggregate(
-        F.map_entries(F.col(left)),
-        F.lit(0.0),
-        lambda acc, e: (
-            acc + e["value"] * F.coalesce(F.try_element_at(F.col(right), e["key"]), F.lit(0.0))
-        ),
-    )
-
-
 def candidate_friends(
-    scores: DataFrame, styles: DataFrame, vectors: DataFrame, window: int = FRIEND_WINDOW
+    scores: DataFrame,
+    styles: DataFrame,
+    vectors: DataFrame,
+    window: int = FRIEND_WINDOW,
+    kept: int = FRIENDS_KEPT,
+    chunk_rows: int = FRIEND_CHUNK_ROWS,
 ) -> DataFrame:
-    """user_id, friend_id, similarity for candidate pairs (both directions), found without
-    comparing all pairs: within each block, each user is compared with the ``window`` users
-    that follow them in signature order (an equi-join on block and position)."""
+    """user_id, friend_id, similarity: candidate pairs (both directions), found without
+    comparing all pairs. Within each block (:func:`_blocks`), sorted by signature, each user
+    is compared with the ``window`` users that follow; of those comparisons each user keeps
+    at least their ``kept`` best, which is all :func:`best_friends` needs.
+
+    The comparisons run in numpy (:func:`spark_jobs.neighbours.chunk_neighbours`) on chunks
+    of ``chunk_rows`` consecutive users of a block, each chunk with the first ``window``
+    users of the next, so every pair of neighbours is compared in exactly one chunk.
+    """
+    names = sorted(
+        row.feature
+        for row in vectors.select(F.explode(F.map_keys("vector")).alias("feature"))
+        .distinct()
+        .collect()
+    )
+    sparse = _sparse_vectors(vectors, names)
     blocks = _blocks(scores, styles, vectors).withColumn(
         "pos", F.row_number().over(Window.partitionBy("block").orderBy("signature", "user_id"))
     )
-    ahead = blocks.select(
+    chunk = F.floor((F.col("pos") - 1) / chunk_rows)
+    # A chunk's head rows are also the tail of the chunk before it.
+    shared = ((F.col("pos") - 1) % chunk_rows < window) & (chunk > 0)
+    members = blocks.select(
         "block",
         "user_id",
-        F.explode(F.sequence(F.col("pos") + 1, F.col("pos") + window)).alias("pos"),
-    )
-    pairs = (
-        ahead.alias("a")
-        .join(blocks.alias("b"), ["block", "pos"])
-        .select(
-            F.least("a.user_id", "b.user_id").alias("u"),
-            F.greatest("a.user_id", "b.user_id").alias("v"),
+        "pos",
+        F.explode(F.when(shared, F.array(chunk, chunk - 1)).otherwise(F.array(chunk))).alias(
+            "chunk"
+        ),
+    ).join(sparse, "user_id")
+    dims = len(names)
+
+    def compare(key: tuple[pa.Scalar, ...], table: pa.Table) -> pa.Table:
+        table = table.sort_by("pos")
+        chunk_end = (key[1].as_py() + 1) * chunk_rows
+        own_rows = int(pc.sum(pc.less_equal(table.column("pos"), chunk_end)).as_py() or 0)
+        features = table.column("features").combine_chunks()
+        offsets, values = _flat(features)
+        user, friend, similarity = neighbours.chunk_neighbours(
+            table.column("user_id").to_numpy(),
+            offsets,
+            values.to_numpy(zero_copy_only=False),
+            pc.list_flatten(table.column("weights").combine_chunks()).to_numpy(
+                zero_copy_only=False
+            ),
+            dims,
+            own_rows,
+            window,
+            kept,
         )
-        .filter("u != v")
-        .distinct()
+        return pa.table({"user_id": user, "friend_id": friend, "similarity": similarity})
+
+    candidates = members.groupBy("block", "chunk").applyInArrow(
+        compare, "user_id long, friend_id long, similarity double"
     )
-    scored = (
-        pairs.join(vectors.select(F.col("user_id").alias("u"), F.col("vector").alias("vu")), "u")
-        .join(vectors.select(F.col("user_id").alias("v"), F.col("vector").alias("vv")), "v")
-        .select("u", "v", F.round(_cosine("vu", "vv"), RANKING_DIGITS).alias("similarity"))
-    )
-    return scored.select(
-        F.col("u").alias("user_id"), F.col("v").alias("friend_id"), "similarity"
-    ).unionByName(
-        scored.select(F.col("v").alias("user_id"), F.col("u").alias("friend_id"), "similarity")
-    )
+    # A pair met in several blocks is one candidate (its similarity is the same in each).
+    return candidates.groupBy("user_id", "friend_id").agg(F.max("similarity").alias("similarity"))
+
+
+def _sparse_vectors(vectors: DataFrame, names: list[str]) -> DataFrame:
+    """user_id, features (indices into ``names``), weights: the taste vectors, as numbers."""
+    vocabulary = pa.array(names, pa.string())
+
+    def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            offsets, keys = _flat(batch.column("keys"))
+            offsets = pa.array(offsets, pa.int32())
+            features = pc.index_in(keys, value_set=vocabulary).cast(pa.int32())
+            weights = pc.list_flatten(batch.column("values"))
+            yield pa.record_batch(
+                {
+                    "user_id": batch.column("user_id"),
+                    "features": pa.ListArray.from_arrays(offsets, features),
+                    "weights": pa.ListArray.from_arrays(offsets, weights),
+                }
+            )
+
+    return vectors.select(
+        "user_id", F.map_keys("vector").alias("keys"), F.map_values("vector").alias("values")
+    ).mapInArrow(convert, "user_id long, features array<int>, weights array<double>")
 
 
 def best_friends(candidates: DataFrame, vectors: DataFrame, kept: int = FRIENDS_KEPT) -> DataFrame:
@@ -344,6 +393,12 @@ def popularity(
     )
 
 
+def _top_per_user(frame: DataFrame, name: str, weight: str, count: int) -> DataFrame:
+    """user_id, ``name``, ``weight``, r: each user's ``count`` heaviest rows (ties: by name)."""
+    order = Window.partitionBy("user_id").orderBy(F.desc(weight), name)
+    return frame.withColumn("r", F.row_number().over(order)).filter(F.col("r") <= count)
+
+
 def recommend_releases(
     collections: DataFrame,
     wantlists: DataFrame,
@@ -358,82 +413,112 @@ def recommend_releases(
     A candidate's score is how popular it is within the user's own top styles and genres,
     weighted by how much of the collection each takes (the taste the collection was built
     from), plus a bonus when the recommended friend owns it. Users with no candidate left
-    get the most owned releases overall they do not hold."""
-    top_styles = styles.withColumn(
-        "r", F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("share"), "style"))
-    ).filter(F.col("r") <= TOP_STYLES)
-    top_genres = scores.withColumn(
-        "r", F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("share"), "genre"))
-    ).filter(F.col("r") <= TOP_GENRES)
-    by_style = top_styles.join(popularity(collections, releases, "style"), "style").select(
-        "user_id",
-        "release_id",
-        (F.col("share") * F.col("popularity")).alias("weight"),
-        F.col("style").alias("source"),
+    get the most owned releases overall they do not hold. The per-user arithmetic is
+    :func:`spark_jobs.picks.pick_releases`, run on Arrow batches of users; Spark gathers each
+    user's holdings, taste lists and friend's collection into one row first.
+    """
+    style_groups = popularity(collections, releases, "style").collect()
+    genre_groups = popularity(collections, releases, "genre").collect()
+    # Styles and genres share one group index; a style named like a genre stays distinct.
+    popular = picks.PopularLists.build(
+        [("s:" + r.style, r.release_id, r.popularity) for r in style_groups]
+        + [("g:" + r.genre, r.release_id, r.popularity) for r in genre_groups],
+        POPULAR_PER_GROUP,
     )
-    by_genre = top_genres.join(popularity(collections, releases, "genre"), "genre").select(
-        "user_id",
-        "release_id",
-        (F.col("share") * F.col("popularity")).alias("weight"),
-        F.col("genre").alias("source"),
-    )
-    taste = (
-        by_style.unionByName(by_genre)
-        .groupBy("user_id", "release_id")
-        .agg(F.sum("weight").alias("taste"), F.max_by("source", "weight").alias("source"))
-    )
-    friend = friends.filter("rank = 1").select("user_id", "friend_id", "similarity")
-    friend_owns = friend.join(
-        collections.select(F.col("user_id").alias("friend_id"), "release_id"), "friend_id"
-    ).select("user_id", "release_id", F.lit(True).alias("friend_owns"))
-    held = collections.select("user_id", "release_id").unionByName(
-        wantlists.select("user_id", "release_id")
-    )
-    candidates = (
-        taste.join(friend_owns, ["user_id", "release_id"], "left")
-        .join(held, ["user_id", "release_id"], "left_anti")
-        .withColumn(
-            "score",
-            F.round(
-                F.col("taste")
-                * (
-                    F.lit(1.0)
-                    + F.when(F.col("friend_owns"), F.lit(FRIEND_BONUS)).otherwise(F.lit(0.0))
-                ),
-                RANKING_DIGITS,
-            ),
-        )
-        .withColumn(
-            "reason",
-            F.when(
-                F.col("friend_owns"),
-                F.format_string("owned by your closest taste match and popular in %s", "source"),
-            ).otherwise(F.format_string("popular among %s collectors like you", "source")),
-        )
-        .select("user_id", "release_id", "score", "reason")
-    )
-    users = collections.select("user_id").distinct()
-    missing = users.join(candidates.select("user_id").distinct(), "user_id", "left_anti")
-    global_top = (
+    fallback = (
         collections.groupBy("release_id")
         .agg(F.count("*").alias("owners"))
         .orderBy(F.desc("owners"), "release_id")
-        .limit(200)
+        .limit(FALLBACK_CANDIDATES)
+        .collect()
     )
-    fallback = (
-        missing.crossJoin(F.broadcast(global_top))
-        .join(held, ["user_id", "release_id"], "left_anti")
-        .select(
-            "user_id",
-            "release_id",
-            (F.col("owners") * 1e-9).alias("score"),
-            F.lit("one of the most collected records on discorecs").alias("reason"),
+    fallback_releases = np.array([r.release_id for r in fallback], dtype=np.int64)
+    fallback_owners = np.array([r.owners for r in fallback], dtype=np.int64)
+
+    taste = (
+        _top_per_user(styles, "style", "share", TOP_STYLES)
+        .select("user_id", F.concat(F.lit("s:"), "style").alias("group"), "share")
+        .unionByName(
+            _top_per_user(scores, "genre", "share", TOP_GENRES).select(
+                "user_id", F.concat(F.lit("g:"), "genre").alias("group"), "share"
+            )
+        )
+        .groupBy("user_id")
+        .agg(F.collect_list(F.struct("group", "share")).alias("taste"))
+    )
+    holdings = (
+        collections.select("user_id", "release_id", F.lit(True).alias("owned"))
+        .unionByName(wantlists.select("user_id", "release_id", F.lit(False).alias("owned")))
+        .groupBy("user_id")
+        .agg(
+            F.collect_list("release_id").alias("held"),
+            F.collect_list(F.when(F.col("owned"), F.col("release_id"))).alias("owned"),
         )
     )
-    ranked = candidates.unionByName(fallback).withColumn(
-        "rank",
-        F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("score"), "release_id")),
+    friend = friends.filter("rank = 1").select("user_id", "friend_id")
+    users = (
+        holdings.join(taste, "user_id", "left")
+        .join(friend, "user_id", "left")
+        .join(
+            holdings.select(F.col("user_id").alias("friend_id"), F.col("owned").alias("theirs")),
+            "friend_id",
+            "left",
+        )
+        .select("user_id", "held", "owned", "taste", "theirs")
     )
-    return ranked.filter(F.col("rank") <= kept).select(
-        "user_id", "rank", "release_id", "score", "reason"
+    group_names = pa.array(popular.names)
+    source_names = pa.array([name[2:] for name in popular.names], pa.string())
+
+    def pick(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            taste_offsets, taste_values = _flat(batch.column("taste"))
+            groups = pc.index_in(taste_values.field("group"), value_set=group_names)
+            chosen = _flat(batch.column("held"))
+            theirs = _flat(batch.column("theirs"))
+            found = picks.pick_releases(
+                batch.num_rows,
+                taste_offsets,
+                groups.fill_null(-1).to_numpy(),
+                taste_values.field("share").to_numpy(zero_copy_only=False),
+                chosen[0],
+                chosen[1].to_numpy(zero_copy_only=False),
+                theirs[0],
+                theirs[1].to_numpy(zero_copy_only=False),
+                pc.list_value_length(batch.column("owned")).fill_null(0).to_numpy() > 0,
+                popular,
+                fallback_releases,
+                fallback_owners,
+                kept,
+            )
+            yield pa.record_batch(
+                {
+                    "user_id": batch.column("user_id").take(pa.array(found.user)),
+                    "rank": pa.array(found.rank, pa.int32()),
+                    "release_id": pa.array(found.release, pa.int64()),
+                    "score": pa.array(found.score, pa.float64()),
+                    "source": source_names.take(
+                        pa.array(found.source, mask=found.source == picks.NO_SOURCE)
+                    ),
+                    "friend_owns": pa.array(found.friend_owns, pa.bool_()),
+                }
+            )
+
+    ranked = users.mapInArrow(
+        pick,
+        "user_id long, rank int, release_id long, score double, source string, friend_owns boolean",
     )
+    reason = (
+        F.when(F.col("source").isNull(), F.lit("one of the most collected records on discorecs"))
+        .when(
+            F.col("friend_owns"),
+            F.format_string("owned by your closest taste match and popular in %s", "source"),
+        )
+        .otherwise(F.format_string("popular among %s collectors like you", "source"))
+    )
+    return ranked.select("user_id", "rank", "release_id", "score", reason.alias("reason"))
+
+
+def _flat(lists: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(offsets, values) of a list column, a null list read as an empty one."""
+    lengths = pc.list_value_length(lists).fill_null(0).to_numpy()
+    return np.concatenate([[0], np.cumsum(lengths)]), pc.list_flatten(lists)
