@@ -97,26 +97,22 @@ def seed(settings) -> None:
         upsert_rows(
             c,
             tables.USER_GENRE_PROFILES,
-            (
-                "user_id",
-                "run_id",
-                "collection_size",
-                "scores",
-                "shares",
-                "ranks",
-                "percentiles",
-                "top_styles",
-            ),
+            tables.PROFILE_COLUMNS,
             [
                 (
                     u,
                     RUN,
-                    40,
-                    {g: 8.0 for g in genres},
-                    {g: 0.2 for g in genres},
-                    {g: u for g in genres},
-                    {g: 50.0 for g in genres},
-                    ["House"],
+                    tables.encode_document(
+                        tables.PROFILE_FIELDS,
+                        {
+                            "collection_size": 40,
+                            "scores": {g: 8.0 for g in genres},
+                            "shares": {g: 0.2 for g in genres},
+                            "ranks": {g: u for g in genres},
+                            "percentiles": {g: 50.0 for g in genres},
+                            "top_styles": ["House"],
+                        },
+                    ),
                 )
                 for u in range(1, USERS + 1)
             ],
@@ -130,16 +126,21 @@ def seed(settings) -> None:
                 (
                     u,
                     RUN,
-                    u % USERS + 1,
-                    0.9,
-                    "you both collect Jazz, 90% taste match",
-                    ["Jazz"],
-                    [rng.randint(1, USERS) for _ in range(4)],
-                    [0.8] * 4,
-                    [rng.randint(1, RELEASES) for _ in range(10)],
-                    [0.1] * 10,
-                    ["popular among House collectors like you"] * 10,
-                    now,
+                    tables.encode_document(
+                        tables.RECOMMENDATION_FIELDS,
+                        {
+                            "friend_id": u % USERS + 1,
+                            "friend_match": 0.9,
+                            "friend_reason": "you both collect Jazz, 90% taste match",
+                            "shared_genres": ["Jazz"],
+                            "other_friend_ids": [rng.randint(1, USERS) for _ in range(4)],
+                            "other_friend_matches": [0.8] * 4,
+                            "release_ids": [rng.randint(1, RELEASES) for _ in range(10)],
+                            "release_scores": [0.1] * 10,
+                            "release_reasons": ["popular among House collectors like you"] * 10,
+                            "generated_at": now,
+                        },
+                    ),
                 )
                 for u in range(1, USERS + 1)
             ],

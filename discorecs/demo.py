@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from discorecs import tables
 from discorecs.errors import DiscorecsError
 from discorecs.progress import human_duration, say_to_stderr
 from discorecs.settings import Settings
@@ -125,10 +126,13 @@ def _user_with_recommendations(settings: Settings) -> int:
         )
         for user_id in range(1, 50):
             row = connection.session.execute(
-                "SELECT friend_id, release_ids FROM recommendations WHERE user_id = %s AND "
+                f"SELECT recommendation FROM {tables.RECOMMENDATIONS} WHERE user_id = %s AND "
                 "run_id = %s",
                 (user_id, run),
             ).one()
-            if row and row.friend_id and row.release_ids:
+            found = tables.decode_document(
+                tables.RECOMMENDATION_FIELDS, row.recommendation if row else None
+            )
+            if found["friend_id"] and found["release_ids"]:
                 return user_id
     raise RuntimeError("no user with recommendations was found after the batch")

@@ -65,6 +65,8 @@ class Settings:
     cassandra_local_dc: str | None = None
     cassandra_username: str | None = None
     cassandra_password: str | None = None
+    # Rows per unlogged batch when the nightly run loads its serving tables (1: no batches).
+    cassandra_batch_rows: int = 32
     # Only for the local node `discorecs up` starts: its inter-node port and heap.
     cassandra_storage_port: int = 7000
     cassandra_max_heap: str = "1G"
@@ -334,6 +336,7 @@ _PARSERS = {
     "cassandra_local_dc": _parse_optional_text,
     "cassandra_username": _parse_optional_text,
     "cassandra_password": _parse_optional_text,
+    "cassandra_batch_rows": lambda name, value: _parse_int(name, value, 1, 1000),
     "cassandra_storage_port": _parse_port,
     "cassandra_max_heap": _parse_memory,
     "data_root": _parse_data_root,

@@ -4,16 +4,22 @@ Code refers to tables only through these names; a test checks that each one is c
 schema file and that the schema creates nothing unnamed here.
 """
 
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
 RELEASES = "releases"
 USERS = "users"
 USERS_BY_NAME = "users_by_name"
 COLLECTIONS = "collections"
 WANTLISTS = "wantlists"
 COLLECTION_CHANGES = "collection_changes"
-USER_GENRE_PROFILES = "user_genre_profiles"
+USER_GENRE_PROFILES = "profiles_by_user"
 USER_LIVE_PROFILES = "user_live_profiles"
 GENRE_LEADERBOARDS = "genre_leaderboards"
-RECOMMENDATIONS = "recommendations"
+RECOMMENDATIONS = "recommendations_by_user"
 BATCH_RUNS = "batch_runs"
 PUBLISHED_RUNS = "published_runs"
 DEAD_LETTERS = "dead_letters"
@@ -53,10 +59,10 @@ def name_prefix(name: str) -> str:
     return name.strip().lower()[:2]
 
 
-# The columns each batch run writes, in the order the writers and fixtures give them.
-PROFILE_COLUMNS = (
-    "user_id",
-    "run_id",
+# The columns each batch run writes, in the order the writers and fixtures give them. A
+# profile and a recommendation are each one JSON document per user and run; *_FIELDS are its
+# keys (the batch builds it with these names, the site reads them).
+PROFILE_FIELDS = (
     "collection_size",
     "scores",
     "shares",
@@ -64,19 +70,8 @@ PROFILE_COLUMNS = (
     "percentiles",
     "top_styles",
 )
-LEADERBOARD_COLUMNS = (
-    "genre",
-    "run_id",
-    "bucket",
-    "rank",
-    "user_id",
-    "user_name",
-    "score",
-    "percentile",
-)
-RECOMMENDATION_COLUMNS = (
-    "user_id",
-    "run_id",
+PROFILE_COLUMNS = ("user_id", "run_id", "profile")
+RECOMMENDATION_FIELDS = (
     "friend_id",
     "friend_match",
     "friend_reason",
@@ -87,6 +82,40 @@ RECOMMENDATION_COLUMNS = (
     "release_scores",
     "release_reasons",
     "generated_at",
+)
+RECOMMENDATION_COLUMNS = ("user_id", "run_id", "recommendation")
+
+
+def encode_document(fields: tuple[str, ...], values: dict[str, Any]) -> str:
+    """A serving document as the batch writes it (JSON; datetimes as ISO 8601 in UTC). For
+    code outside Spark (fixtures, benchmarks); the batch builds the same with ``to_json``."""
+    if set(values) != set(fields):
+        raise ValueError(f"a document has exactly the fields {fields}, got {sorted(values)}")
+
+    def encode(value: Any) -> str:
+        if isinstance(value, datetime):
+            moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+            return moment.astimezone(UTC).isoformat()
+        raise TypeError(f"cannot store {value!r} in a serving document")
+
+    return json.dumps(values, default=encode)
+
+
+def decode_document(fields: tuple[str, ...], text: str | None) -> dict[str, Any]:
+    """A serving document's fields (a field it lacks reads as None)."""
+    values = json.loads(text) if text else {}
+    return {field: values.get(field) for field in fields}
+
+
+LEADERBOARD_COLUMNS = (
+    "genre",
+    "run_id",
+    "bucket",
+    "rank",
+    "user_id",
+    "user_name",
+    "score",
+    "percentile",
 )
 
 STREAM_QUERY = "discorecs-stream"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -33,7 +33,9 @@ from discorecs.tables import (
     LEADERBOARD_BUCKET_SIZE,
     LEADERBOARD_COLUMNS,
     PROFILE_COLUMNS,
+    PROFILE_FIELDS,
     RECOMMENDATION_COLUMNS,
+    RECOMMENDATION_FIELDS,
 )
 from spark_jobs import transforms as t
 
@@ -205,18 +207,32 @@ def write_snapshot(
 def write_to_cassandra(
     settings: Settings, frame: DataFrame, table: str, columns: tuple[str, ...]
 ) -> None:
-    """Upsert ``frame`` into ``table`` from the executors, one connection per partition."""
+    """Upsert ``frame`` into ``table`` from the executors, one connection per partition, in
+    unlogged batches of rows that share their replicas (:func:`discorecs.cassandra.
+    upsert_batched`)."""
 
     def write_partition(rows: Any) -> None:
-        from discorecs.cassandra import connect, upsert_rows
+        from discorecs.cassandra import connect, upsert_batched
 
-        batch = [tuple(row) for row in rows]
-        if not batch:
-            return
         with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
-            upsert_rows(connection, table, columns, batch, concurrency=64)
+            upsert_batched(
+                connection,
+                table,
+                columns,
+                (tuple(row) for row in rows),
+                batch_rows=settings.cassandra_batch_rows,
+            )
 
     frame.select(*columns).foreachPartition(write_partition)
+
+
+def _document(run_id: str, name: str, fields: tuple[str, ...]) -> list[Column]:
+    """user_id, run_id and the JSON document ``name`` made of the columns ``fields``."""
+    return [
+        F.col("user_id"),
+        F.lit(run_id).alias("run_id"),
+        F.to_json(F.struct(*fields)).alias(name),
+    ]
 
 
 def profile_rows(scores: DataFrame, ranks: DataFrame, styles: DataFrame, run_id: str) -> DataFrame:
@@ -245,7 +261,7 @@ def profile_rows(scores: DataFrame, ranks: DataFrame, styles: DataFrame, run_id:
             ),
         )
         .join(top_styles, "user_id", "left")
-        .withColumn("run_id", F.lit(run_id))
+        .select(*_document(run_id, "profile", PROFILE_FIELDS))
     )
 
 
@@ -291,7 +307,6 @@ def recommendation_rows(
         .join(picks, "user_id", "left")
         .select(
             "user_id",
-            F.lit(run_id).alias("run_id"),
             "friend_id",
             "friend_match",
             "friend_reason",
@@ -303,6 +318,7 @@ def recommendation_rows(
             F.col("p.reason").alias("release_reasons"),
             F.lit(generated_at).alias("generated_at"),
         )
+        .select(*_document(run_id, "recommendation", RECOMMENDATION_FIELDS))
     )
 
 

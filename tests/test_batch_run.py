@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from discorecs import paths
+from discorecs import paths, tables
 from discorecs.cassandra import connect
 from discorecs.spark_schemas import EVENT_LOG_SCHEMA
 from discorecs.users.population import write_population
@@ -56,13 +56,14 @@ def published_run(settings):
 def recommendations(settings, run_id):
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         rows = connection.session.execute(
-            "SELECT user_id, run_id, friend_id, release_ids FROM recommendations"
+            f"SELECT user_id, run_id, recommendation FROM {tables.RECOMMENDATIONS}"
         )
-        return {
-            row.user_id: (row.friend_id, list(row.release_ids or []))
-            for row in rows
-            if row.run_id == run_id
-        }
+        found = {}
+        for row in rows:
+            if row.run_id == run_id:
+                document = tables.decode_document(tables.RECOMMENDATION_FIELDS, row.recommendation)
+                found[row.user_id] = (document["friend_id"], list(document["release_ids"] or []))
+        return found
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,7 @@ def test_a_failed_run_leaves_the_previous_recommendations(first_run, spark, monk
     real_write = nightly.write_to_cassandra
 
     def failing_write(settings_, frame, table, columns):
-        if table == "recommendations":
+        if table == tables.RECOMMENDATIONS:
             raise RuntimeError("Cassandra went away during the serving load")
         real_write(settings_, frame, table, columns)
 

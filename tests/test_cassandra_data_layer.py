@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from discorecs import tables
-from discorecs.cassandra import CassandraError, connect, upsert_rows
+from discorecs.cassandra import CassandraError, connect, upsert_batched, upsert_rows
 from discorecs.settings import load_settings
 
 pytestmark = pytest.mark.services
@@ -51,6 +51,25 @@ def test_collections_upsert_many_rows_with_bounded_concurrency(services):
             "SELECT COUNT(*) FROM collections WHERE user_id = 77"
         ).one()[0]
     assert count == 2000
+
+
+def test_batched_upsert_writes_every_row_once_whatever_the_batch_size(services):
+    added = datetime(2026, 11, 25, tzinfo=UTC)
+    # 3 users x 50 releases: batches mix partitions (one node owns them all) and end unevenly.
+    rows = [(user, release, added) for user in (81, 82, 83) for release in range(1, 51)]
+    columns = ("user_id", "release_id", "added_at")
+    with connect(services, keyspace=services.cassandra_keyspace) as connection:
+        assert upsert_batched(connection, tables.COLLECTIONS, columns, rows, batch_rows=7) == 150
+        assert upsert_batched(connection, tables.COLLECTIONS, columns, rows, batch_rows=1) == 150
+        found = sorted(
+            (row.user_id, row.release_id)
+            for row in connection.session.execute(
+                "SELECT user_id, release_id FROM collections WHERE user_id IN (81, 82, 83)"
+            )
+        )
+        assert found == [(user, release) for user, release, _ in rows]
+        with pytest.raises(CassandraError, match=r"a row for collections cannot be written"):
+            upsert_batched(connection, tables.COLLECTIONS, columns, [(84, "one", added)])
 
 
 def test_bad_row_names_the_table(services):

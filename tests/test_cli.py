@@ -20,7 +20,7 @@ def test_schema_prints_the_keyspace_with_configured_replication(monkeypatch, cap
         "CREATE KEYSPACE IF NOT EXISTS prod WITH replication = "
         "{'class': 'NetworkTopologyStrategy', 'dc1': 3};"
     )
-    assert "CREATE TABLE IF NOT EXISTS prod.recommendations (" in "\n".join(out)
+    assert "CREATE TABLE IF NOT EXISTS prod.recommendations_by_user (" in "\n".join(out)
 
 
 @pytest.mark.services

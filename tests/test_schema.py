@@ -86,12 +86,4 @@ def test_schema_applies_twice_against_real_cassandra(services):
                 (services.cassandra_keyspace, tables.RECOMMENDATIONS),
             )
         }
-    assert {
-        "user_id",
-        "run_id",
-        "friend_id",
-        "friend_reason",
-        "release_ids",
-        "release_reasons",
-        "generated_at",
-    } <= columns
+    assert columns == set(tables.RECOMMENDATION_COLUMNS)

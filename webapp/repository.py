@@ -12,7 +12,8 @@ import random
 import threading
 import time
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from cassandra import DriverException, OperationTimedOut, ReadTimeout, Unavailable
@@ -63,9 +64,10 @@ STATEMENTS = {
     "by_name": f"SELECT user_id, name FROM {tables.USERS_BY_NAME} WHERE name_prefix = ? "
     "AND name_lower >= ? AND name_lower < ? LIMIT ?",
     "published": f"SELECT run_id FROM {tables.PUBLISHED_RUNS} WHERE scope = ?",
-    "profile": f"SELECT run_id, collection_size, scores, shares, ranks, percentiles, top_styles "
-    f"FROM {tables.USER_GENRE_PROFILES} WHERE user_id = ? AND run_id = ?",
-    "recommendations": f"SELECT * FROM {tables.RECOMMENDATIONS} WHERE user_id = ? AND run_id = ?",
+    "profile": f"SELECT run_id, profile FROM {tables.USER_GENRE_PROFILES} "
+    "WHERE user_id = ? AND run_id = ?",
+    "recommendations": f"SELECT run_id, recommendation FROM {tables.RECOMMENDATIONS} "
+    "WHERE user_id = ? AND run_id = ?",
     "releases": f"SELECT release_id, title, artists, year, genres, styles, country, formats "
     f"FROM {tables.RELEASES} WHERE release_id IN ?",
     "collection_size": f"SELECT COUNT(*) FROM {tables.COLLECTIONS} WHERE user_id = ?",
@@ -81,6 +83,14 @@ STATEMENTS = {
     "stream": f"SELECT batch_id, processed_at, input_rows, dead_lettered, duration_ms, lag "
     f"FROM {tables.STREAM_PROGRESS} WHERE query_name = ? LIMIT ?",
 }
+
+
+def _timestamp(text: str | None) -> datetime | None:
+    """A document's ISO 8601 time as the driver gives timestamps: naive, in UTC."""
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 class ServingUnavailable(DiscorecsError):
@@ -202,7 +212,10 @@ class CassandraRepository:
         rows = self._run("profile", [user_id, run_id])
         if not rows:
             return None
-        row = rows[0]
+        row = SimpleNamespace(
+            run_id=rows[0].run_id,
+            **tables.decode_document(tables.PROFILE_FIELDS, rows[0].profile),
+        )
         scores, shares = dict(row.scores or {}), dict(row.shares or {})
         ranks, percentiles = dict(row.ranks or {}), dict(row.percentiles or {})
         standings = sorted(
@@ -225,7 +238,10 @@ class CassandraRepository:
         rows = self._run("recommendations", [user_id, run_id])
         if not rows:
             return None
-        row = rows[0]
+        row = SimpleNamespace(
+            run_id=rows[0].run_id,
+            **tables.decode_document(tables.RECOMMENDATION_FIELDS, rows[0].recommendation),
+        )
         friend_ids = ([row.friend_id] if row.friend_id else []) + list(row.other_friend_ids or [])
         friends = self.users(friend_ids)
         release_ids = list(row.release_ids or [])
@@ -261,7 +277,7 @@ class CassandraRepository:
                 release_ids, row.release_scores or [], row.release_reasons or [], strict=False
             )
         ]
-        return Recommendations(row.run_id, row.generated_at, best, others, picks)
+        return Recommendations(row.run_id, _timestamp(row.generated_at), best, others, picks)
 
     def live_collection_size(self, user_id: int) -> int:
         return int(self._run("collection_size", [user_id])[0][0])

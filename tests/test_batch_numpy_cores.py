@@ -1,0 +1,157 @@
+"""The numpy cores of the batch (release picks, taste neighbours) on tiny arrays, exact."""
+
+import numpy as np
+import pytest
+
+from spark_jobs import neighbours, picks
+
+
+def lists(*rows):
+    """(offsets, values) of a list column, as Arrow stores it."""
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    values = [v for r in rows for v in r]
+    return offsets, values
+
+
+POPULAR = picks.PopularLists.build(
+    [
+        ("g:Jazz", 10, 0.5),
+        ("g:Jazz", 11, 0.3),
+        ("g:Jazz", 12, 0.2),
+        ("s:Hard Bop", 11, 0.6),
+        ("s:Hard Bop", 13, 0.4),
+        ("s:Punk", 20, 1.0),
+    ],
+    depth=3,
+)
+JAZZ, HARD_BOP, PUNK = (POPULAR.names.index(n) for n in ("g:Jazz", "s:Hard Bop", "s:Punk"))
+
+
+def pick(taste, held, friend, wants=None, kept=10):
+    taste_offsets, entries = lists(*taste)
+    held_offsets, held_values = lists(*held)
+    friend_offsets, friend_values = lists(*friend)
+    return picks.pick_releases(
+        len(taste),
+        taste_offsets,
+        np.array([g for g, _ in entries], dtype=np.int64),
+        np.array([s for _, s in entries], dtype=np.float64),
+        held_offsets,
+        np.array(held_values, dtype=np.int64),
+        friend_offsets,
+        np.array(friend_values, dtype=np.int64),
+        np.ones(len(taste), dtype=bool) if wants is None else np.array(wants),
+        POPULAR,
+        np.array([20, 10, 30], dtype=np.int64),
+        np.array([9, 7, 5], dtype=np.int64),
+        kept,
+    )
+
+
+def rows(found):
+    return list(
+        zip(
+            found.user.tolist(),
+            found.rank.tolist(),
+            found.release.tolist(),
+            found.score.tolist(),
+            found.source.tolist(),
+            found.friend_owns.tolist(),
+            strict=True,
+        )
+    )
+
+
+def test_picks_sum_taste_over_groups_skip_held_and_boost_the_friends():
+    # User 0: 80 % Jazz, 20 % Hard Bop; owns 10, wants 12; the friend owns 13.
+    found = pick([[(JAZZ, 0.8), (HARD_BOP, 0.2)]], [[10, 12]], [[13]])
+    assert rows(found) == [
+        # 11: 0.8 x 0.3 (Jazz) + 0.2 x 0.6 (Hard Bop) = 0.36, mostly from Jazz
+        (0, 1, 11, 0.36, JAZZ, False),
+        # 13: 0.2 x 0.4 = 0.08, x 1.5 because the friend owns it
+        (0, 2, 13, 0.12, HARD_BOP, True),
+    ]
+
+
+def test_ties_go_to_the_lower_release_and_lists_stop_at_kept():
+    tied = picks.PopularLists.build([("s:Punk", 21, 0.5), ("s:Punk", 20, 0.5)], depth=2)
+    found = picks.pick_releases(
+        1,
+        np.array([0, 1]),
+        np.array([0]),
+        np.array([1.0]),
+        np.array([0, 0]),
+        np.zeros(0, dtype=np.int64),
+        np.array([0, 0]),
+        np.zeros(0, dtype=np.int64),
+        np.array([True]),
+        tied,
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0, dtype=np.int64),
+        1,
+    )
+    assert rows(found) == [(0, 1, 20, 0.5, 0, False)]
+
+
+def test_a_user_with_nothing_left_gets_the_fallback_a_user_without_records_nothing():
+    # User 0's only group (Punk) offers 20, which they own; user 1 owns nothing.
+    found = pick([[(PUNK, 1.0)], []], [[20], []], [[], []], wants=[True, False])
+    assert rows(found) == [
+        (0, 1, 10, pytest.approx(7e-9), picks.NO_SOURCE, False),
+        (0, 2, 30, pytest.approx(5e-9), picks.NO_SOURCE, False),
+    ]
+
+
+def test_unknown_groups_are_ignored():
+    found = pick([[(-1, 0.5), (PUNK, 0.5)]], [[]], [[]])
+    assert rows(found) == [(0, 1, 20, 0.5, PUNK, False)]
+
+
+def unit(*weights):
+    vector = np.array(weights, dtype=np.float64)
+    return vector / np.linalg.norm(vector)
+
+
+def test_window_similarities_compare_each_own_row_with_the_next_ones():
+    vectors = np.array([unit(1, 0), unit(1, 1), unit(0, 1), unit(1, 0)])
+    i, j, similarity = neighbours.window_similarities(vectors, window=2, first_rows=2)
+    assert list(zip(i.tolist(), j.tolist(), similarity.tolist(), strict=True)) == [
+        (0, 1, round(1 / np.sqrt(2), 9)),
+        (0, 2, 0.0),
+        (1, 2, round(1 / np.sqrt(2), 9)),
+        (1, 3, round(1 / np.sqrt(2), 9)),
+    ]
+
+
+def test_chunk_neighbours_keep_each_users_best_in_both_directions():
+    # Users 5, 6, 7 in block order; user 7 is the next chunk's head (compared, not comparing).
+    offsets, features = lists([0], [0, 1], [1])
+    weights = np.concatenate([unit(1), unit(1, 1), unit(1)])
+    user, friend, similarity = neighbours.chunk_neighbours(
+        np.array([5, 6, 7]),
+        offsets,
+        np.array(features),
+        weights,
+        dims=2,
+        own_rows=2,
+        window=2,
+        kept=1,
+    )
+    half = round(1 / np.sqrt(2), 9)
+    assert list(zip(user.tolist(), friend.tolist(), similarity.tolist(), strict=True)) == [
+        (5, 6, half),
+        (6, 5, half),  # ties with 7: the lower id first
+        (7, 6, half),
+    ]
+
+
+def test_best_per_user_counts_a_pair_once():
+    user = np.array([1, 1, 1, 2])
+    friend = np.array([3, 3, 4, 1])
+    similarity = np.array([0.9, 0.9, 0.5, 0.7])
+    best = neighbours.best_per_user(user, friend, similarity, kept=2)
+    assert sorted(zip(user[best].tolist(), friend[best].tolist(), strict=True)) == [
+        (1, 3),
+        (1, 4),
+        (2, 1),
+    ]
