@@ -413,36 +413,51 @@ def _run_steps(
         say(f"batch {report.run_id}: {name} done in {report.step_seconds[name]:.1f} s")
         return result
 
-    inputs = step("read", lambda: read_inputs(spark, settings))
-    events = materialize(inputs.events)
-    counts["events_read"] = events.count()
-    counts["duplicate_events"] = (
-        counts["events_read"] - events.select("event_id").distinct().count()
-    )
-    collections = materialize(t.current_collections(inputs.collections, events))
-    wantlists = materialize(t.current_wantlists(inputs.wantlists, events))
-    watermark = events.agg(F.max("ingested_at")).first()[0] or inputs.watermark
+    def read() -> tuple[Inputs, DataFrame]:
+        inputs = read_inputs(spark, settings)
+        events = materialize(inputs.events)
+        counts["events_read"] = events.count()
+        counts["duplicate_events"] = (
+            counts["events_read"] - events.select("event_id").distinct().count()
+        )
+        return inputs, events
 
-    def state() -> None:
+    inputs, events = step("read", read)
+
+    def state() -> tuple[DataFrame, DataFrame, DataFrame]:
+        if counts["events_read"]:
+            collections = materialize(t.current_collections(inputs.collections, events))
+            wantlists = materialize(t.current_wantlists(inputs.wantlists, events))
+        else:  # nothing to apply: the state is the snapshot (no shuffle of every record)
+            collections, wantlists = inputs.collections, inputs.wantlists
+        watermark = events.agg(F.max("ingested_at")).first()[0] or inputs.watermark
         write_snapshot(spark, settings, report.run_id, collections, wantlists, watermark)
+        # Read back what was written: the rest of the run scans the compact snapshot files.
+        base = paths.join(paths.snapshots(settings.data_root), report.run_id)
+        collections = spark.read.parquet(paths.join(base, "collections"))
+        wantlists = spark.read.parquet(paths.join(base, "wantlists"))
         counts["collection_items"] = collections.count()
         counts["wantlist_items"] = wantlists.count()
+        releases = materialize(inputs.releases)
+        known = releases.select("release_id")
+        counts["missing_releases"] = collections.join(known, "release_id", "left_anti").count()
+        counts["releases_without_genre"] = releases.filter(F.size(t.known_genres()) == 0).count()
+        counts["users_with_empty_collection"] = inputs.users.join(
+            collections.select("user_id").distinct(), "user_id", "left_anti"
+        ).count()
+        return collections, wantlists, releases
 
-    step("state", state)
-    releases = materialize(inputs.releases)
-    known = releases.select("release_id")
-    counts["missing_releases"] = collections.join(known, "release_id", "left_anti").count()
-    counts["releases_without_genre"] = releases.filter(F.size(t.known_genres()) == 0).count()
-    counts["users_with_empty_collection"] = inputs.users.join(
-        collections.select("user_id").distinct(), "user_id", "left_anti"
-    ).count()
-
+    collections, wantlists, releases = step("state", state)
     scores = step("scores", lambda: materialize(t.genre_scores(collections, releases)))
     counts["users_scored"] = scores.select("user_id").distinct().count()
     ranks = step("rankings", lambda: materialize(t.rank_users(scores)))
     counts["ranked_entries"] = ranks.count()
-    styles = materialize(t.style_shares(collections, releases))
-    vectors = materialize(t.taste_vectors(scores, styles))
+
+    def taste() -> tuple[DataFrame, DataFrame]:
+        styles = materialize(t.style_shares(collections, releases))
+        return styles, materialize(t.taste_vectors(scores, styles))
+
+    styles, vectors = step("taste vectors", taste)
     friends = step(
         "friends",
         lambda: materialize(t.best_friends(t.candidate_friends(scores, styles, vectors), vectors)),

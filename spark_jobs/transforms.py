@@ -36,6 +36,7 @@ TOP_GENRES = 2
 POPULAR_PER_GROUP = 40
 RELEASES_KEPT = 10
 FALLBACK_CANDIDATES = 200
+EVERYTHING = "*"  # the group of every release (the fallback's candidates)
 
 
 # -- current state -------------------------------------------------------------------------------
@@ -378,18 +379,29 @@ def popularity(
     """``group`` ("genre" or "style"), release_id, popularity: the release's share of its
     group's ownership, for the ``per_group`` most owned releases of each group."""
     column = known_genres() if group == "genre" else F.coalesce(F.col("styles"), F.array())
+    return _most_owned(collections, releases, column, F.lit(per_group)).select(
+        F.col("group").alias(group), "release_id", "popularity"
+    )
+
+
+def _most_owned(
+    collections: DataFrame, releases: DataFrame, groups: Column, limit: Column
+) -> DataFrame:
+    """group, release_id, owners, popularity: the ``limit`` most owned releases of each group
+    a release is in (``groups``, an array column over ``releases``); popularity is the share
+    of the group's ownership. One scan of the collections for every group."""
     counts = collections.groupBy("release_id").agg(F.count("*").alias("owners"))
     exploded = counts.join(
-        releases.select("release_id", column.alias("groups")), "release_id"
-    ).select("release_id", "owners", F.explode("groups").alias(group))
-    ranked = exploded.withColumn(
-        "r", F.row_number().over(Window.partitionBy(group).orderBy(F.desc("owners"), "release_id"))
-    )
-    total = F.sum("owners").over(Window.partitionBy(group))
+        releases.select("release_id", groups.alias("groups")), "release_id"
+    ).select("release_id", "owners", F.explode("groups").alias("group"))
+    order = Window.partitionBy("group").orderBy(F.desc("owners"), "release_id")
+    ranked = exploded.withColumn("r", F.row_number().over(order))
+    total = F.sum("owners").over(Window.partitionBy("group"))
     return (
         ranked.withColumn("popularity", F.col("owners") / total)
-        .filter(F.col("r") <= per_group)
-        .select(group, "release_id", "popularity")
+        .withColumn("limit", limit)
+        .filter(F.col("r") <= F.col("limit"))
+        .select("group", "release_id", "owners", "popularity")
     )
 
 
@@ -417,23 +429,27 @@ def recommend_releases(
     :func:`spark_jobs.picks.pick_releases`, run on Arrow batches of users; Spark gathers each
     user's holdings, taste lists and friend's collection into one row first.
     """
-    style_groups = popularity(collections, releases, "style").collect()
-    genre_groups = popularity(collections, releases, "genre").collect()
-    # Styles and genres share one group index; a style named like a genre stays distinct.
+    # Styles and genres share one group index ("s:"/"g:" keep a style named like a genre
+    # apart); "*" holds every catalog release, for the fallback.
+    every_group = F.concat(
+        F.transform(known_genres(), lambda g: F.concat(F.lit("g:"), g)),
+        F.transform(F.coalesce(F.col("styles"), F.array()), lambda s: F.concat(F.lit("s:"), s)),
+        F.array(F.lit(EVERYTHING)),
+    )
+    limit = F.when(F.col("group") == EVERYTHING, FALLBACK_CANDIDATES).otherwise(POPULAR_PER_GROUP)
+    most_owned = _most_owned(collections, releases, every_group, limit).collect()
     popular = picks.PopularLists.build(
-        [("s:" + r.style, r.release_id, r.popularity) for r in style_groups]
-        + [("g:" + r.genre, r.release_id, r.popularity) for r in genre_groups],
+        sorted(
+            ((r.group, r.release_id, r.popularity) for r in most_owned if r.group != EVERYTHING),
+            key=lambda entry: (entry[0], -entry[2], entry[1]),
+        ),
         POPULAR_PER_GROUP,
     )
-    fallback = (
-        collections.groupBy("release_id")
-        .agg(F.count("*").alias("owners"))
-        .orderBy(F.desc("owners"), "release_id")
-        .limit(FALLBACK_CANDIDATES)
-        .collect()
+    fallback = sorted(
+        ((-r.owners, r.release_id) for r in most_owned if r.group == EVERYTHING),
     )
-    fallback_releases = np.array([r.release_id for r in fallback], dtype=np.int64)
-    fallback_owners = np.array([r.owners for r in fallback], dtype=np.int64)
+    fallback_releases = np.array([release for _, release in fallback], dtype=np.int64)
+    fallback_owners = np.array([-owners for owners, _ in fallback], dtype=np.int64)
 
     taste = (
         _top_per_user(styles, "style", "share", TOP_STYLES)
