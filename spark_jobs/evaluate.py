@@ -178,11 +178,10 @@ def evaluate(
     )
     say(f"evaluate: {evaluated_users:,} users with {hidden.count():,} hidden records")
 
-    scores = materialize(t.genre_scores(train, releases))
-    styles = materialize(t.style_shares(train, releases))
-    vectors = materialize(t.taste_vectors(scores, styles))
-    friends = materialize(t.best_friends(t.candidate_friends(scores, styles, vectors), vectors))
-    ours = materialize(t.recommend_releases(train, wantlists, releases, scores, styles, friends))
+    tastes = materialize(t.user_tastes(train, wantlists, releases))
+    scores = t.genre_scores(tastes)
+    friends = materialize(t.best_friends(t.candidate_friends(tastes), tastes))
+    ours = materialize(t.recommend_releases(train, releases, tastes, friends))
 
     def only_evaluated(frame: DataFrame) -> DataFrame:
         return frame.join(evaluated, "user_id")

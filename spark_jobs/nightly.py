@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -43,6 +43,9 @@ SCOPE = "nightly"
 # Not "_manifest.json": Spark's file sources skip names starting with "_" or ".".
 SNAPSHOT_MANIFEST = "manifest.json"
 LEADERBOARD_DEPTH = 10_000
+# Holdings (collection and wantlist rows) per partition of the per-user taste pass: each
+# partition's rows are in one Python worker's memory at once (~100 bytes a row at peak).
+HOLDINGS_PER_PARTITION = 2_000_000
 
 
 @dataclass
@@ -235,32 +238,24 @@ def _document(run_id: str, name: str, fields: tuple[str, ...]) -> list[Column]:
     ]
 
 
-def profile_rows(scores: DataFrame, ranks: DataFrame, styles: DataFrame, run_id: str) -> DataFrame:
-    ranked = scores.join(
-        ranks.select("genre", "user_id", "rank", "percentile"), ["genre", "user_id"]
-    )
-    top_styles = (
-        styles.withColumn(
-            "r",
-            F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("share"), "style")),
-        )
-        .filter("r <= 3")
-        .groupBy("user_id")
-        .agg(F.sort_array(F.collect_list(F.struct(F.col("r"), "style"))).alias("s"))
-        .select("user_id", F.col("s.style").alias("top_styles"))
+def profile_rows(tastes: DataFrame, ranks: DataFrame, run_id: str) -> DataFrame:
+    """user_id, run_id, profile (JSON, :data:`PROFILE_FIELDS`) for every user with a score."""
+    standings = ranks.groupBy("user_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("genre", "rank"))).alias("ranks"),
+        F.map_from_entries(F.collect_list(F.struct("genre", "percentile"))).alias("percentiles"),
     )
     return (
-        ranked.groupBy("user_id")
-        .agg(
-            F.first("collection_size").alias("collection_size"),
-            F.map_from_entries(F.collect_list(F.struct("genre", "score"))).alias("scores"),
-            F.map_from_entries(F.collect_list(F.struct("genre", "share"))).alias("shares"),
-            F.map_from_entries(F.collect_list(F.struct("genre", "rank"))).alias("ranks"),
-            F.map_from_entries(F.collect_list(F.struct("genre", "percentile"))).alias(
-                "percentiles"
-            ),
+        tastes.filter(F.size("genres") > 0)
+        .join(standings, "user_id")
+        .select(
+            "user_id",
+            "collection_size",
+            F.map_from_arrays("genres", "genre_scores").alias("scores"),
+            F.map_from_arrays("genres", "genre_shares").alias("shares"),
+            "ranks",
+            "percentiles",
+            F.slice("styles", 1, 3).alias("top_styles"),
         )
-        .join(top_styles, "user_id", "left")
         .select(*_document(run_id, "profile", PROFILE_FIELDS))
     )
 
@@ -448,26 +443,25 @@ def _run_steps(
         return collections, wantlists, releases
 
     collections, wantlists, releases = step("state", state)
-    scores = step("scores", lambda: materialize(t.genre_scores(collections, releases)))
-    counts["users_scored"] = scores.select("user_id").distinct().count()
-    ranks = step("rankings", lambda: materialize(t.rank_users(scores)))
+    partitions = max(
+        settings.spark_shuffle_partitions,
+        (counts["collection_items"] + counts["wantlist_items"]) // HOLDINGS_PER_PARTITION,
+    )
+    tastes = step(
+        "tastes",
+        lambda: materialize(t.user_tastes(collections, wantlists, releases, partitions)),
+    )
+    counts["users_scored"] = tastes.filter(F.size("genres") > 0).count()
+    ranks = step("rankings", lambda: materialize(t.rank_users(t.genre_scores(tastes))))
     counts["ranked_entries"] = ranks.count()
-
-    def taste() -> tuple[DataFrame, DataFrame]:
-        styles = materialize(t.style_shares(collections, releases))
-        return styles, materialize(t.taste_vectors(scores, styles))
-
-    styles, vectors = step("taste vectors", taste)
     friends = step(
         "friends",
-        lambda: materialize(t.best_friends(t.candidate_friends(scores, styles, vectors), vectors)),
+        lambda: materialize(t.best_friends(t.candidate_friends(tastes), tastes)),
     )
     counts["users_with_friend"] = friends.filter("rank = 1").count()
     picks = step(
         "releases",
-        lambda: materialize(
-            t.recommend_releases(collections, wantlists, releases, scores, styles, friends)
-        ),
+        lambda: materialize(t.recommend_releases(collections, releases, tastes, friends)),
     )
     counts["users_with_release"] = picks.filter("rank = 1").count()
     counts["distinct_top_releases"] = (
@@ -478,7 +472,7 @@ def _run_steps(
         def serve() -> None:
             write_to_cassandra(
                 settings,
-                profile_rows(scores, ranks, styles, report.run_id),
+                profile_rows(tastes, ranks, report.run_id),
                 tables.USER_GENRE_PROFILES,
                 PROFILE_COLUMNS,
             )
@@ -496,7 +490,7 @@ def _run_steps(
             )
 
         step("serving load", serve)
-    report.results = {"scores": scores, "ranks": ranks, "friends": friends, "releases": picks}
+    report.results = {"tastes": tastes, "ranks": ranks, "friends": friends, "releases": picks}
 
 
 def main(argv: list[str] | None = None) -> int:

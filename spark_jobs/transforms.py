@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from discorecs.events import EventKind
 from discorecs.genres import GENRES
 from spark_jobs import neighbours, picks
-from spark_jobs.picks import RANKING_DIGITS
+from spark_jobs import tastes as taste_pass
 
 FRIEND_WINDOW = 8  # neighbours compared on each side in every block (sorted neighbourhood)
 FRIENDS_KEPT = 5
@@ -109,24 +109,73 @@ def known_genres(column: str = "genres") -> Column:
     return F.filter(F.coalesce(F.col(column), F.array()), lambda g: F.array_contains(known, g))
 
 
-def genre_scores(collections: DataFrame, releases: DataFrame) -> DataFrame:
-    """user_id, genre, score, share, collection_size (see the module docstring)."""
-    sizes = collections.groupBy("user_id").agg(F.count("*").cast("int").alias("collection_size"))
-    owned = collections.join(
-        releases.select("release_id", known_genres().alias("genres")), "release_id"
+TASTE_SCHEMA = (
+    "user_id long, collection_size int, genres array<string>, genre_scores array<double>, "
+    "genre_shares array<double>, styles array<string>, style_shares array<double>, "
+    "features array<int>, weights array<double>, signature double, owned array<long>, "
+    "held array<long>"
+)
+
+
+def user_tastes(
+    collections: DataFrame,
+    wantlists: DataFrame,
+    releases: DataFrame,
+    partitions: int | None = None,
+) -> DataFrame:
+    """One row per user with a collection or a wantlist (:data:`TASTE_SCHEMA`): collection
+    size, genres with score and share, styles with share (both by share, descending), the
+    unit taste vector, its signature, and the owned and held (owned or wanted) releases.
+
+    Spark partitions the holdings by user; numpy computes every user of a partition in one
+    pass (:func:`spark_jobs.tastes.user_tastes`) against the catalog's genres and styles,
+    broadcast as arrays. ``partitions``: how many (default: the shuffle partitions); each
+    holds its users' holdings in memory at once.
+    """
+    spark = collections.sparkSession
+    catalog = taste_pass.CatalogIndex.from_arrow(
+        releases.select(
+            "release_id",
+            known_genres().alias("genres"),
+            F.coalesce(F.col("styles"), F.array()).alias("styles"),
+        ).toArrow()
     )
-    weighted = (
-        owned.filter(F.size("genres") > 0)
-        .select(
-            "user_id",
-            F.explode("genres").alias("genre"),
-            (F.lit(1.0) / F.size("genres")).alias("weight"),
+    shared = spark.sparkContext.broadcast(catalog)
+    holdings = collections.select("user_id", "release_id", F.lit(True).alias("owned")).unionByName(
+        wantlists.select("user_id", "release_id", F.lit(False).alias("owned"))
+    )
+    partitions = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+
+    def taste(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        batches = list(batches)
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        if table.num_rows == 0:
+            return
+        found = taste_pass.user_tastes(
+            table.column("user_id").to_numpy(),
+            table.column("release_id").to_numpy(),
+            table.column("owned").to_numpy(zero_copy_only=False),
+            shared.value,
         )
-        .groupBy("user_id", "genre")
-        .agg(F.round(F.sum("weight"), RANKING_DIGITS).alias("score"))
+        for start in range(0, found.num_rows, 10_000):
+            yield found.slice(start, 10_000)
+
+    return holdings.repartition(partitions, "user_id").mapInArrow(taste, TASTE_SCHEMA)
+
+
+def genre_scores(tastes: DataFrame) -> DataFrame:
+    """user_id, genre, score, share, collection_size: a row per genre a user has records in
+    (see the module docstring for the formula)."""
+    entry = F.explode(F.arrays_zip("genres", "genre_scores", "genre_shares")).alias("g")
+    return tastes.select("user_id", "collection_size", entry).select(
+        "user_id",
+        F.col("g.genres").alias("genre"),
+        F.col("g.genre_scores").alias("score"),
+        F.col("g.genre_shares").alias("share"),
+        "collection_size",
     )
-    total = F.sum("score").over(Window.partitionBy("user_id"))
-    return weighted.withColumn("share", F.col("score") / total).join(sizes, "user_id")
 
 
 def rank_users(scores: DataFrame) -> DataFrame:
@@ -144,88 +193,28 @@ def rank_users(scores: DataFrame) -> DataFrame:
     )
 
 
-def style_shares(collections: DataFrame, releases: DataFrame) -> DataFrame:
-    """user_id, style, share: a release with n styles counts 1/n to each."""
-    owned = collections.join(releases.select("release_id", "styles"), "release_id")
-    weighted = (
-        owned.filter(F.size("styles") > 0)
-        .select(
-            "user_id",
-            F.explode("styles").alias("style"),
-            (F.lit(1.0) / F.size("styles")).alias("weight"),
-        )
-        .groupBy("user_id", "style")
-        .agg(F.sum("weight").alias("weight"))
-    )
-    return weighted.withColumn(
-        "share", F.col("weight") / F.sum("weight").over(Window.partitionBy("user_id"))
-    ).drop("weight")
-
-
 # -- friends -------------------------------------------------------------------------------------
+#
+# The taste vector (user_tastes): the user's genre shares and style shares as features
+# ("g:"/"s:"), equally weighted and scaled to unit length, so two collectors match on their
+# genres *and* their styles, and cosine similarity is a dot product.
 
 
-def taste_vectors(scores: DataFrame, styles: DataFrame) -> DataFrame:
-    """user_id, vector (map feature -> weight, unit length), genre_shares (map genre -> share).
-
-    Features are the user's genre shares and style shares (``g:``/``s:`` prefixed), equally
-    weighted, so two collectors match on their genres *and* their styles."""
-    features = scores.select(
-        "user_id", F.concat(F.lit("g:"), "genre").alias("feature"), F.col("share").alias("weight")
-    ).unionByName(
-        styles.select(
-            "user_id",
-            F.concat(F.lit("s:"), "style").alias("feature"),
-            F.col("share").alias("weight"),
-        )
-    )
-    norm = F.sqrt(F.sum(F.col("weight") * F.col("weight")).over(Window.partitionBy("user_id")))
-    vectors = (
-        features.withColumn("weight", F.col("weight") / norm)
-        .groupBy("user_id")
-        .agg(F.map_from_entries(F.collect_list(F.struct("feature", "weight"))).alias("vector"))
-    )
-    genre_maps = scores.groupBy("user_id").agg(
-        F.map_from_entries(F.collect_list(F.struct("genre", "share"))).alias("genre_shares")
-    )
-    return vectors.join(genre_maps, "user_id")
-
-
-def _blocks(scores: DataFrame, styles: DataFrame, vectors: DataFrame) -> DataFrame:
+def _blocks(tastes: DataFrame) -> DataFrame:
     """block, user_id, signature: each user is in the blocks of their top genre, their top two
     styles, and one global block; the signature (a random projection of the taste vector)
     orders each block so that similar tastes sit close together."""
-    top_genre = (
-        scores.withColumn(
-            "r",
-            F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("score"), "genre")),
-        )
-        .filter("r = 1")
-        .select("user_id", F.concat(F.lit("g:"), "genre").alias("block"))
+    named = tastes.filter(F.size("features") > 0)
+    block = F.concat(
+        F.transform(F.slice("genres", 1, 1), lambda g: F.concat(F.lit("g:"), g)),
+        F.transform(F.slice("styles", 1, 2), lambda s: F.concat(F.lit("s:"), s)),
+        F.array(F.lit("*")),
     )
-    top_styles = (
-        styles.withColumn(
-            "r",
-            F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("share"), "style")),
-        )
-        .filter("r <= 2")
-        .select("user_id", F.concat(F.lit("s:"), "style").alias("block"))
-    )
-    everyone = vectors.select("user_id", F.lit("*").alias("block"))
-    # hash(feature) mod 1000 / 1000 - 0.5: a fixed pseudo-random direction, same on every run.
-    signature = F.aggregate(
-        F.map_entries("vector"),
-        F.lit(0.0),
-        lambda acc, e: acc + e["value"] * ((F.abs(F.hash(e["key"])) % 1000) / 1000.0 - 0.5),
-    )
-    signed = vectors.select("user_id", signature.alias("signature"))
-    return top_genre.unionByName(top_styles).unionByName(everyone).join(signed, "user_id")
+    return named.select(F.explode(block).alias("block"), "user_id", "signature")
 
 
 def candidate_friends(
-    scores: DataFrame,
-    styles: DataFrame,
-    vectors: DataFrame,
+    tastes: DataFrame,
     window: int = FRIEND_WINDOW,
     kept: int = FRIENDS_KEPT,
     chunk_rows: int = FRIEND_CHUNK_ROWS,
@@ -239,14 +228,8 @@ def candidate_friends(
     of ``chunk_rows`` consecutive users of a block, each chunk with the first ``window``
     users of the next, so every pair of neighbours is compared in exactly one chunk.
     """
-    names = sorted(
-        row.feature
-        for row in vectors.select(F.explode(F.map_keys("vector")).alias("feature"))
-        .distinct()
-        .collect()
-    )
-    sparse = _sparse_vectors(vectors, names)
-    blocks = _blocks(scores, styles, vectors).withColumn(
+    dims = (tastes.select(F.max(F.array_max("features"))).first()[0] or 0) + 1
+    blocks = _blocks(tastes).withColumn(
         "pos", F.row_number().over(Window.partitionBy("block").orderBy("signature", "user_id"))
     )
     chunk = F.floor((F.col("pos") - 1) / chunk_rows)
@@ -259,15 +242,13 @@ def candidate_friends(
         F.explode(F.when(shared, F.array(chunk, chunk - 1)).otherwise(F.array(chunk))).alias(
             "chunk"
         ),
-    ).join(sparse, "user_id")
-    dims = len(names)
+    ).join(tastes.select("user_id", "features", "weights"), "user_id")
 
     def compare(key: tuple[pa.Scalar, ...], table: pa.Table) -> pa.Table:
         table = table.sort_by("pos")
         chunk_end = (key[1].as_py() + 1) * chunk_rows
         own_rows = int(pc.sum(pc.less_equal(table.column("pos"), chunk_end)).as_py() or 0)
-        features = table.column("features").combine_chunks()
-        offsets, values = _flat(features)
+        offsets, values = _flat(table.column("features").combine_chunks())
         user, friend, similarity = neighbours.chunk_neighbours(
             table.column("user_id").to_numpy(),
             offsets,
@@ -289,30 +270,7 @@ def candidate_friends(
     return candidates.groupBy("user_id", "friend_id").agg(F.max("similarity").alias("similarity"))
 
 
-def _sparse_vectors(vectors: DataFrame, names: list[str]) -> DataFrame:
-    """user_id, features (indices into ``names``), weights: the taste vectors, as numbers."""
-    vocabulary = pa.array(names, pa.string())
-
-    def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            offsets, keys = _flat(batch.column("keys"))
-            offsets = pa.array(offsets, pa.int32())
-            features = pc.index_in(keys, value_set=vocabulary).cast(pa.int32())
-            weights = pc.list_flatten(batch.column("values"))
-            yield pa.record_batch(
-                {
-                    "user_id": batch.column("user_id"),
-                    "features": pa.ListArray.from_arrays(offsets, features),
-                    "weights": pa.ListArray.from_arrays(offsets, weights),
-                }
-            )
-
-    return vectors.select(
-        "user_id", F.map_keys("vector").alias("keys"), F.map_values("vector").alias("values")
-    ).mapInArrow(convert, "user_id long, features array<int>, weights array<double>")
-
-
-def best_friends(candidates: DataFrame, vectors: DataFrame, kept: int = FRIENDS_KEPT) -> DataFrame:
+def best_friends(candidates: DataFrame, tastes: DataFrame, kept: int = FRIENDS_KEPT) -> DataFrame:
     """user_id, friend_id, similarity, rank (1 = the recommended friend), shared_genres, reason.
     Never the user themselves."""
     ranked = (
@@ -325,7 +283,9 @@ def best_friends(candidates: DataFrame, vectors: DataFrame, kept: int = FRIENDS_
         )
         .filter(F.col("rank") <= kept)
     )
-    genres = vectors.select("user_id", "genre_shares")
+    genres = tastes.select(
+        "user_id", F.map_from_arrays("genres", "genre_shares").alias("genre_shares")
+    )
     joined = ranked.join(genres.alias("me"), "user_id").join(
         genres.select(F.col("user_id").alias("friend_id"), F.col("genre_shares").alias("theirs")),
         "friend_id",
@@ -405,18 +365,10 @@ def _most_owned(
     )
 
 
-def _top_per_user(frame: DataFrame, name: str, weight: str, count: int) -> DataFrame:
-    """user_id, ``name``, ``weight``, r: each user's ``count`` heaviest rows (ties: by name)."""
-    order = Window.partitionBy("user_id").orderBy(F.desc(weight), name)
-    return frame.withColumn("r", F.row_number().over(order)).filter(F.col("r") <= count)
-
-
 def recommend_releases(
     collections: DataFrame,
-    wantlists: DataFrame,
     releases: DataFrame,
-    scores: DataFrame,
-    styles: DataFrame,
+    tastes: DataFrame,
     friends: DataFrame,
     kept: int = RELEASES_KEPT,
 ) -> DataFrame:
@@ -426,8 +378,8 @@ def recommend_releases(
     weighted by how much of the collection each takes (the taste the collection was built
     from), plus a bonus when the recommended friend owns it. Users with no candidate left
     get the most owned releases overall they do not hold. The per-user arithmetic is
-    :func:`spark_jobs.picks.pick_releases`, run on Arrow batches of users; Spark gathers each
-    user's holdings, taste lists and friend's collection into one row first.
+    :func:`spark_jobs.picks.pick_releases`, run on Arrow batches of users: each user's row
+    of ``tastes`` (:func:`user_tastes`) with their friend's collection joined to it.
     """
     # Styles and genres share one group index ("s:"/"g:" keep a style named like a genre
     # apart); "*" holds every catalog release, for the fallback.
@@ -451,32 +403,29 @@ def recommend_releases(
     fallback_releases = np.array([release for _, release in fallback], dtype=np.int64)
     fallback_owners = np.array([-owners for owners, _ in fallback], dtype=np.int64)
 
-    taste = (
-        _top_per_user(styles, "style", "share", TOP_STYLES)
-        .select("user_id", F.concat(F.lit("s:"), "style").alias("group"), "share")
-        .unionByName(
-            _top_per_user(scores, "genre", "share", TOP_GENRES).select(
-                "user_id", F.concat(F.lit("g:"), "genre").alias("group"), "share"
-            )
+    def taste_list(names: str, shares: str, count: int, prefix: str) -> Column:
+        return F.zip_with(
+            F.slice(names, 1, count),
+            F.slice(shares, 1, count),
+            lambda name, share: F.struct(
+                F.concat(F.lit(prefix), name).alias("group"), share.alias("share")
+            ),
         )
-        .groupBy("user_id")
-        .agg(F.collect_list(F.struct("group", "share")).alias("taste"))
-    )
-    holdings = (
-        collections.select("user_id", "release_id", F.lit(True).alias("owned"))
-        .unionByName(wantlists.select("user_id", "release_id", F.lit(False).alias("owned")))
-        .groupBy("user_id")
-        .agg(
-            F.collect_list("release_id").alias("held"),
-            F.collect_list(F.when(F.col("owned"), F.col("release_id"))).alias("owned"),
-        )
-    )
+
     friend = friends.filter("rank = 1").select("user_id", "friend_id")
     users = (
-        holdings.join(taste, "user_id", "left")
+        tastes.select(
+            "user_id",
+            "held",
+            "owned",
+            F.concat(
+                taste_list("styles", "style_shares", TOP_STYLES, "s:"),
+                taste_list("genres", "genre_shares", TOP_GENRES, "g:"),
+            ).alias("taste"),
+        )
         .join(friend, "user_id", "left")
         .join(
-            holdings.select(F.col("user_id").alias("friend_id"), F.col("owned").alias("theirs")),
+            tastes.select(F.col("user_id").alias("friend_id"), F.col("owned").alias("theirs")),
             "friend_id",
             "left",
         )

@@ -1,9 +1,10 @@
-"""The numpy cores of the batch (release picks, taste neighbours) on tiny arrays, exact."""
+"""The numpy cores of the batch (tastes, release picks, taste neighbours) on tiny arrays."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from spark_jobs import neighbours, picks
+from spark_jobs import neighbours, picks, tastes
 
 
 def lists(*rows):
@@ -155,3 +156,60 @@ def test_best_per_user_counts_a_pair_once():
         (1, 4),
         (2, 1),
     ]
+
+
+def test_user_tastes_from_holdings():
+    catalog = tastes.CatalogIndex.from_arrow(
+        pa.table(
+            {
+                "release_id": [7, 1, 2, 5],
+                "genres": [["Funk / Soul"], ["Jazz"], ["Jazz", "Funk / Soul"], []],
+                "styles": [["Soul"], ["Hard Bop"], ["Soul-Jazz"], []],
+            }
+        )
+    )
+    # User 10 owns 1, 2, 5 (no genre) and 99 (not in the catalog) and wants 7; 11 only wants.
+    user = np.array([10, 11, 10, 10, 10, 10])
+    release = np.array([7, 7, 2, 1, 99, 5])
+    owned = np.array([False, False, True, True, True, True])
+    found = tastes.user_tastes(user, release, owned, catalog).to_pylist()
+    first, second = found
+    norm = np.sqrt(0.75**2 + 0.25**2 + 0.5**2 + 0.5**2)
+    expected_vector = {
+        "g:Jazz": 0.75 / norm,
+        "g:Funk / Soul": 0.25 / norm,
+        "s:Hard Bop": 0.5 / norm,
+        "s:Soul-Jazz": 0.5 / norm,
+    }
+    assert first.pop("features") == sorted(catalog.features.index(f) for f in expected_vector)
+    names = sorted(expected_vector, key=catalog.features.index)
+    vector = dict(zip(names, first.pop("weights"), strict=True))
+    assert vector == pytest.approx(expected_vector)
+    assert first.pop("signature") == pytest.approx(
+        sum(w * tastes.direction(f) for f, w in expected_vector.items())
+    )
+    assert first == {
+        "user_id": 10,
+        "collection_size": 4,
+        "genres": ["Jazz", "Funk / Soul"],
+        "genre_scores": [1.5, 0.5],
+        "genre_shares": [0.75, 0.25],
+        "styles": ["Hard Bop", "Soul-Jazz"],  # tied shares: by name
+        "style_shares": [0.5, 0.5],
+        "owned": [1, 2, 5, 99],
+        "held": [1, 2, 5, 7, 99],
+    }
+    assert second == {
+        "user_id": 11,
+        "collection_size": 0,
+        "genres": [],
+        "genre_scores": [],
+        "genre_shares": [],
+        "styles": [],
+        "style_shares": [],
+        "features": [],
+        "weights": [],
+        "signature": 0.0,
+        "owned": [],
+        "held": [7],
+    }

@@ -102,7 +102,8 @@ def test_genre_scores_split_multi_genre_releases(spark):
         spark,
         [(1, 1, T0, None), (1, 2, T0, None), (1, 5, T0, None), (1, 99, T0, None), (2, 3, T0, None)],
     )
-    scores = t.genre_scores(collections, releases(spark))
+    tastes = t.user_tastes(collections, holdings(spark, []), releases(spark))
+    scores = t.genre_scores(tastes)
     assert collect(scores, "user_id", "genre") == [
         # 1 = Jazz; 2 = Jazz + Funk / Soul (half each); 5 has no genre; 99 is not in the catalog
         (1, "Funk / Soul", 0.5, 0.25, 4),
@@ -125,18 +126,16 @@ def test_ranks_break_ties_by_user_id(spark):
     ]
 
 
-def friends_for(spark, rows):
+def friends_for(spark, rows, wanted=()):
     collections = holdings(spark, [(u, r, T0, None) for u, r in rows])
-    scores = t.genre_scores(collections, releases(spark))
-    styles = t.style_shares(collections, releases(spark))
-    vectors = t.taste_vectors(scores, styles)
-    candidates = t.candidate_friends(scores, styles, vectors)
-    return collections, scores, styles, t.best_friends(candidates, vectors)
+    wantlists = holdings(spark, [(u, r, T0, None) for u, r in wanted])
+    tastes = t.user_tastes(collections, wantlists, releases(spark))
+    return collections, tastes, t.best_friends(t.candidate_friends(tastes), tastes)
 
 
 def test_friends_are_the_most_similar_other_user_with_a_reason(spark):
     rows = [(1, 1), (1, 2), (2, 1), (2, 6), (2, 2), (3, 3), (3, 4), (4, 3)]
-    _, _, _, friends = friends_for(spark, rows)
+    _, _, friends = friends_for(spark, rows)
     best = {row.user_id: row for row in friends.filter("rank = 1").collect()}
     assert set(best) == {1, 2, 3, 4}
     assert all(row.friend_id != user for user, row in best.items())
@@ -152,11 +151,8 @@ def test_friends_are_the_most_similar_other_user_with_a_reason(spark):
 
 def test_release_recommendations_skip_owned_and_wanted(spark):
     rows = [(1, 1), (2, 1), (2, 6), (2, 2), (3, 1), (3, 6), (5, 7)]
-    collections, scores, styles, friends = friends_for(spark, rows)
-    wantlists = holdings(spark, [(1, 2, T0, None)])
-    recommended = t.recommend_releases(
-        collections, wantlists, releases(spark), scores, styles, friends
-    )
+    collections, tastes, friends = friends_for(spark, rows, wanted=[(1, 2)])
+    recommended = t.recommend_releases(collections, releases(spark), tastes, friends)
     mine = recommended.filter("user_id = 1").orderBy("rank").collect()
     # User 1 owns 1 and wants 2: the next Jazz / Hard Bop release is 6, owned by the friend.
     assert mine[0].release_id == 6
@@ -170,9 +166,8 @@ def test_release_recommendations_skip_owned_and_wanted(spark):
 def test_a_user_whose_taste_is_exhausted_gets_a_fallback(spark):
     # User 1 owns every Jazz, Hard Bop and Soul-Jazz release there is.
     rows = [(1, 1), (1, 2), (1, 6), (2, 3), (2, 4), (3, 3)]
-    collections, scores, styles, friends = friends_for(spark, rows)
-    none = holdings(spark, [])
-    recommended = t.recommend_releases(collections, none, releases(spark), scores, styles, friends)
+    collections, tastes, friends = friends_for(spark, rows)
+    recommended = t.recommend_releases(collections, releases(spark), tastes, friends)
     mine = [row for row in recommended.collect() if row.user_id == 1]
     assert mine and {row.release_id for row in mine} <= {3, 4}
     assert {row.reason for row in mine} == {"one of the most collected records on discorecs"}
