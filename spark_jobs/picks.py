@@ -75,6 +75,14 @@ def _keys(user: np.ndarray, release: np.ndarray) -> np.ndarray:
     return (user.astype(np.int64) << 32) | release.astype(np.int64)
 
 
+def _contains(sorted_haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """For each needle, whether it is in the sorted array (binary search, no hashing)."""
+    if len(sorted_haystack) == 0:
+        return np.zeros(len(needles), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_haystack, needles), len(sorted_haystack) - 1)
+    return sorted_haystack[at] == needles
+
+
 def run_starts(*sorted_columns: np.ndarray) -> np.ndarray:
     """True where a row starts a new run of equal values in the (sorted) columns."""
     starts = np.zeros(len(sorted_columns[0]), dtype=bool)
@@ -121,7 +129,7 @@ def pick_releases(
     known = taste_groups >= 0  # a group without popular releases has no candidates
     taste_users, taste_groups, taste_shares = (
         owners(taste_offsets)[known],
-        taste_groups[known],
+        taste_groups[known].astype(np.int64),
         taste_shares[known],
     )
     user_of = np.repeat(taste_users, depth)
@@ -132,19 +140,28 @@ def pick_releases(
     real = popularity > 0
     user_of, group_of, release, weight = (a[real] for a in (user_of, group_of, release, weight))
 
-    # One row per (user, release): summed weight, the source with the largest part.
-    order = np.lexsort((group_of, -weight, release, user_of))
-    user_of, group_of, release, weight = (a[order] for a in (user_of, group_of, release, weight))
+    # One row per (user, release): summed weight, the source with the largest part (of
+    # equal parts, the lower group index). One sort of one int64 key; the rest is per run.
     keys = _keys(user_of, release)
+    order = np.argsort(keys, kind="stable")
+    keys, user_of, group_of, release, weight = (
+        a[order] for a in (keys, user_of, group_of, release, weight)
+    )
     starts = np.flatnonzero(run_starts(keys))
+    run = np.cumsum(run_starts(keys)) - 1
     taste = np.add.reduceat(weight, starts) if len(starts) else np.zeros(0)
-    user_of, group_of, release, keys = (a[starts] for a in (user_of, group_of, release, keys))
+    largest = np.maximum.reduceat(weight, starts) if len(starts) else np.zeros(0)
+    no_group = np.int64(np.iinfo(np.int64).max)
+    contenders = np.where(weight == largest[run], group_of, no_group)
+    source = np.minimum.reduceat(contenders, starts) if len(starts) else contenders
+    user_of, release, keys = (a[starts] for a in (user_of, release, keys))
+    group_of = source
 
-    fresh = ~np.isin(keys, held, assume_unique=False)
+    fresh = ~_contains(held, keys)
     user_of, group_of, release, keys, taste = (
         a[fresh] for a in (user_of, group_of, release, keys, taste)
     )
-    friend_owns = np.isin(keys, _keys(owners(friend_offsets), friend_releases))
+    friend_owns = _contains(np.sort(_keys(owners(friend_offsets), friend_releases)), keys)
     score = np.round(taste * np.where(friend_owns, 1.0 + FRIEND_BONUS, 1.0), RANKING_DIGITS)
 
     # Fallback for the users with nothing left.
@@ -154,7 +171,7 @@ def pick_releases(
     f_user = np.repeat(needy, len(fallback_releases))
     f_release = np.tile(fallback_releases.astype(np.int64), len(needy))
     f_score = np.tile(fallback_owners.astype(np.float64) * 1e-9, len(needy))
-    f_fresh = ~np.isin(_keys(f_user, f_release), held)
+    f_fresh = ~_contains(held, _keys(f_user, f_release))
 
     user_of = np.concatenate([user_of, f_user[f_fresh]])
     release = np.concatenate([release, f_release[f_fresh]])
@@ -162,7 +179,11 @@ def pick_releases(
     source = np.concatenate([group_of, np.full(int(f_fresh.sum()), NO_SOURCE)])
     friend_owns = np.concatenate([friend_owns, np.zeros(int(f_fresh.sum()), dtype=bool)])
 
-    order = np.lexsort((release, -score, user_of))
+    # By user, then score descending, then release: the rows of a user are in release order
+    # (candidates) or in fallback order (most owned, then release), so a stable sort on
+    # user + a fraction falling with the score keeps that order among equal scores. Scores
+    # are below 4 (shares sum to at most 1 per list, x 1.5) and 1e-9 apart at least.
+    order = np.argsort(user_of + (1.0 - np.clip(score, 0.0, 3.999) / 4.0), kind="stable")
     user_of, release, score, source, friend_owns = (
         a[order] for a in (user_of, release, score, source, friend_owns)
     )

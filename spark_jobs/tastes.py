@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from discorecs.genres import GENRES
-from spark_jobs.picks import RANKING_DIGITS, owners, run_starts
+from spark_jobs.picks import RANKING_DIGITS, PopularLists, owners, ranks_in_runs, run_starts
 
 GENRE_NAMES = sorted(GENRES)
 
@@ -68,6 +68,51 @@ class CatalogIndex:
             style_ids.fill_null(0).to_numpy().astype(np.int64),
             style_names,
         )
+
+    def most_owned(
+        self, release_ids: np.ndarray, owner_counts: np.ndarray, depth: int, fallback_depth: int
+    ) -> tuple[PopularLists, np.ndarray, np.ndarray]:
+        """From each owned release's number of owners: the ``depth`` most owned releases of
+        every genre ("g:" name) and style ("s:" name) with their popularity (share of the
+        group's ownership), and the ``fallback_depth`` most owned catalog releases overall
+        (ids, owners). Ties: lower release id first. Releases not in the catalog count for
+        nothing."""
+        at = np.searchsorted(self.release_ids, release_ids)
+        known = at < len(self.release_ids)
+        known[known] = self.release_ids[at[known]] == release_ids[known]
+        at, counts = at[known], owner_counts[known].astype(np.int64)
+
+        # (group, release index) pairs: genres are groups 0..14, styles 15.. .
+        genre_of = [np.flatnonzero((self.genre_bits[at] >> g) & 1) for g in range(len(GENRE_NAMES))]
+        per_record = self.style_offsets[at + 1] - self.style_offsets[at]
+        before = np.cumsum(per_record) - per_record
+        first = np.repeat(self.style_offsets[at] - before, per_record)
+        member = np.concatenate([*genre_of, np.repeat(np.arange(len(at)), per_record)]).astype(
+            np.int64
+        )
+        group = np.concatenate(
+            [np.full(len(m), g) for g, m in enumerate(genre_of)]
+            + [len(GENRE_NAMES) + self.style_ids[first + np.arange(len(first))]]
+        ).astype(np.int64)
+        owners_of, release_of = counts[member], self.release_ids[at][member]
+        order = np.lexsort((release_of, -owners_of, group))
+        group, owners_of, release_of = group[order], owners_of[order], release_of[order]
+        groups = len(GENRE_NAMES) + len(self.style_names)
+        totals = np.bincount(group, weights=owners_of, minlength=groups)
+        top = ranks_in_runs(group) <= depth
+        group, owners_of, release_of = group[top], owners_of[top], release_of[top]
+        present = np.unique(group)
+        row = np.searchsorted(present, group)
+        slot = ranks_in_runs(group) - 1
+        releases = np.zeros((len(present), depth), dtype=np.int64)
+        popularity = np.zeros((len(present), depth))
+        releases[row, slot] = release_of
+        popularity[row, slot] = owners_of / totals[group]
+        names = [f"g:{g}" for g in GENRE_NAMES] + [f"s:{s}" for s in self.style_names]
+        popular = PopularLists([names[g] for g in present], releases, popularity)
+
+        overall = np.lexsort((self.release_ids[at], -counts))[:fallback_depth]
+        return popular, self.release_ids[at][overall], counts[overall]
 
     @property
     def features(self) -> list[str]:

@@ -36,7 +36,6 @@ TOP_GENRES = 2
 POPULAR_PER_GROUP = 40
 RELEASES_KEPT = 10
 FALLBACK_CANDIDATES = 200
-EVERYTHING = "*"  # the group of every release (the fallback's candidates)
 
 
 # -- current state -------------------------------------------------------------------------------
@@ -133,14 +132,7 @@ def user_tastes(
     holds its users' holdings in memory at once.
     """
     spark = collections.sparkSession
-    catalog = taste_pass.CatalogIndex.from_arrow(
-        releases.select(
-            "release_id",
-            known_genres().alias("genres"),
-            F.coalesce(F.col("styles"), F.array()).alias("styles"),
-        ).toArrow()
-    )
-    shared = spark.sparkContext.broadcast(catalog)
+    shared = spark.sparkContext.broadcast(_catalog_index(releases))
     holdings = collections.select("user_id", "release_id", F.lit(True).alias("owned")).unionByName(
         wantlists.select("user_id", "release_id", F.lit(False).alias("owned"))
     )
@@ -163,6 +155,17 @@ def user_tastes(
             yield found.slice(start, 10_000)
 
     return holdings.repartition(partitions, "user_id").mapInArrow(taste, TASTE_SCHEMA)
+
+
+def _catalog_index(releases: DataFrame) -> taste_pass.CatalogIndex:
+    """The catalog's genres and styles as arrays, in the driver (the releases are read once)."""
+    return taste_pass.CatalogIndex.from_arrow(
+        releases.select(
+            "release_id",
+            known_genres().alias("genres"),
+            F.coalesce(F.col("styles"), F.array()).alias("styles"),
+        ).toArrow()
+    )
 
 
 def genre_scores(tastes: DataFrame) -> DataFrame:
@@ -337,31 +340,20 @@ def popularity(
     collections: DataFrame, releases: DataFrame, group: str, per_group: int = POPULAR_PER_GROUP
 ) -> DataFrame:
     """``group`` ("genre" or "style"), release_id, popularity: the release's share of its
-    group's ownership, for the ``per_group`` most owned releases of each group."""
+    group's ownership, for the ``per_group`` most owned releases of each group. (The nightly
+    run ranks every group at once in numpy: :meth:`CatalogIndex.most_owned`.)"""
     column = known_genres() if group == "genre" else F.coalesce(F.col("styles"), F.array())
-    return _most_owned(collections, releases, column, F.lit(per_group)).select(
-        F.col("group").alias(group), "release_id", "popularity"
-    )
-
-
-def _most_owned(
-    collections: DataFrame, releases: DataFrame, groups: Column, limit: Column
-) -> DataFrame:
-    """group, release_id, owners, popularity: the ``limit`` most owned releases of each group
-    a release is in (``groups``, an array column over ``releases``); popularity is the share
-    of the group's ownership. One scan of the collections for every group."""
     counts = collections.groupBy("release_id").agg(F.count("*").alias("owners"))
     exploded = counts.join(
-        releases.select("release_id", groups.alias("groups")), "release_id"
-    ).select("release_id", "owners", F.explode("groups").alias("group"))
-    order = Window.partitionBy("group").orderBy(F.desc("owners"), "release_id")
+        releases.select("release_id", column.alias("groups")), "release_id"
+    ).select("release_id", "owners", F.explode("groups").alias(group))
+    order = Window.partitionBy(group).orderBy(F.desc("owners"), "release_id")
     ranked = exploded.withColumn("r", F.row_number().over(order))
-    total = F.sum("owners").over(Window.partitionBy("group"))
+    total = F.sum("owners").over(Window.partitionBy(group))
     return (
         ranked.withColumn("popularity", F.col("owners") / total)
-        .withColumn("limit", limit)
-        .filter(F.col("r") <= F.col("limit"))
-        .select("group", "release_id", "owners", "popularity")
+        .filter(F.col("r") <= per_group)
+        .select(group, "release_id", "popularity")
     )
 
 
@@ -382,26 +374,14 @@ def recommend_releases(
     of ``tastes`` (:func:`user_tastes`) with their friend's collection joined to it.
     """
     # Styles and genres share one group index ("s:"/"g:" keep a style named like a genre
-    # apart); "*" holds every catalog release, for the fallback.
-    every_group = F.concat(
-        F.transform(known_genres(), lambda g: F.concat(F.lit("g:"), g)),
-        F.transform(F.coalesce(F.col("styles"), F.array()), lambda s: F.concat(F.lit("s:"), s)),
-        F.array(F.lit(EVERYTHING)),
-    )
-    limit = F.when(F.col("group") == EVERYTHING, FALLBACK_CANDIDATES).otherwise(POPULAR_PER_GROUP)
-    most_owned = _most_owned(collections, releases, every_group, limit).collect()
-    popular = picks.PopularLists.build(
-        sorted(
-            ((r.group, r.release_id, r.popularity) for r in most_owned if r.group != EVERYTHING),
-            key=lambda entry: (entry[0], -entry[2], entry[1]),
-        ),
+    # apart). Ownership counts are one aggregation; the ranking per group is numpy's.
+    owned = collections.groupBy("release_id").agg(F.count("*").alias("owners")).toArrow()
+    popular, fallback_releases, fallback_owners = _catalog_index(releases).most_owned(
+        owned.column("release_id").to_numpy(),
+        owned.column("owners").to_numpy(),
         POPULAR_PER_GROUP,
+        FALLBACK_CANDIDATES,
     )
-    fallback = sorted(
-        ((-r.owners, r.release_id) for r in most_owned if r.group == EVERYTHING),
-    )
-    fallback_releases = np.array([release for _, release in fallback], dtype=np.int64)
-    fallback_owners = np.array([-owners for owners, _ in fallback], dtype=np.int64)
 
     def taste_list(names: str, shares: str, count: int, prefix: str) -> Column:
         return F.zip_with(

@@ -74,6 +74,32 @@ def test_picks_sum_taste_over_groups_skip_held_and_boost_the_friends():
     ]
 
 
+def test_sources_survive_int32_group_indices_from_arrow():
+    # Arrow's index_in gives int32; each user's source must still be their heaviest group.
+    taste_offsets, entries = lists([(JAZZ, 0.8), (HARD_BOP, 0.2)], [(HARD_BOP, 1.0)])
+    found = picks.pick_releases(
+        2,
+        taste_offsets,
+        np.array([g for g, _ in entries], dtype=np.int32),
+        np.array([s for _, s in entries]),
+        np.array([0, 0, 0]),
+        np.zeros(0, dtype=np.int64),
+        np.array([0, 0, 0]),
+        np.zeros(0, dtype=np.int64),
+        np.array([True, True]),
+        POPULAR,
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0, dtype=np.int64),
+        2,
+    )
+    assert rows(found) == [
+        (0, 1, 10, 0.4, JAZZ, False),
+        (0, 2, 11, 0.36, JAZZ, False),  # 0.24 from Jazz, 0.12 from Hard Bop
+        (1, 1, 11, 0.6, HARD_BOP, False),
+        (1, 2, 13, 0.4, HARD_BOP, False),
+    ]
+
+
 def test_ties_go_to_the_lower_release_and_lists_stop_at_kept():
     tied = picks.PopularLists.build([("s:Punk", 21, 0.5), ("s:Punk", 20, 0.5)], depth=2)
     found = picks.pick_releases(
@@ -213,3 +239,34 @@ def test_user_tastes_from_holdings():
         "owned": [],
         "held": [7],
     }
+
+
+def test_most_owned_ranks_every_group_and_the_catalog():
+    catalog = tastes.CatalogIndex.from_arrow(
+        pa.table(
+            {
+                "release_id": [1, 2, 3, 4],
+                "genres": [["Jazz"], ["Jazz", "Rock"], ["Rock"], ["Rock"]],
+                "styles": [["Hard Bop"], [], ["Punk"], ["Punk"]],
+            }
+        )
+    )
+    # Owners: 1 -> 5, 2 -> 3, 3 -> 3, 4 -> 1, and 99 (not in the catalog) -> 50.
+    popular, fallback, owners = catalog.most_owned(
+        np.array([4, 99, 1, 2, 3]), np.array([1, 50, 5, 3, 3]), depth=2, fallback_depth=3
+    )
+    lists = {
+        name: [
+            (int(r), pytest.approx(p))
+            for r, p in zip(popular.releases[g], popular.popularity[g], strict=True)
+            if p > 0
+        ]
+        for g, name in enumerate(popular.names)
+    }
+    assert lists == {
+        "g:Jazz": [(1, 5 / 8), (2, 3 / 8)],
+        "g:Rock": [(2, 3 / 7), (3, 3 / 7)],  # equal owners: lower id first; 4 is cut
+        "s:Hard Bop": [(1, 1.0)],
+        "s:Punk": [(3, 3 / 4), (4, 1 / 4)],
+    }
+    assert fallback.tolist() == [1, 2, 3] and owners.tolist() == [5, 3, 3]
