@@ -434,12 +434,7 @@ def _run_steps(
         counts["collection_items"] = collections.count()
         counts["wantlist_items"] = wantlists.count()
         releases = materialize(inputs.releases)
-        known = releases.select("release_id")
-        counts["missing_releases"] = collections.join(known, "release_id", "left_anti").count()
         counts["releases_without_genre"] = releases.filter(F.size(t.known_genres()) == 0).count()
-        counts["users_with_empty_collection"] = inputs.users.join(
-            collections.select("user_id").distinct(), "user_id", "left_anti"
-        ).count()
         return collections, wantlists, releases
 
     collections, wantlists, releases = step("state", state)
@@ -451,7 +446,14 @@ def _run_steps(
         "tastes",
         lambda: materialize(t.user_tastes(collections, wantlists, releases, partitions)),
     )
-    counts["users_scored"] = tastes.filter(F.size("genres") > 0).count()
+    users = tastes.agg(
+        F.sum("missing").alias("missing"), F.count_if(F.size("genres") > 0).alias("scored")
+    ).first()
+    counts["missing_releases"] = int(users.missing or 0)
+    counts["users_scored"] = int(users.scored or 0)
+    counts["users_with_empty_collection"] = inputs.users.join(
+        tastes.filter("collection_size > 0").select("user_id"), "user_id", "left_anti"
+    ).count()
     ranks = step("rankings", lambda: materialize(t.rank_users(t.genre_scores(tastes))))
     counts["ranked_entries"] = ranks.count()
     friends = step(

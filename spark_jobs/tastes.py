@@ -141,8 +141,8 @@ def user_tastes(
     False for a wantlist entry). Columns: user_id, collection_size, genres, genre_scores,
     genre_shares, styles, style_shares (both sorted by share descending, then name),
     features, weights (the unit taste vector, feature indices into ``catalog.features``),
-    signature, owned, held (release ids). Users with wantlist entries only have size 0 and
-    empty tastes."""
+    signature, missing (owned records not in the catalog), owned, held (release ids). Users
+    with wantlist entries only have size 0 and empty tastes."""
     order = np.lexsort((release, user))
     user, release, owned = user[order], release[order], owned[order]
     starts = run_starts(user)
@@ -229,6 +229,7 @@ def user_tastes(
             "features": _lists(feature_offsets, pa.array(f_id, pa.int32())),
             "weights": _lists(feature_offsets, pa.array(f_weight, pa.float64())),
             "signature": pa.array(signature, pa.float64()),
+            "missing": pa.array(np.bincount(own_user[~found], minlength=count), pa.int32()),
             "owned": _lists(owned_offsets, pa.array(release[mine], pa.int64())),
             "held": _lists(held_offsets, pa.array(release, pa.int64())),
         }

@@ -111,7 +111,8 @@ def known_genres(column: str = "genres") -> Column:
 TASTE_SCHEMA = (
     "user_id long, collection_size int, genres array<string>, genre_scores array<double>, "
     "genre_shares array<double>, styles array<string>, style_shares array<double>, "
-    "features array<int>, weights array<double>, signature double, owned array<long>, "
+    "features array<int>, weights array<double>, signature double, missing int, "
+    "owned array<long>, "
     "held array<long>"
 )
 

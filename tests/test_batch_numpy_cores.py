@@ -222,6 +222,7 @@ def test_user_tastes_from_holdings():
         "genre_shares": [0.75, 0.25],
         "styles": ["Hard Bop", "Soul-Jazz"],  # tied shares: by name
         "style_shares": [0.5, 0.5],
+        "missing": 1,  # 99
         "owned": [1, 2, 5, 99],
         "held": [1, 2, 5, 7, 99],
     }
@@ -236,6 +237,7 @@ def test_user_tastes_from_holdings():
         "features": [],
         "weights": [],
         "signature": 0.0,
+        "missing": 0,
         "owned": [],
         "held": [7],
     }

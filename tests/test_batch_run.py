@@ -38,6 +38,16 @@ def batch_root(small_catalog, tmp_path_factory, spark):
         ("ev-1", first["user_id"], new_release, "collection_add", t, t),  # duplicate
         ("ev-2", first["user_id"], first["release_id"], "collection_remove", t, t),
     ]
+    # Bad input the run must count, not crash on: a record of a release the catalog lacks,
+    # and a user whose every record is removed (an empty collection).
+    others = sorted({row["user_id"] for row in collections} - {first["user_id"]})
+    events.append(("ev-3", others[0], 999_999_999, "collection_add", t, t))
+    emptied = others[1]
+    events += [
+        (f"ev-empty-{row['release_id']}", emptied, row["release_id"], "collection_remove", t, t)
+        for row in collections
+        if row["user_id"] == emptied
+    ]
     frame = spark.createDataFrame(events, EVENT_LOG_SCHEMA).withColumn(
         "ingest_date", __import__("pyspark.sql.functions", fromlist=["lit"]).lit("2026-11-24")
     )
@@ -78,13 +88,15 @@ def test_the_run_is_published_and_recorded(first_run):
     settings, report = first_run
     assert report.status == "succeeded"
     assert published_run(settings) == report.run_id
-    assert report.counts["events_read"] == 3 and report.counts["duplicate_events"] == 1
+    assert report.counts["duplicate_events"] == 1
+    assert report.counts["missing_releases"] == 1
+    assert report.counts["users_with_empty_collection"] == 1
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         record = connection.session.execute(
             "SELECT status, step_counts FROM batch_runs WHERE scope = 'nightly'"
         ).one()
     assert record.status == "succeeded"
-    assert record.step_counts["users_with_friend"] == 300
+    assert record.step_counts["users_with_friend"] == 299  # not the emptied user
 
 
 def test_events_from_the_log_are_applied_to_the_snapshot(first_run, batch_root):
