@@ -26,36 +26,31 @@ def dense_rows(offsets: np.ndarray, features: np.ndarray, weights: np.ndarray, d
     return matrix
 
 
-def window_similarities(
-    vectors: np.ndarray, window: int, first_rows: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, dot(vectors[i], vectors[j])) for every i < ``first_rows`` and i < j <= i +
-    ``window`` with j a row of ``vectors``; rounded to RANKING_DIGITS."""
+def window_similarities(vectors: np.ndarray, window: int, first_rows: int) -> np.ndarray:
+    """(first_rows, window) matrix: [i, d - 1] = dot(vectors[i], vectors[i + d]), rounded to
+    RANKING_DIGITS, and -inf where row i + d does not exist."""
     rows, dims = vectors.shape
     first_rows = min(first_rows, rows)
-    if first_rows == 0 or window == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0)
     padded = np.vstack([vectors, np.zeros((window, dims))])
     # ahead[i] is rows i .. i + window; the product of each with its row i is one matmul.
     ahead = sliding_window_view(padded, (window + 1, dims))[:first_rows, 0]
     dots = np.matmul(ahead[:, 1:, :], vectors[:first_rows, :, None])[..., 0]
-    i = np.repeat(np.arange(first_rows), window)
-    j = i + np.tile(np.arange(1, window + 1), first_rows)
-    real = j < rows
-    return i[real], j[real], np.round(dots.ravel()[real], RANKING_DIGITS)
+    dots = np.round(dots, RANKING_DIGITS)
+    beyond = np.arange(first_rows)[:, None] + np.arange(1, window + 1) >= rows
+    dots[beyond] = -np.inf
+    return dots
 
 
 def best_per_user(
     user: np.ndarray, friend: np.ndarray, similarity: np.ndarray, kept: int
 ) -> np.ndarray:
-    """The indices of each user's ``kept`` most similar friends (ties: lower friend id), one
-    per distinct (user, friend)."""
-    order = np.lexsort((friend, -similarity, user))
-    user, friend = user[order], friend[order]
-    new_pair = run_starts(user, friend)
-    order, user = order[new_pair], user[new_pair]
-    return order[ranks_in_runs(user) <= kept]
+    """The indices of each user's ``kept`` most similar friends, by user, then similarity
+    descending (ties: lower friend id); a pair given more than once counts once, with its
+    highest similarity."""
+    pairs = np.lexsort((-similarity, friend, user))
+    pairs = pairs[run_starts(user[pairs], friend[pairs])]
+    order = pairs[np.lexsort((friend[pairs], -similarity[pairs], user[pairs]))]
+    return order[ranks_in_runs(user[order]) <= kept]
 
 
 def chunk_neighbours(
@@ -69,13 +64,25 @@ def chunk_neighbours(
     kept: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user, friend, similarity): each user's ``kept`` best candidates in one chunk, both
-    directions of every compared pair. Rows are in block order; the first ``own_rows`` are
-    the chunk's own, the rest the head of the next chunk (compared, never compared from)."""
-    i, j, similarity = window_similarities(
-        dense_rows(offsets, features, weights, dims), window, own_rows
-    )
-    user = np.concatenate([users[i], users[j]])
-    friend = np.concatenate([users[j], users[i]])
-    similarity = np.concatenate([similarity, similarity])
-    best = best_per_user(user, friend, similarity, kept)
-    return user[best], friend[best], similarity[best]
+    directions of every compared pair, by user then rank. Rows are in block order; the first
+    ``own_rows`` are the chunk's own, the rest the head of the next chunk (compared, never
+    compared from). Each row has at most 2 x ``window`` candidates here (ahead and behind),
+    so the ranking is a sort of a (rows, 2 x window) matrix along its rows."""
+    rows = len(users)
+    own = min(own_rows, rows)
+    dots = window_similarities(dense_rows(offsets, features, weights, dims), window, own)
+    similarity = np.full((rows, 2 * window), -np.inf)
+    friend = np.full((rows, 2 * window), -1, dtype=np.int64)
+    i = np.repeat(np.arange(own), window)
+    d = np.tile(np.arange(1, window + 1), own)
+    j = i + d
+    real = j < rows
+    i, d, j, sims = i[real], d[real], j[real], dots.ravel()[real]
+    similarity[i, d - 1], friend[i, d - 1] = sims, users[j]  # ahead of i
+    similarity[j, window + d - 1], friend[j, window + d - 1] = sims, users[i]  # behind j
+    order = np.lexsort((friend, -similarity), axis=1)[:, :kept]
+    similarity = np.take_along_axis(similarity, order, axis=1)
+    friend = np.take_along_axis(friend, order, axis=1)
+    found = similarity > -np.inf
+    user = np.broadcast_to(users[:, None], found.shape)
+    return user[found], friend[found], similarity[found]

@@ -248,51 +248,94 @@ def candidate_friends(
         ),
     ).join(tastes.select("user_id", "features", "weights"), "user_id")
 
-    def compare(key: tuple[pa.Scalar, ...], table: pa.Table) -> pa.Table:
-        table = table.sort_by("pos")
-        chunk_end = (key[1].as_py() + 1) * chunk_rows
-        own_rows = int(pc.sum(pc.less_equal(table.column("pos"), chunk_end)).as_py() or 0)
+    def compare(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        batches = list(batches)
+        if not batches:
+            return
+        # Every chunk of this partition, in (block, chunk, pos) order: one Python call for
+        # all of them (a grouped UDF would pay its per-group cost for each small style block).
+        table = pa.Table.from_batches(batches)
+        block = table.column("block").combine_chunks().dictionary_encode().indices.to_numpy()
+        chunk = table.column("chunk").to_numpy()
+        pos = table.column("pos").to_numpy()
+        users = table.column("user_id").to_numpy()
         offsets, values = _flat(table.column("features").combine_chunks())
-        user, friend, similarity = neighbours.chunk_neighbours(
-            table.column("user_id").to_numpy(),
-            offsets,
-            values.to_numpy(zero_copy_only=False),
-            pc.list_flatten(table.column("weights").combine_chunks()).to_numpy(
-                zero_copy_only=False
-            ),
-            dims,
-            own_rows,
-            window,
-            kept,
+        values = values.to_numpy(zero_copy_only=False)
+        weights = pc.list_flatten(table.column("weights").combine_chunks()).to_numpy(
+            zero_copy_only=False
         )
-        return pa.table({"user_id": user, "friend_id": friend, "similarity": similarity})
+        starts = np.flatnonzero(picks.run_starts(block, chunk))
+        for start, end in zip(starts, [*starts[1:], len(users)], strict=True):
+            chunk_end = (chunk[start] + 1) * chunk_rows
+            user, friend, similarity = neighbours.chunk_neighbours(
+                users[start:end],
+                offsets[start : end + 1] - offsets[start],
+                values[offsets[start] : offsets[end]],
+                weights[offsets[start] : offsets[end]],
+                dims,
+                int(np.sum(pos[start:end] <= chunk_end)),
+                window,
+                kept,
+            )
+            yield pa.record_batch({"user_id": user, "friend_id": friend, "similarity": similarity})
 
-    candidates = members.groupBy("block", "chunk").applyInArrow(
-        compare, "user_id long, friend_id long, similarity double"
+    candidates = (
+        members.repartition("block", "chunk")
+        .sortWithinPartitions("block", "chunk", "pos")
+        .mapInArrow(compare, "user_id long, friend_id long, similarity double")
     )
-    # A pair met in several blocks is one candidate (its similarity is the same in each).
-    return candidates.groupBy("user_id", "friend_id").agg(F.max("similarity").alias("similarity"))
+    # A pair met in several blocks appears once per block (best_friends counts it once).
+    return candidates
 
 
 def best_friends(candidates: DataFrame, tastes: DataFrame, kept: int = FRIENDS_KEPT) -> DataFrame:
-    """user_id, friend_id, similarity, rank (1 = the recommended friend), shared_genres, reason.
-    Never the user themselves."""
-    ranked = (
-        candidates.filter("user_id != friend_id")
-        .withColumn(
-            "rank",
-            F.row_number().over(
-                Window.partitionBy("user_id").orderBy(F.desc("similarity"), "friend_id")
-            ),
+    """user_id, friend_id, similarity, rank (1 = the recommended friend, ties: lower id),
+    shared_genres and reason (the recommended friend's; null for the runners-up). Never the
+    user themselves; a pair met in several blocks counts once.
+
+    Ranking is one numpy pass per partition of users (:func:`neighbours.best_per_user`), not
+    a deduplicating aggregation followed by a window: one shuffle instead of two."""
+
+    def rank(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        batches = list(batches)
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        user = table.column("user_id").to_numpy()
+        friend = table.column("friend_id").to_numpy()
+        similarity = table.column("similarity").to_numpy()
+        other = user != friend
+        user, friend, similarity = user[other], friend[other], similarity[other]
+        best = neighbours.best_per_user(user, friend, similarity, kept)  # by user, then rank
+        user, friend, similarity = user[best], friend[best], similarity[best]
+        yield pa.record_batch(
+            {
+                "user_id": user,
+                "friend_id": friend,
+                "similarity": similarity,
+                "rank": pa.array(picks.ranks_in_runs(user), pa.int32()),
+            }
         )
-        .filter(F.col("rank") <= kept)
+
+    ranked = (
+        candidates.select("user_id", "friend_id", "similarity")
+        .repartition("user_id")
+        .mapInArrow(rank, "user_id long, friend_id long, similarity double, rank int")
     )
     genres = tastes.select(
         "user_id", F.map_from_arrays("genres", "genre_shares").alias("genre_shares")
     )
-    joined = ranked.join(genres.alias("me"), "user_id").join(
-        genres.select(F.col("user_id").alias("friend_id"), F.col("genre_shares").alias("theirs")),
-        "friend_id",
+    # Reasons only for the recommended friend (the site shows no other): two joins of one
+    # row per user, not of every candidate.
+    joined = (
+        ranked.filter("rank = 1")
+        .join(genres.alias("me"), "user_id")
+        .join(
+            genres.select(
+                F.col("user_id").alias("friend_id"), F.col("genre_shares").alias("theirs")
+            ),
+            "friend_id",
+        )
     )
     both = F.filter(
         F.map_keys("me.genre_shares"),
@@ -331,6 +374,15 @@ def best_friends(candidates: DataFrame, tastes: DataFrame, kept: int = FRIENDS_K
         "rank",
         shared.alias("shared_genres"),
         reason.alias("reason"),
+    ).unionByName(
+        ranked.filter("rank > 1").select(
+            "user_id",
+            "friend_id",
+            "similarity",
+            "rank",
+            F.lit(None).cast("array<string>").alias("shared_genres"),
+            F.lit(None).cast("string").alias("reason"),
+        )
     )
 
 

@@ -141,12 +141,12 @@ def unit(*weights):
 
 def test_window_similarities_compare_each_own_row_with_the_next_ones():
     vectors = np.array([unit(1, 0), unit(1, 1), unit(0, 1), unit(1, 0)])
-    i, j, similarity = neighbours.window_similarities(vectors, window=2, first_rows=2)
-    assert list(zip(i.tolist(), j.tolist(), similarity.tolist(), strict=True)) == [
-        (0, 1, round(1 / np.sqrt(2), 9)),
-        (0, 2, 0.0),
-        (1, 2, round(1 / np.sqrt(2), 9)),
-        (1, 3, round(1 / np.sqrt(2), 9)),
+    dots = neighbours.window_similarities(vectors, window=2, first_rows=3)
+    half = round(1 / np.sqrt(2), 9)
+    assert dots.tolist() == [
+        [half, 0.0],  # row 0 with rows 1 and 2
+        [half, half],  # row 1 with rows 2 and 3
+        [0.0, -np.inf],  # row 2 with row 3; there is no row 4
     ]
 
 
@@ -172,16 +172,15 @@ def test_chunk_neighbours_keep_each_users_best_in_both_directions():
     ]
 
 
-def test_best_per_user_counts_a_pair_once():
-    user = np.array([1, 1, 1, 2])
-    friend = np.array([3, 3, 4, 1])
-    similarity = np.array([0.9, 0.9, 0.5, 0.7])
+def test_best_per_user_counts_a_pair_once_at_its_highest():
+    user = np.array([1, 1, 1, 2, 1])
+    friend = np.array([3, 3, 4, 1, 5])
+    similarity = np.array([0.9, 0.2, 0.5, 0.7, 0.5])
     best = neighbours.best_per_user(user, friend, similarity, kept=2)
-    assert sorted(zip(user[best].tolist(), friend[best].tolist(), strict=True)) == [
-        (1, 3),
-        (1, 4),
-        (2, 1),
-    ]
+    # User 1: 3 (0.9, met twice), then 4 and 5 tie at 0.5: the lower id, 4.
+    assert list(
+        zip(user[best].tolist(), friend[best].tolist(), similarity[best].tolist(), strict=True)
+    ) == [(1, 3, 0.9), (1, 4, 0.5), (2, 1, 0.7)]
 
 
 def test_user_tastes_from_holdings():
