@@ -47,7 +47,8 @@ def main() -> None:
             "DISCORECS_CASSANDRA_MAX_HEAP": "2G",
             "DISCORECS_SPARK_MASTER": "local[2]",
             "DISCORECS_SPARK_DRIVER_MEMORY": args.driver_memory,
-            "DISCORECS_SPARK_SHUFFLE_PARTITIONS": "16",
+            # 16 up to 1.6M users, then ~100k users per shuffle partition (10M: 100).
+            "DISCORECS_SPARK_SHUFFLE_PARTITIONS": str(max(16, args.users // 100_000)),
         }
     )
     services = LocalServices(settings)
