@@ -312,8 +312,10 @@ def test_ctrl_c_stops_cleanly_with_everything_sent_flushed(services, data_root, 
             stderr=subprocess.PIPE,
             text=True,
         )
+        # Interrupt after a progress line ("sent N, R events/s", every 5 s), i.e. mid-run with
+        # events acknowledged; the start line ("producing at R events/s") comes before any.
         deadline = time.monotonic() + 60
-        while "events/s" not in (line := producer.stderr.readline()):
+        while ": sent " not in (line := producer.stderr.readline()):
             assert line or producer.poll() is None, producer.stderr.read()
             assert time.monotonic() < deadline
         producer.send_signal(signal.SIGINT)
