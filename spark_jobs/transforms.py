@@ -1,7 +1,9 @@
 """The pure cores of the nightly batch: DataFrame in, DataFrame out, no I/O.
 
-Each function is one step of ``state -> scores -> rankings -> friends -> releases``; the jobs
-in this package read their inputs, call these, and write the results.
+Each function is one step of ``state -> tastes -> rankings -> friends -> releases``; the jobs
+in this package read their inputs, call these, and write the results. Spark moves the data;
+the per-user arithmetic runs in numpy on Arrow batches (``tastes``, ``neighbours``,
+``picks`` in this package), the only place each rule is written.
 
 Genre score formula: a user's score in genre g is the number of records they own in g, where
 a release with n (known) genres counts 1/n towards each of them:
@@ -112,8 +114,7 @@ TASTE_SCHEMA = (
     "user_id long, collection_size int, genres array<string>, genre_scores array<double>, "
     "genre_shares array<double>, styles array<string>, style_shares array<double>, "
     "features array<int>, weights array<double>, signature double, missing int, "
-    "owned array<long>, "
-    "held array<long>"
+    "owned array<long>, held array<long>"
 )
 
 
@@ -159,7 +160,8 @@ def user_tastes(
 
 
 def _catalog_index(releases: DataFrame) -> taste_pass.CatalogIndex:
-    """The catalog's genres and styles as arrays, in the driver (the releases are read once)."""
+    """The catalog's genres and styles as arrays, collected to the driver (~25 bytes a
+    release)."""
     return taste_pass.CatalogIndex.from_arrow(
         releases.select(
             "release_id",
