@@ -77,9 +77,7 @@ class CatalogIndex:
         group's ownership), and the ``fallback_depth`` most owned catalog releases overall
         (ids, owners). Ties: lower release id first. Releases not in the catalog count for
         nothing."""
-        at = np.searchsorted(self.release_ids, release_ids)
-        known = at < len(self.release_ids)
-        known[known] = self.release_ids[at[known]] == release_ids[known]
+        at, known = self.locate(release_ids)
         at, counts = at[known], owner_counts[known].astype(np.int64)
 
         # (group, release index) pairs: genres are groups 0..14, styles 15.. .
@@ -114,10 +112,34 @@ class CatalogIndex:
         overall = np.lexsort((self.release_ids[at], -counts))[:fallback_depth]
         return popular, self.release_ids[at][overall], counts[overall]
 
+    def locate(self, release_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position, found) of each release in the catalog's arrays (position 0 where the
+        release is not in the catalog)."""
+        release_ids = np.asarray(release_ids, dtype=np.int64)
+        at = np.searchsorted(self.release_ids, release_ids)
+        found = at < len(self.release_ids)
+        found[found] = self.release_ids[at[found]] == release_ids[found]
+        return np.where(found, at, 0), found
+
+    def genre_bits_of(self, release_ids: np.ndarray) -> np.ndarray:
+        """Each release's genre bits (int64); 0 for a release not in the catalog."""
+        at, found = self.locate(release_ids)
+        if not len(self.release_ids):
+            return np.zeros(len(at), dtype=np.int64)
+        return np.where(found, self.genre_bits[at], 0).astype(np.int64)
+
     @property
     def features(self) -> list[str]:
         """The taste vector's features: "g:" genres, then "s:" styles."""
         return [f"g:{g}" for g in GENRE_NAMES] + [f"s:{s}" for s in self.style_names]
+
+
+def genre_counts(bits: np.ndarray) -> np.ndarray:
+    """How many of the 15 genres each release has, from its genre bits."""
+    counts = np.zeros(len(bits), dtype=np.int64)
+    for g in range(len(GENRE_NAMES)):
+        counts += (bits >> g) & 1
+    return counts
 
 
 def _flat(lists: pa.Array) -> tuple[np.ndarray, pa.Array]:
@@ -157,14 +179,9 @@ def user_tastes(
 
     # Genres: each owned record's known genres share one record.
     own_user, own_release = row_user[mine], release[mine]
-    at = np.searchsorted(catalog.release_ids, own_release)
-    found = at < len(catalog.release_ids)
-    found[found] = catalog.release_ids[at[found]] == own_release[found]
-    at = np.where(found, at, 0)
-    bits = np.where(found, catalog.genre_bits[at] if len(catalog.release_ids) else 0, 0)
-    genre_count = np.zeros(len(bits))
-    for g in range(len(GENRE_NAMES)):
-        genre_count += (bits >> g) & 1
+    at, found = catalog.locate(own_release)
+    bits = catalog.genre_bits_of(own_release)
+    genre_count = genre_counts(bits)
     weight = np.divide(1.0, genre_count, out=np.zeros(len(bits)), where=genre_count > 0)
     scores = np.zeros((count, len(GENRE_NAMES)))
     for g in range(len(GENRE_NAMES)):

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 
 from discorecs.events import EventKind
@@ -52,14 +52,28 @@ def latest_events(events: DataFrame, add: str, remove: str) -> DataFrame:
     and the batch both use this rule, so they agree however events are split into batches.
     """
     relevant = events.filter(F.col("kind").isin(add, remove)).dropDuplicates(["event_id"])
-    order = Window.partitionBy("user_id", "release_id").orderBy(
-        F.desc("event_time"), F.desc(F.col("kind") == remove), F.desc("event_id")
-    )
     return (
-        relevant.withColumn("rn", F.row_number().over(order))
+        relevant.withColumn("rn", F.row_number().over(_latest_first(remove)))
         .filter("rn = 1")
         .select("user_id", "release_id", "kind", "event_time")
     )
+
+
+def _latest_first(remove: str, *partition: Column) -> WindowSpec:
+    """Each (user, release)'s events, the deciding one first (the rule of latest_events)."""
+    return Window.partitionBy("user_id", "release_id", *partition).orderBy(
+        F.desc("event_time"), F.desc(F.col("kind") == remove), F.desc("event_id")
+    )
+
+
+def flag_deciding(events: DataFrame, add: str, remove: str, among: Column) -> DataFrame:
+    """``events`` with a boolean column ``decides``: true on the one row per (user, release)
+    that :func:`latest_events` would keep, among the rows where ``among`` holds and the kind
+    is ``add`` or ``remove``; false on every other row. Keeps every row (the stream still
+    writes each event), and partitioned by user first it needs no further shuffle."""
+    relevant = F.coalesce(among & F.col("kind").isin(add, remove), F.lit(False))
+    first = F.row_number().over(_latest_first(remove, relevant)) == 1
+    return events.withColumn("decides", relevant & first)
 
 
 def apply_events(snapshot: DataFrame, events: DataFrame, add: str, remove: str) -> DataFrame:
@@ -134,7 +148,7 @@ def user_tastes(
     holds its users' holdings in memory at once.
     """
     spark = collections.sparkSession
-    shared = spark.sparkContext.broadcast(_catalog_index(releases))
+    shared = spark.sparkContext.broadcast(catalog_index(releases))
     holdings = collections.select("user_id", "release_id", F.lit(True).alias("owned")).unionByName(
         wantlists.select("user_id", "release_id", F.lit(False).alias("owned"))
     )
@@ -159,7 +173,7 @@ def user_tastes(
     return holdings.repartition(partitions, "user_id").mapInArrow(taste, TASTE_SCHEMA)
 
 
-def _catalog_index(releases: DataFrame) -> taste_pass.CatalogIndex:
+def catalog_index(releases: DataFrame) -> taste_pass.CatalogIndex:
     """The catalog's genres and styles as arrays, collected to the driver (~25 bytes a
     release)."""
     return taste_pass.CatalogIndex.from_arrow(
@@ -431,7 +445,7 @@ def recommend_releases(
     # Styles and genres share one group index ("s:"/"g:" keep a style named like a genre
     # apart). Ownership counts are one aggregation; the ranking per group is numpy's.
     owned = collections.groupBy("release_id").agg(F.count("*").alias("owners")).toArrow()
-    popular, fallback_releases, fallback_owners = _catalog_index(releases).most_owned(
+    popular, fallback_releases, fallback_owners = catalog_index(releases).most_owned(
         owned.column("release_id").to_numpy(),
         owned.column("owners").to_numpy(),
         POPULAR_PER_GROUP,

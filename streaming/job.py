@@ -7,8 +7,8 @@
 Every write of a micro-batch is idempotent, so the batch Spark replays after a crash changes
 nothing: dead letters are keyed by (topic, partition, offset), the event log folder of a batch
 is overwritten as a whole, collections / wantlists are set to the batch's last event per
-(user, release), changes are keyed by event id, and a live profile is recomputed from the
-user's whole collection as it stands after the batch.
+(user, release) (the event time is the write timestamp), changes are keyed by event id, and
+a live profile carries the id of the batch that last updated it, so a replay skips it.
 
 Each micro-batch logs its counts and duration; a progress listener then adds the lag (events
 on the broker beyond the batch's end offsets) to the batch's ``stream_progress`` row, which
@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections import defaultdict, namedtuple
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,21 +33,24 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQueryListener
 
 from discorecs import paths, tables, topics
+from discorecs.cassandra import (
+    connect,
+    execute_grouped,
+    read_partitions,
+    read_statements,
+    worker_connection,
+)
 from discorecs.errors import DiscorecsError
 from discorecs.events import EventKind
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings, load_settings
 from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION
-from spark_jobs.transforms import latest_events
+from spark_jobs.tastes import CatalogIndex
+from spark_jobs.transforms import catalog_index, flag_deciding
 from streaming import sink
 from streaming.kafka_source import NAME, KafkaSource, lag_behind, offset_positions
-from streaming.transform import (
-    effective_changes,
-    genre_units,
-    mark,
-    next_live_profiles,
-    valid_events,
-)
+from streaming.live import LiveProfile, next_profile
+from streaming.transform import mark, valid_events
 
 QUERY_NAME = tables.STREAM_QUERY
 STARTED = "stream started"  # logged once the query runs (the local service waits for it)
@@ -65,6 +69,7 @@ class Reference:
 
     users: DataFrame  # user_id
     releases: DataFrame  # release_id, genres
+    catalog: Any  # Broadcast[CatalogIndex]: the releases' genres as arrays, on every executor
 
 
 def load_reference(spark: SparkSession, settings: Settings) -> Reference:
@@ -78,8 +83,10 @@ def load_reference(spark: SparkSession, settings: Settings) -> Reference:
         ):
             require_published(local_path(root, dataset), what, how)
     users = spark.read.parquet(paths.join(root, paths.USER_PROFILES)).select("user_id")
-    releases = spark.read.parquet(paths.catalog_releases(root)).select("release_id", "genres")
-    return Reference(users.cache(), releases.cache())
+    catalog = spark.read.parquet(paths.catalog_releases(root))
+    releases = catalog.select("release_id", "genres").cache()
+    index = spark.sparkContext.broadcast(catalog_index(catalog))
+    return Reference(users.cache(), releases, index)
 
 
 def read_events(spark: SparkSession, settings: Settings, max_events: int) -> DataFrame:
@@ -123,190 +130,133 @@ def read_events(spark: SparkSession, settings: Settings, max_events: int) -> Dat
     )
 
 
-def _run_writes(
-    settings: Settings,
-    frame: DataFrame,
-    plan: Callable[[Any], list],
-    what: str,
-    group: Callable[[Any], Any] = lambda row: row.user_id,
-) -> None:
-    """For every row of ``frame``, run the statements ``plan(row)`` names, on the executors
-    (one connection per Python worker, bounded concurrency). The statements of rows with the
-    same ``group`` (their partition key: the user) travel together in unlogged batches."""
-
-    def write_partition(rows: Iterator[Any]) -> None:
-        from collections import defaultdict
-
-        from discorecs.cassandra import execute_grouped, worker_connection
-
-        groups: dict[Any, list] = defaultdict(list)
-        for row in rows:
-            groups[group(row)].extend(plan(row))
-        execute_grouped(worker_connection(settings), groups.values(), what=what, concurrency=64)
-
-    frame.foreachPartition(write_partition)
-
-
-def _read_per_key(
-    settings: Settings,
-    keys: DataFrame,
-    cql: str,
-    schema: pa.Schema,
-    ddl: str,
-    parameters: Callable[[dict], tuple] = lambda key: (key["user_id"],),
-) -> DataFrame:
-    """Run the single-partition SELECT ``cql`` once per row of ``keys`` on the executors and
-    return every answer row as a DataFrame (``schema``/``ddl``: the selected columns)."""
-
-    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from discorecs.cassandra import read_partitions, worker_connection
-
-        for batch in batches:
-            params = [parameters(key) for key in batch.to_pylist()]
-            if not params:
-                continue
-            columns: list[list] = [[] for _ in schema]
-            for row in read_partitions(worker_connection(settings), cql, params, what=cql):
-                for column, value in zip(columns, row, strict=True):
-                    column.append(list(value.items()) if hasattr(value, "items") else value)
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)],
-                schema=schema,
-            )
-
-    return keys.mapInArrow(read, ddl)
-
-
-def read_collections(settings: Settings, users: DataFrame) -> DataFrame:
-    """user_id, release_id of every record the given users own now."""
-    return _read_per_key(
-        settings,
-        users.select("user_id"),
-        f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id = ?",
-        pa.schema([("user_id", pa.int64()), ("release_id", pa.int64())]),
-        "user_id long, release_id long",
-    )
-
-
+WRITE_ROW = namedtuple("WRITE_ROW", [*sink.WRITE_COLUMNS, "decides"])
 LIVE_ROW_CQL = (
     f"SELECT collection_size, genre_units, stream_id, batch_id "
     f"FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?"
 )
 HELD_CQL = f"SELECT release_id FROM {tables.COLLECTIONS} WHERE user_id = ? AND release_id IN ?"
-_USER_STATE = pa.schema(
-    [
-        ("user_id", pa.int64()),
-        ("collection_size", pa.int32()),
-        ("genre_units", pa.map_(pa.string(), pa.int64())),
-        ("stream_id", pa.string()),
-        ("batch_id", pa.int64()),
-        ("held", pa.list_(pa.int64())),
-    ]
-)
+COLLECTION_CQL = f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id = ?"
+APPLIED = pa.schema([("live_profiles", pa.int64()), ("writes", pa.int64())])
+APPLIED_DDL = "live_profiles long, writes long"
 
 
-def read_user_state(settings: Settings, net: DataFrame) -> DataFrame:
-    """One executor pass, one row per user of ``net`` (user_id, release_id): their live
-    profile row (collection_size, genre_units, stream_id, batch_id; nulls when there is none)
-    and ``held``, which of their releases in ``net`` are in their collection now. Both reads of
-    every user go to Cassandra together, with bounded concurrency."""
-    keys = net.groupBy("user_id").agg(F.collect_set("release_id").alias("release_ids"))
-
-    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from discorecs.cassandra import read_statements, worker_connection
-
-        for batch in batches:
-            statements: list[tuple[str, tuple]] = []
-            for key in batch.to_pylist():
-                statements.append((LIVE_ROW_CQL, (key["user_id"],)))
-                statements.append((HELD_CQL, (key["user_id"], key["release_ids"])))
-            if not statements:
-                continue
-            answers = read_statements(
-                worker_connection(settings), statements, what="the stream's user state"
-            )
-            rows = []
-            # The answers come in the statements' order: a user's live row, then their held.
-            for (live_key, live), (_, held) in zip(answers, answers, strict=False):
-                row = next(iter(live), None)
-                rows.append(
-                    {
-                        "user_id": live_key[0],
-                        "collection_size": row.collection_size if row else None,
-                        "genre_units": list((row.genre_units or {}).items()) if row else None,
-                        "stream_id": row.stream_id if row else None,
-                        "batch_id": row.batch_id if row else None,
-                        "held": [found.release_id for found in held],
-                    }
-                )
-            yield pa.RecordBatch.from_pylist(rows, schema=_USER_STATE)
-
-    return keys.mapInArrow(
-        read,
-        "user_id long, collection_size int, genre_units map<string,bigint>, stream_id string, "
-        "batch_id long, held array<long>",
-    )
-
-
-def update_live_profiles(
-    settings: Settings,
-    reference: Reference,
-    valid: DataFrame,
+def live_profile_writes(
+    connection: Any,
+    rows: list,
+    catalog: CatalogIndex,
     stream_id: str,
     batch_id: int,
     updated_at: datetime,
-) -> int:
-    """The real-time view, before the batch's collection writes: each touched user's live
-    profile plus the genre units of the batch's effective changes (read against the
-    collections as they stand before the batch). A user whose live row this stream has not
-    written yet (a new user, or a new checkpoint) starts from their whole collection. Users
-    whose row already carries this batch id are skipped: a replay applies a batch once.
-    Returns how many users' profiles are current after the batch."""
-    add, remove = EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value
-    net = latest_events(valid, add, remove).localCheckpoint(eager=True)
-    state = read_user_state(settings, net).localCheckpoint(eager=True)
-    ours = state.filter(F.col("stream_id") == stream_id)
-    applied = ours.filter(F.col("batch_id") >= batch_id).select("user_id")
-    continuing = ours.filter(F.col("batch_id") < batch_id)
-    todo = net.join(applied, "user_id", "left_anti")
-    fresh = state.filter(F.col("stream_id").isNull() | (F.col("stream_id") != stream_id))
-    if fresh.isEmpty():  # the steady state: every user already has a live row of ours
-        holdings = net.sparkSession.createDataFrame([], "user_id long, release_id long")
-    else:
-        holdings = read_collections(settings, fresh).localCheckpoint(eager=True)
-    fresh_sizes = (
-        fresh.select("user_id")
-        .join(holdings.groupBy("user_id").count(), "user_id", "left")
-        .select("user_id", F.coalesce("count", F.lit(0)).cast("int").alias("collection_size"))
-    )
-    start_sizes = continuing.select("user_id", "collection_size").unionByName(fresh_sizes)
-    start_units = continuing.select(
-        "user_id", F.explode("genre_units").alias("genre", "units")
-    ).unionByName(genre_units(holdings, reference.releases))
-    held = state.select("user_id", F.explode("held").alias("release_id"))
-    changes = effective_changes(todo, held, add, remove)
-    profiles = next_live_profiles(start_sizes, start_units, changes, reference.releases)
-    _run_writes(
-        settings,
-        profiles,
-        lambda row: [
+) -> tuple[int, list[tuple[str, tuple]]]:
+    """The live-profile rows of the users whose collections ``rows`` (``WRITE_ROW``s)
+    change: (how many users that is, their LIVE_PROFILE writes).
+
+    Reads each such user's live row and which of the batch's releases they hold now (before
+    the batch's own writes), both with bounded concurrency. A user whose live row this stream
+    has not written yet (a new user, or a new checkpoint) starts from their whole collection;
+    a user whose row already carries this batch id is skipped (the batch is being replayed
+    after a crash and their profile already counts it)."""
+    add = EventKind.COLLECTION_ADD.value
+    decided: dict[int, list[tuple[int, bool]]] = defaultdict(list)
+    for row in rows:
+        if row.decides:
+            decided[row.user_id].append((row.release_id, row.kind == add))
+    if not decided:
+        return 0, []
+    statements: list[tuple[str, tuple]] = []
+    for user, changes in decided.items():
+        statements.append((LIVE_ROW_CQL, (user,)))
+        statements.append((HELD_CQL, (user, [release for release, _ in changes])))
+    answers = list(read_statements(connection, statements, what="the stream's user state"))
+    starts: dict[int, LiveProfile] = {}
+    held: dict[int, set[int]] = {}
+    fresh: list[int] = []
+    # The answers come in the statements' order: a user's live row, then their held releases.
+    for (key, live), (_, owned) in zip(answers[0::2], answers[1::2], strict=True):
+        user, row = key[0], next(iter(live), None)
+        held[user] = {found.release_id for found in owned}
+        if row is None or row.stream_id != stream_id:
+            fresh.append(user)
+        elif row.batch_id < batch_id:
+            starts[user] = LiveProfile(row.collection_size, dict(row.genre_units or {}))
+    collections: dict[int, list[int]] = defaultdict(list)
+    for found in read_partitions(
+        connection, COLLECTION_CQL, [(user,) for user in fresh], what="the stream's collections"
+    ):
+        collections[found.user_id].append(found.release_id)
+    for user in fresh:
+        starts[user] = LiveProfile.of_collection(collections[user], catalog)
+    writes = []
+    for user, start in starts.items():
+        profile = next_profile(start, decided[user], held[user], catalog)
+        writes.append(
             (
                 sink.LIVE_PROFILE,
                 (
-                    row.user_id,
-                    row.collection_size,
-                    row.genre_units,
-                    row.scores,
-                    row.shares,
+                    user,
+                    profile.collection_size,
+                    profile.genre_units,
+                    profile.scores,
+                    profile.shares,
                     stream_id,
                     batch_id,
                     updated_at,
                 ),
             )
-        ],
-        tables.USER_LIVE_PROFILES,
-    )
-    return state.count()
+        )
+    return len(decided), writes
+
+
+def apply_batch(
+    settings: Settings,
+    reference: Reference,
+    marked: DataFrame,
+    stream_id: str,
+    batch_id: int,
+    received_at: datetime,
+) -> int:
+    """Everything the micro-batch changes in Cassandra, in one pass on the executors over its
+    rows partitioned by user: each touched user's live profile (the real-time view), then
+    collections / wantlists, changes and dead letters. Returns how many users' live profiles
+    are current after the batch.
+
+    Per partition, the live profiles are written before the collection writes, because they
+    are computed against the collections as they stood before the batch: after a crash
+    between the two, the replayed batch finds those profiles marked with its id, skips them
+    and rewrites the (idempotent) collection writes."""
+    add, remove = EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value
+    rows = marked.filter(
+        F.col("reason").isNotNull() | F.col("kind").isin(*sink.HOLDING_WRITES)
+    ).select(*sink.WRITE_COLUMNS)
+    spark = marked.sparkSession
+    by_user = rows.repartition(max(2, spark.sparkContext.defaultParallelism), "user_id")
+    flagged = flag_deciding(by_user, add, remove, F.col("reason").isNull())
+    catalog = reference.catalog
+    day = received_at.strftime("%Y-%m-%d")
+
+    def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        rows = [WRITE_ROW(**row) for batch in batches for row in batch.to_pylist()]
+        connection = worker_connection(settings)
+        touched, profiles = live_profile_writes(
+            connection, rows, catalog.value, stream_id, batch_id, received_at
+        )
+        execute_grouped(connection, [[w] for w in profiles], what=tables.USER_LIVE_PROFILES)
+        groups: dict[Any, list] = defaultdict(list)
+        for row in rows:
+            groups[sink.write_group(row)].extend(sink.writes_for(row, day, received_at))
+        written = execute_grouped(
+            connection,
+            groups.values(),
+            what="the stream's tables",
+            batch_size=settings.cassandra_batch_rows,
+        )
+        yield pa.RecordBatch.from_pylist(
+            [{"live_profiles": touched, "writes": written + len(profiles)}], schema=APPLIED
+        )
+
+    applied = flagged.mapInArrow(apply, APPLIED_DDL).agg(F.sum("live_profiles")).first()
+    return int(applied[0] or 0)
 
 
 def process_batch(
@@ -320,10 +270,11 @@ def process_batch(
 ) -> dict[str, int]:
     """Apply one micro-batch; returns its counts (also written to ``stream_progress``).
 
-    A fixed number of Spark jobs whatever the batch size: validate (read once, kept), count,
-    append to the master dataset, update the touched users' live profiles, write the rest to
-    Cassandra in one pass. ``stream_id`` (the query's id, kept in its checkpoint) and
-    ``batch_id`` mark the live profiles, so a replayed batch updates them once."""
+    Four Spark jobs whatever the batch size: validate (read once, kept), count, append to
+    the master dataset, and one pass that updates the touched users' live profiles and
+    writes everything else to Cassandra (:func:`apply_batch`). ``stream_id`` (the query's
+    id, kept in its checkpoint) and ``batch_id`` mark the live profiles, so a replayed batch
+    updates them once."""
     started = time.monotonic()
     steps: dict[str, float] = {}
 
@@ -363,29 +314,13 @@ def process_batch(
 
     lap("log")
 
-    # The real-time view first: it reads the collections as they stood before this batch.
-    collection_kinds = (EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value)
-    received_at = datetime.now(UTC)
-    if any(r.valid and r.kind in collection_kinds for r in tally):
-        counts["live_profiles"] = update_live_profiles(
-            settings, reference, valid, stream_id, batch_id, received_at
+    # The real-time view, collections / wantlists, changes and dead letters: one pass.
+    if counts["upserts"] or counts["dead_lettered"]:
+        counts["live_profiles"] = apply_batch(
+            settings, reference, marked, stream_id, batch_id, datetime.now(UTC)
         )
 
-    lap("live")
-
-    # Dead letters, collections / wantlists and changes: one pass on the executors.
-    day = received_at.strftime("%Y-%m-%d")
-    _run_writes(
-        settings,
-        marked.filter(F.col("reason").isNotNull() | F.col("kind").isin(*holding_kinds)).select(
-            *sink.WRITE_COLUMNS
-        ),
-        lambda row: sink.writes_for(row, day, received_at),
-        "the stream's tables",
-        sink.write_group,
-    )
-
-    lap("writes")
+    lap("apply")
     duration_ms = int((time.monotonic() - started) * 1000)
     record_progress(settings, batch_id, counts, duration_ms)
     say(
@@ -402,8 +337,6 @@ def record_progress(
     settings: Settings, batch_id: int, counts: dict[str, int], duration_ms: int
 ) -> None:
     """The batch's ``stream_progress`` row (its lag is added by :class:`LagReporter`)."""
-    from discorecs.cassandra import connect
-
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         connection.session.execute(
             connection.prepare(
@@ -450,7 +383,6 @@ class LagReporter(StreamingQueryListener):
             lag = lag_behind(
                 list(self.settings.kafka_bootstrap_servers), list(topics.ALL_TOPICS), positions
             )
-            from discorecs.cassandra import connect
 
             with connect(self.settings, keyspace=self.settings.cassandra_keyspace) as connection:
                 connection.session.execute(

@@ -12,7 +12,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from discorecs.events import InvalidEvent, parse_event
-from spark_jobs.transforms import known_genres
 
 CHECKED = StructType(
     [
@@ -104,97 +103,3 @@ def validate(raw: DataFrame, users: DataFrame, releases: DataFrame) -> tuple[Dat
     """(valid events, dead letters): see :func:`mark`."""
     marked = mark(raw, users, releases)
     return valid_events(marked), dead_letters(marked)
-
-
-GENRE_UNITS = 360_360
-"""lcm(1..15): a release with n of the 15 genres adds GENRE_UNITS // n to each, an exact
-integer, so a live profile updated by thousands of micro-batches never drifts by rounding and
-equals one computed in a single pass."""
-
-
-def genre_units(holdings: DataFrame, releases: DataFrame) -> DataFrame:
-    """user_id, genre, units of whole collections (``holdings``: user_id, release_id)."""
-    owned = holdings.join(
-        releases.select("release_id", known_genres().alias("genres")), "release_id"
-    )
-    return (
-        owned.filter(F.size("genres") > 0)
-        .select(
-            "user_id",
-            F.explode("genres").alias("genre"),
-            (F.lit(GENRE_UNITS) / F.size("genres")).cast("long").alias("units"),
-        )
-        .groupBy("user_id", "genre")
-        .agg(F.sum("units").alias("units"))
-    )
-
-
-def effective_changes(net: DataFrame, present: DataFrame, add: str, remove: str) -> DataFrame:
-    """user_id, release_id, sign: +1 for an add of a release the user did not hold, -1 for a
-    remove of one they held; other changes (a repeated add, a remove of something not held)
-    change nothing and are dropped.
-
-    ``net``: user_id, release_id, kind (the batch's last event per key); ``present``:
-    user_id, release_id held before the batch (among ``net``'s keys)."""
-    held = present.select("user_id", "release_id", F.lit(True).alias("held"))
-    sign = F.when((F.col("kind") == add) & F.col("held").isNull(), F.lit(1)).when(
-        (F.col("kind") == remove) & F.col("held").isNotNull(), F.lit(-1)
-    )
-    return (
-        net.join(held, ["user_id", "release_id"], "left")
-        .select("user_id", "release_id", sign.alias("sign"))
-        .filter(F.col("sign").isNotNull())
-    )
-
-
-def next_live_profiles(
-    start_sizes: DataFrame, start_units: DataFrame, changes: DataFrame, releases: DataFrame
-) -> DataFrame:
-    """The live profile of every user in ``start_sizes`` after ``changes``.
-
-    ``start_sizes``: user_id, collection_size before the batch (one row per user to update);
-    ``start_units``: user_id, genre, units before the batch; ``changes``: user_id, release_id,
-    sign (:func:`effective_changes`); ``releases``: release_id, genres.
-    Returns user_id, collection_size, genre_units (map), scores (units / GENRE_UNITS: a
-    record with n genres counts 1/n to each) and shares (of the user's total), maps empty for
-    an empty collection.
-    """
-    size_delta = changes.groupBy("user_id").agg(F.sum("sign").alias("delta"))
-    sizes = start_sizes.join(size_delta, "user_id", "left").select(
-        "user_id",
-        (F.col("collection_size") + F.coalesce("delta", F.lit(0))).cast("int").alias("size"),
-    )
-    signed = (
-        changes.join(releases.select("release_id", known_genres().alias("genres")), "release_id")
-        .filter(F.size("genres") > 0)
-        .select(
-            "user_id",
-            F.explode("genres").alias("genre"),
-            ((F.lit(GENRE_UNITS) / F.size("genres")).cast("long") * F.col("sign")).alias("units"),
-        )
-    )
-    totals = (
-        start_units.select("user_id", "genre", "units")
-        .unionByName(signed)
-        .groupBy("user_id", "genre")
-        .agg(F.sum("units").alias("units"))
-        .filter(F.col("units") > 0)
-    )
-    maps = totals.groupBy("user_id").agg(
-        F.map_from_entries(F.collect_list(F.struct("genre", "units"))).alias("genre_units"),
-        F.sum("units").alias("total"),
-    )
-    empty_units = F.create_map().cast("map<string,bigint>")
-    empty = F.create_map().cast("map<string,double>")
-    units = F.coalesce("genre_units", empty_units)
-    return sizes.join(maps, "user_id", "left").select(
-        "user_id",
-        F.col("size").alias("collection_size"),
-        units.alias("genre_units"),
-        F.coalesce(
-            F.transform_values(units, lambda _, v: v / F.lit(float(GENRE_UNITS))), empty
-        ).alias("scores"),
-        F.coalesce(F.transform_values(units, lambda _, v: v / F.col("total")), empty).alias(
-            "shares"
-        ),
-    )

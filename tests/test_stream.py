@@ -5,9 +5,11 @@ import json
 import shutil
 from datetime import UTC, datetime
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 from kafka import KafkaProducer
+from pyspark.sql import functions as F
 
 from discorecs import paths, topics
 from discorecs.cassandra import connect
@@ -15,16 +17,12 @@ from discorecs.events import Event, EventKind
 from discorecs.services.broker import KafkaBroker
 from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
-from spark_jobs.transforms import latest_events
+from spark_jobs.tastes import CatalogIndex
+from spark_jobs.transforms import flag_deciding, latest_events
 from streaming.job import load_reference, process_batch, start_stream
 from streaming.kafka_source import fetch_high_watermarks, lag_behind
-from streaming.transform import (
-    GENRE_UNITS,
-    effective_changes,
-    genre_units,
-    next_live_profiles,
-    validate,
-)
+from streaming.live import GENRE_UNITS, LiveProfile, next_profile
+from streaming.transform import validate
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.spark
@@ -99,55 +97,98 @@ def test_add_then_remove_in_one_batch_is_a_remove(spark):
     ]
 
 
-def test_live_profiles_start_from_a_collection_and_add_exact_genre_units(spark):
-    releases = spark.createDataFrame(
-        [(10, ["Jazz", "Funk / Soul"]), (11, ["Jazz"]), (12, []), (13, ["Rock", "Pop", "Jazz"])],
-        "release_id long, genres array<string>",
-    )
-    holdings = spark.createDataFrame([(1, 10), (1, 12)], "user_id long, release_id long")
-    start_units = genre_units(holdings, releases)
-    assert sorted(map(tuple, start_units.collect())) == [
-        (1, "Funk / Soul", GENRE_UNITS // 2),
-        (1, "Jazz", GENRE_UNITS // 2),
+def test_flag_deciding_marks_the_event_latest_events_keeps_and_keeps_every_row(spark):
+    rows = [
+        ("a", 1, 10, "collection_add", 1, None),
+        ("b", 1, 10, "collection_remove", 2, None),  # decides 10
+        ("c", 1, 11, "collection_add", 3, None),  # decides 11 (the remove is older)
+        ("d", 1, 11, "collection_remove", 1, None),
+        ("e", 1, 12, "collection_add", 4, None),  # equal times: the remove wins
+        ("f", 1, 12, "collection_remove", 4, None),
+        ("g", 1, 11, "wantlist_add", 9, None),  # not a collection event
+        ("h", 1, 13, "collection_add", 9, "unknown release 13"),  # dead letter
     ]
-    net = spark.createDataFrame(
-        [
-            (1, 11, "collection_add"),  # new: counts
-            (1, 10, "collection_add"),  # already held: nothing
-            (1, 12, "collection_remove"),  # held, no genre: only the size changes
-            (1, 13, "collection_add"),
-            (1, 99, "collection_remove"),  # not held: nothing
-            (2, 10, "collection_remove"),  # user 2 held release 10: now empty
-        ],
-        "user_id long, release_id long, kind string",
+    events = spark.createDataFrame(
+        [(i, u, r, k, T.replace(minute=m), why) for i, u, r, k, m, why in rows],
+        "event_id string, user_id long, release_id long, kind string, "
+        "event_time timestamp, reason string",
     )
-    held = spark.createDataFrame([(1, 10), (1, 12), (2, 10)], "user_id long, release_id long")
-    changes = effective_changes(net, held, "collection_add", "collection_remove")
-    assert sorted(map(tuple, changes.collect())) == [
-        (1, 11, 1),
-        (1, 12, -1),
-        (1, 13, 1),
-        (2, 10, -1),
+    add, remove = "collection_add", "collection_remove"
+    flagged = flag_deciding(events, add, remove, F.col("reason").isNull()).collect()
+    assert sorted(r.event_id for r in flagged if r.decides) == ["b", "c", "f"]
+    assert len(flagged) == len(rows)
+    kept = latest_events(events.filter("reason IS NULL"), add, remove).collect()
+    assert sorted((r.release_id, r.kind) for r in kept) == [
+        (10, remove),
+        (11, add),
+        (12, remove),
     ]
-    start_sizes = spark.createDataFrame([(1, 2), (2, 1)], "user_id long, collection_size int")
-    two = genre_units(spark.createDataFrame([(2, 10)], "user_id long, release_id long"), releases)
-    rows = {
-        r.user_id: r
-        for r in next_live_profiles(
-            start_sizes, start_units.unionByName(two), changes, releases
-        ).collect()
-    }
+
+
+CATALOG = CatalogIndex.from_arrow(
+    pa.table(
+        {
+            "release_id": [13, 10, 11, 12],
+            "genres": [["Rock", "Pop", "Jazz"], ["Jazz", "Funk / Soul"], ["Jazz"], []],
+            "styles": [[], ["Hard Bop"], [], []],
+        }
+    )
+)
+
+
+def test_a_live_profile_starts_from_a_collection_and_adds_exact_genre_units():
+    start = LiveProfile.of_collection([10, 12, 404], CATALOG)  # 404: not in the catalog
+    assert start == LiveProfile(3, {"Funk / Soul": GENRE_UNITS // 2, "Jazz": GENRE_UNITS // 2})
+    decided = [
+        (11, True),  # new: counts
+        (10, True),  # already held: nothing
+        (12, False),  # held, no genre: only the size changes
+        (13, True),
+        (99, False),  # not held: nothing
+    ]
+    after = next_profile(start, decided, held={10, 12}, catalog=CATALOG)
     third = GENRE_UNITS // 3
-    assert rows[1].collection_size == 3
-    assert rows[1].genre_units == {
-        "Jazz": GENRE_UNITS // 2 + GENRE_UNITS + third,
-        "Funk / Soul": GENRE_UNITS // 2,
-        "Rock": third,
-        "Pop": third,
-    }
-    assert rows[1].scores["Jazz"] == 1.5 + 1 / 3 and rows[1].scores["Rock"] == 1 / 3
-    assert abs(sum(rows[1].shares.values()) - 1.0) < 1e-12
-    assert (rows[2].collection_size, rows[2].genre_units, rows[2].scores) == (0, {}, {})
+    assert after == LiveProfile(
+        4,
+        {
+            "Jazz": GENRE_UNITS // 2 + GENRE_UNITS + third,
+            "Funk / Soul": GENRE_UNITS // 2,
+            "Rock": third,
+            "Pop": third,
+        },
+    )
+    assert after.scores["Jazz"] == 1.5 + 1 / 3 and after.scores["Rock"] == 1 / 3
+    assert abs(sum(after.shares.values()) - 1.0) < 1e-12
+    # The profile equals the one computed from the whole collection in one pass.
+    assert after.genre_units == LiveProfile.of_collection([10, 11, 13, 404], CATALOG).genre_units
+
+
+def test_removing_the_last_record_leaves_an_empty_profile():
+    start = LiveProfile.of_collection([10], CATALOG)
+    after = next_profile(start, [(10, False)], held={10}, catalog=CATALOG)
+    assert (after.collection_size, after.genre_units, after.scores, after.shares) == (
+        0,
+        {},
+        {},
+        {},
+    )
+    assert next_profile(after, [(10, False)], held=set(), catalog=CATALOG) == after
+
+
+def test_genre_units_of_an_empty_catalog_are_empty():
+    empty = CatalogIndex.from_arrow(
+        pa.table(
+            {"release_id": pa.array([], pa.int64()), "genres": [], "styles": []},
+            schema=pa.schema(
+                [
+                    ("release_id", pa.int64()),
+                    ("genres", pa.list_(pa.string())),
+                    ("styles", pa.list_(pa.string())),
+                ]
+            ),
+        )
+    )
+    assert LiveProfile.of_collection([1, 2], empty) == LiveProfile(2, {})
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +317,46 @@ def test_source_options_are_read_as_spark_hands_them_over_lower_cased():
         {"bootstrap": "127.0.0.1:1", "topics": "a,b", "maxeventspertrigger": "7"}
     )
     assert (reader.max_events, reader.topics) == (7, ["a", "b"])
+
+
+def test_read_records_become_one_arrow_batch_typed_as_spark_expects():
+    from pyspark.sql import types
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from streaming.kafka_source import ARROW_SCHEMA, SCHEMA, OffsetRange, record_batch
+
+    spark_types = {
+        "string": types.StringType(),
+        "int": types.IntegerType(),
+        "long": types.LongType(),
+        "binary": types.BinaryType(),
+        "timestamp": types.TimestampType(),
+    }
+    declared = types.StructType(
+        [
+            types.StructField(name, spark_types[kind])
+            for name, kind in (column.split() for column in SCHEMA.split(","))
+        ]
+    )
+
+    at_ms = int(T.timestamp() * 1000) + 7
+    batch = record_batch(
+        OffsetRange("collection_events", 2, 40, 42),
+        [40, 41],
+        [b"k", None],
+        [b"{}", b"x"],
+        [at_ms, at_ms],
+    )
+    assert batch.schema == to_arrow_schema(declared, timezone="UTC")
+    assert batch.schema == ARROW_SCHEMA
+    assert batch.to_pylist()[1] == {
+        "topic": "collection_events",
+        "kafka_partition": 2,
+        "kafka_offset": 41,
+        "key": None,
+        "value": b"x",
+        "timestamp": T.replace(microsecond=7000),
+    }
 
 
 def test_the_write_plan_of_each_kind_of_row():
