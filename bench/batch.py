@@ -95,10 +95,9 @@ def main() -> None:
         )
         for step, spent in report.step_seconds.items():
             print(f"  {step:14s} {spent:8.1f} s")
-        print(
-            f"10M users projected (linear): {figures['projection_10m_users_hours']:.1f} h\n"
-            f"written to {path}"
-        )
+        if args.users < 10_000_000:
+            print(f"10M users projected (linear): {figures['projection_10m_users_hours']:.1f} h")
+        print(f"targets: 1M users < 600 s, 10M users < 2 h (7,200 s)\nwritten to {path}")
     finally:
         services.down()
         shutil.rmtree(work, ignore_errors=True)

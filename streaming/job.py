@@ -137,8 +137,8 @@ LIVE_ROW_CQL = (
 )
 HELD_CQL = f"SELECT release_id FROM {tables.COLLECTIONS} WHERE user_id = ? AND release_id IN ?"
 COLLECTION_CQL = f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id = ?"
-APPLIED = pa.schema([("live_profiles", pa.int64()), ("writes", pa.int64())])
-APPLIED_DDL = "live_profiles long, writes long"
+APPLIED = pa.schema([("live_profiles", pa.int64())])  # per partition: users rescored
+APPLIED_DDL = "live_profiles long"
 
 
 def live_profile_writes(
@@ -245,15 +245,13 @@ def apply_batch(
         groups: dict[Any, list] = defaultdict(list)
         for row in rows:
             groups[sink.write_group(row)].extend(sink.writes_for(row, day, received_at))
-        written = execute_grouped(
+        execute_grouped(
             connection,
             groups.values(),
             what="the stream's tables",
             batch_size=settings.cassandra_batch_rows,
         )
-        yield pa.RecordBatch.from_pylist(
-            [{"live_profiles": touched, "writes": written + len(profiles)}], schema=APPLIED
-        )
+        yield pa.RecordBatch.from_pylist([{"live_profiles": touched}], schema=APPLIED)
 
     applied = flagged.mapInArrow(apply, APPLIED_DDL).agg(F.sum("live_profiles")).first()
     return int(applied[0] or 0)
