@@ -75,7 +75,7 @@ def _keys(user: np.ndarray, release: np.ndarray) -> np.ndarray:
     return (user.astype(np.int64) << 32) | release.astype(np.int64)
 
 
-def _contains(sorted_haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+def contains(sorted_haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
     """For each needle, whether it is in the sorted array (binary search, no hashing)."""
     if len(sorted_haystack) == 0:
         return np.zeros(len(needles), dtype=bool)
@@ -157,11 +157,11 @@ def pick_releases(
     user_of, release, keys = (a[starts] for a in (user_of, release, keys))
     group_of = source
 
-    fresh = ~_contains(held, keys)
+    fresh = ~contains(held, keys)
     user_of, group_of, release, keys, taste = (
         a[fresh] for a in (user_of, group_of, release, keys, taste)
     )
-    friend_owns = _contains(np.sort(_keys(owners(friend_offsets), friend_releases)), keys)
+    friend_owns = contains(np.sort(_keys(owners(friend_offsets), friend_releases)), keys)
     score = np.round(taste * np.where(friend_owns, 1.0 + FRIEND_BONUS, 1.0), RANKING_DIGITS)
 
     # Fallback for the users with nothing left.
@@ -171,7 +171,7 @@ def pick_releases(
     f_user = np.repeat(needy, len(fallback_releases))
     f_release = np.tile(fallback_releases.astype(np.int64), len(needy))
     f_score = np.tile(fallback_owners.astype(np.float64) * 1e-9, len(needy))
-    f_fresh = ~_contains(held, _keys(f_user, f_release))
+    f_fresh = ~contains(held, _keys(f_user, f_release))
 
     user_of = np.concatenate([user_of, f_user[f_fresh]])
     release = np.concatenate([release, f_release[f_fresh]])

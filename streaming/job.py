@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from pyspark.errors import AnalysisException, StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
@@ -67,9 +68,8 @@ class StreamError(DiscorecsError):
 class Reference:
     """What every micro-batch checks events against and scores users with (read once)."""
 
-    users: DataFrame  # user_id
-    releases: DataFrame  # release_id, genres
-    catalog: Any  # Broadcast[CatalogIndex]: the releases' genres as arrays, on every executor
+    users: Any  # Broadcast[np.ndarray]: the known user ids, sorted
+    catalog: Any  # Broadcast[CatalogIndex]: the known releases and their genres as arrays
 
 
 def load_reference(spark: SparkSession, settings: Settings) -> Reference:
@@ -82,11 +82,10 @@ def load_reference(spark: SparkSession, settings: Settings) -> Reference:
             (paths.USERS, "generated users", "run `discorecs generate-users` first"),
         ):
             require_published(local_path(root, dataset), what, how)
-    users = spark.read.parquet(paths.join(root, paths.USER_PROFILES)).select("user_id")
-    catalog = spark.read.parquet(paths.catalog_releases(root))
-    releases = catalog.select("release_id", "genres").cache()
-    index = spark.sparkContext.broadcast(catalog_index(catalog))
-    return Reference(users.cache(), releases, index)
+    users = spark.read.parquet(paths.join(root, paths.USER_PROFILES)).select("user_id").toArrow()
+    user_ids = np.sort(users.column("user_id").to_numpy().astype(np.int64))
+    catalog = catalog_index(spark.read.parquet(paths.catalog_releases(root)))
+    return Reference(spark.sparkContext.broadcast(user_ids), spark.sparkContext.broadcast(catalog))
 
 
 def read_events(spark: SparkSession, settings: Settings, max_events: int) -> DataFrame:
@@ -280,7 +279,7 @@ def process_batch(
         steps[step] = time.monotonic() - started - sum(steps.values())
 
     marked = (
-        mark(raw, reference.users, reference.releases)
+        mark(raw, reference.users, reference.catalog)
         .withColumn("written_at", F.unix_micros("event_time"))
         .withColumn(EVENT_LOG_PARTITION, F.date_format("ingested_at", "yyyy-MM-dd"))
         .localCheckpoint(eager=True)

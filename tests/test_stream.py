@@ -5,6 +5,7 @@ import json
 import shutil
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
@@ -41,6 +42,28 @@ def raw_rows(spark, payloads):
     )
 
 
+CATALOG_SCHEMA = pa.schema(
+    [
+        ("release_id", pa.int64()),
+        ("genres", pa.list_(pa.string())),
+        ("styles", pa.list_(pa.string())),
+    ]
+)
+
+
+def catalog_of(genres: dict[int, list[str]]) -> CatalogIndex:
+    """A catalog index of the given releases and their genres (no styles)."""
+    rows = [{"release_id": r, "genres": g, "styles": []} for r, g in genres.items()]
+    return CatalogIndex.from_arrow(pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA))
+
+
+def known(spark, users, releases):
+    """Broadcasts of the known user ids and of a catalog of ``releases`` (no genres)."""
+    broadcast = spark.sparkContext.broadcast
+    users = np.sort(np.array(users, dtype=np.int64))
+    return broadcast(users), broadcast(catalog_of({release: [] for release in releases}))
+
+
 def event(event_id, user, release, kind, minute=0):
     return Event(event_id, user, release, kind, T.replace(minute=minute)).to_json()
 
@@ -64,9 +87,8 @@ def test_validate_sends_each_kind_of_bad_event_to_the_dead_letters(spark):
             }
         ).encode(),
     ]
-    users = spark.createDataFrame([(1,)], "user_id long")
-    releases = spark.createDataFrame([(10,)], "release_id long")
-    valid, dead = validate(raw_rows(spark, payloads), users, releases)
+    users, catalog = known(spark, users=[1], releases=[10])
+    valid, dead = validate(raw_rows(spark, payloads), users, catalog)
     assert [(r.event_id, r.user_id, r.release_id, r.kind) for r in valid.collect()] == [
         ("ok", 1, 10, "collection_add")
     ]
@@ -87,9 +109,8 @@ def test_add_then_remove_in_one_batch_is_a_remove(spark):
         event("d", 1, 11, EventKind.COLLECTION_ADD, 3),
         event("d", 1, 11, EventKind.COLLECTION_ADD, 3),
     ]
-    users = spark.createDataFrame([(1,)], "user_id long")
-    releases = spark.createDataFrame([(10,), (11,)], "release_id long")
-    valid, _ = validate(raw_rows(spark, payloads), users, releases)
+    users, catalog = known(spark, users=[1], releases=[11, 10])
+    valid, _ = validate(raw_rows(spark, payloads), users, catalog)
     changes = latest_events(valid, "collection_add", "collection_remove")
     assert sorted((r.release_id, r.kind) for r in changes.collect()) == [
         (10, "collection_remove"),
@@ -125,14 +146,8 @@ def test_flag_deciding_marks_the_event_latest_events_keeps_and_keeps_every_row(s
     ]
 
 
-CATALOG = CatalogIndex.from_arrow(
-    pa.table(
-        {
-            "release_id": [13, 10, 11, 12],
-            "genres": [["Rock", "Pop", "Jazz"], ["Jazz", "Funk / Soul"], ["Jazz"], []],
-            "styles": [[], ["Hard Bop"], [], []],
-        }
-    )
+CATALOG = catalog_of(
+    {13: ["Rock", "Pop", "Jazz"], 10: ["Jazz", "Funk / Soul"], 11: ["Jazz"], 12: []}
 )
 
 
@@ -176,18 +191,7 @@ def test_removing_the_last_record_leaves_an_empty_profile():
 
 
 def test_genre_units_of_an_empty_catalog_are_empty():
-    empty = CatalogIndex.from_arrow(
-        pa.table(
-            {"release_id": pa.array([], pa.int64()), "genres": [], "styles": []},
-            schema=pa.schema(
-                [
-                    ("release_id", pa.int64()),
-                    ("genres", pa.list_(pa.string())),
-                    ("styles", pa.list_(pa.string())),
-                ]
-            ),
-        )
-    )
+    empty = catalog_of({})
     assert LiveProfile.of_collection([1, 2], empty) == LiveProfile(2, {})
 
 
