@@ -55,7 +55,8 @@ def known_ids(known: Any, ids_of: Callable[[Any], np.ndarray] = lambda value: va
     """An Arrow UDF: whether each id of a column is among ``ids_of(known.value)``, a sorted
     int64 array in a broadcast (the user ids, or the catalog index's release ids). A binary
     search per micro-batch instead of a broadcast join, whose hash table Spark would rebuild
-    from a million catalog rows for every batch (~1 s of a 60,000-event batch)."""
+    from a million catalog rows for every batch (measured alone: marking 60,000 events took
+    1.7 s with the joins, 0.6 s for the parse alone)."""
 
     @arrow_udf("boolean")
     def contains_id(ids: pa.Array) -> pa.Array:
