@@ -8,6 +8,7 @@ import platform
 import socket
 import statistics
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,19 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _children(pid: int) -> list[int]:
+    """The children of every thread of ``pid``: a JVM starts its Python workers from other
+    threads than its main one, and each thread lists only the children it started."""
+    found = []
     try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        threads = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return []
-    return [int(child) for child in text.split()]
+    for thread in threads:
+        try:
+            found.extend(int(child) for child in (thread / "children").read_text().split())
+        except OSError:
+            continue
+    return found
 
 
 def tree_rss_bytes(pid: int | None = None) -> int:
@@ -36,6 +45,88 @@ def tree_rss_bytes(pid: int | None = None) -> int:
             continue
         stack.extend(_children(current))
     return total
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) of a process and its descendants, including children they
+    have already reaped, in seconds; None once the process is gone."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text()
+        except OSError:
+            if current == pid:
+                return None
+            continue
+        # Fields after the parenthesised command: utime, stime, cutime, cstime are 14-17.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += sum(int(f) for f in fields[11:15])
+        stack.extend(_children(current))
+    return total / TICKS
+
+
+MACHINE = "whole machine"
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy (not idle or waiting on I/O) since boot."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields[:8]) - idle - iowait) / TICKS
+
+
+class CpuShares:
+    """Average cores each named process tree kept busy between ``start()`` and ``stop()``.
+
+    Sampled every ``interval`` seconds in a thread, so a tree that exits before ``stop()``
+    (a producer that has finished) still counts up to its last sample. ``shares()`` also
+    gives the whole machine's busy cores, so a benchmark can say where the cores went, not
+    only how fast the whole was.
+    """
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.5) -> None:
+        self.pids = pids
+        self.interval = interval
+        self._first: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+        self._started_at = self._stopped_at = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        sample = {name: tree_cpu_seconds(pid) for name, pid in self.pids.items()}
+        sample[MACHINE] = machine_busy_seconds()
+        for name, seconds in sample.items():
+            if seconds is not None:
+                self._first.setdefault(name, seconds)
+                self._last[name] = seconds
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def start(self) -> None:
+        self._started_at = time.monotonic()
+        self._sample()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self._stopped_at = time.monotonic()
+
+    def shares(self) -> dict[str, float]:
+        seconds = self._stopped_at - self._started_at
+        if seconds <= 0:
+            return {}
+        return {
+            name: round((self._last[name] - self._first[name]) / seconds, 3) for name in self._first
+        }
 
 
 class PeakMemory:

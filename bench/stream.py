@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from bench.common import free_port, write_results
+from bench.common import CpuShares, free_port, write_results
 from discorecs import paths, tables
 from discorecs.cassandra import apply_schema, connect
 from discorecs.catalog.generate import write_dump
@@ -154,6 +154,12 @@ def main() -> None:
         )
         started = datetime.now(UTC)
         producers = produce(settings, args.rate, total, args.active_users)
+        components = {
+            "stream (Spark driver, JVM, Python workers)": stream.record().pid,
+            "broker": services.broker.record().pid,
+            "cassandra": services.cassandra.record().pid,
+        }
+        cpu = CpuShares({**components, **{f"{k} producer": p.pid for k, p in producers.items()}})
         window_start = None
         lag_samples = []
         while any(p.poll() is None for p in producers.values()):
@@ -162,6 +168,7 @@ def main() -> None:
             now = datetime.now(UTC)
             if window_start is None and (now - started).total_seconds() >= args.warmup:
                 window_start = now
+                cpu.start()
             last = max(rows, key=lambda r: r.batch_id) if rows else None
             if last is not None:
                 lag_samples.append(((now - started).total_seconds(), last.lag))
@@ -170,17 +177,21 @@ def main() -> None:
                     f"{last.input_rows:,} events in {last.duration_ms:,} ms, lag {last.lag}",
                     flush=True,
                 )
+        cpu.stop()
         window_end = datetime.now(UTC)
         summaries = {kind: json.loads(p.communicate()[0]) for kind, p in producers.items()}
         produced = sum(s["sent"] for s in summaries.values())
         failed = sum(s["failed"] for s in summaries.values())
 
         print("producers done; waiting for the stream to drain ...", flush=True)
+        draining = CpuShares(components)
+        draining.start()
         deadline = time.monotonic() + 300
         while sum(r.input_rows for r in progress_rows(settings)) < produced:
             if time.monotonic() > deadline:
                 break
             time.sleep(2)
+        draining.stop()
         drained_at = datetime.now(UTC)
         rows = progress_rows(settings)
         streamed = sum(r.input_rows for r in rows)
@@ -245,6 +256,8 @@ def main() -> None:
             "active_users": args.active_users,
             "collection_records": population.collection_items,
             "producers": summaries,
+            "cores_busy_in_window": cpu.shares(),
+            "cores_busy_draining": draining.shares(),
             "target": ">= 10,000 events/s sustained, lag not growing, p95 < 5,000 ms",
         }
         path = write_results("stream", figures)
@@ -258,6 +271,8 @@ def main() -> None:
             f"batches: {len(in_window)} in the window, median {figures['median_batch_events']} "
             f"events in {figures['median_batch_ms']} ms\n"
             f"loss check: {figures['loss_check']}\n"
+            f"cores busy in the window: {figures['cores_busy_in_window']}\n"
+            f"cores busy draining after it: {figures['cores_busy_draining']}\n"
             f"written to {path}"
         )
     finally:

@@ -86,7 +86,7 @@ def run_producer(
         local_path(settings.data_root, paths.USERS), index, active_users, seed
     )
     factory = FACTORIES[kind](index, sample, seed)
-    producer = make_producer(settings, **producer_options)
+    producer = make_producer(settings, say=say, **producer_options)
     try:
         return produce(
             f"{kind} producer",

@@ -150,7 +150,7 @@ def test_no_broker_is_a_clear_error(test_settings, data_root):
         kafka_bootstrap_servers=(f"127.0.0.1:{free_port()}",), data_root=str(data_root)
     )
     with pytest.raises(ProducerError, match=r"cannot reach a Kafka broker at 127\.0\.0\.1"):
-        run_producer("collection", nowhere, rate=100, count=10, max_block_ms=1500)
+        run_producer("collection", nowhere, rate=100, count=10, connect_timeout=1.5)
 
 
 def all_records(bootstrap: str, topic: str) -> list:
@@ -227,17 +227,17 @@ def test_broker_going_away_mid_run_is_reported_not_hidden(services, data_root, t
         create_topics(own, partitions=1)
         index = read_catalog_index(data_root / "catalog" / "releases")
         factory = CollectionEvents(index, sample(data_root, index, 100), seed=4)
+        messages = []
         producer = make_producer(
             own,
+            say=messages.append,
             retries=1,
             request_timeout_ms=1500,
-            max_block_ms=1500,
-            delivery_timeout_ms=3000,
+            message_timeout_ms=3000,
             reconnect_backoff_max_ms=300,
         )
         crashed = process.PidRecord.read(broker.pid_file)
         threading.Timer(1.5, os.kill, (crashed.pid, signal.SIGKILL)).start()
-        messages = []
         started = time.monotonic()
         summary = produce(
             "collection producer",
