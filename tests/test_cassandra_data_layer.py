@@ -5,7 +5,15 @@ from datetime import UTC, datetime
 import pytest
 
 from discorecs import tables
-from discorecs.cassandra import CassandraError, connect, upsert_batched, upsert_rows
+from discorecs.cassandra import (
+    CassandraError,
+    _packed,
+    _split,
+    connect,
+    execute_grouped,
+    upsert_batched,
+    upsert_rows,
+)
 from discorecs.settings import load_settings
 
 pytestmark = pytest.mark.services
@@ -70,6 +78,44 @@ def test_batched_upsert_writes_every_row_once_whatever_the_batch_size(services):
         assert found == [(user, release) for user, release, _ in rows]
         with pytest.raises(CassandraError, match=r"a row for collections cannot be written"):
             upsert_batched(connection, tables.COLLECTIONS, columns, [(84, "one", added)])
+
+
+def test_groups_are_split_per_partition_or_packed_across_them():
+    groups = [[("a", (i,)) for i in range(5)], [("b", (9,))], [("c", (i,)) for i in range(4)]]
+    split = [[cql for cql, _ in part] for part in _split(groups, 3)]
+    assert split == [["a"] * 3, ["a"] * 2, ["b"], ["c"] * 3, ["c"]]
+    packed = list(_packed(groups, 4))
+    assert [len(part) for part in packed] == [4, 4, 2]
+    assert [s for part in packed for s in part] == [s for group in groups for s in group]
+
+
+def test_grouped_writes_on_one_node_pack_users_together_and_keep_every_write(services):
+    insert = (
+        "INSERT INTO collections (user_id, release_id, added_at) VALUES (?, ?, ?) USING TIMESTAMP ?"
+    )
+    delete = "DELETE FROM collections USING TIMESTAMP ? WHERE user_id = ? AND release_id = ?"
+    added = datetime(2026, 11, 25, tzinfo=UTC)
+    groups = [
+        [(insert, (user, release, added, 1_000 + release)) for release in range(1, user - 89)]
+        for user in (91, 92, 93, 94, 95)
+    ]
+    # A remove later than its add, and one earlier: the write timestamps decide, not the order.
+    groups.append([(delete, (2_000, 93, 1)), (delete, (500, 94, 2))])
+    with connect(services, keyspace=services.cassandra_keyspace) as connection:
+        assert connection.single_node
+        assert execute_grouped(connection, groups, what="collections", batch_size=4) == 17
+        found = sorted(
+            (row.user_id, row.release_id)
+            for row in connection.session.execute(
+                "SELECT user_id, release_id FROM collections WHERE user_id IN (91, 92, 93, 94, 95)"
+            )
+        )
+    assert found == [
+        (user, release)
+        for user in (91, 92, 93, 94, 95)
+        for release in range(1, user - 89)
+        if (user, release) != (93, 1)
+    ]
 
 
 def test_bad_row_names_the_table(services):
