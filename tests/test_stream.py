@@ -20,7 +20,7 @@ from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
 from spark_jobs.tastes import CatalogIndex
 from spark_jobs.transforms import flag_deciding, latest_events
-from streaming.job import load_reference, process_batch, start_stream
+from streaming.job import load_reference, process_batch, read_user_state, start_stream
 from streaming.kafka_source import fetch_high_watermarks, lag_behind
 from streaming.live import GENRE_UNITS, LiveProfile, next_profile
 from streaming.transform import validate
@@ -193,6 +193,43 @@ def test_removing_the_last_record_leaves_an_empty_profile():
 def test_genre_units_of_an_empty_catalog_are_empty():
     empty = catalog_of({})
     assert LiveProfile.of_collection([1, 2], empty) == LiveProfile(2, {})
+
+
+class AsOnACluster:
+    """The same connection, but reporting more than one node (the per-user read path)."""
+
+    single_node = False
+
+    def __init__(self, connection):
+        self.session, self.prepare = connection.session, connection.prepare
+
+
+@pytest.mark.services
+def test_user_state_reads_agree_on_one_node_and_on_a_cluster(services):
+    added = datetime(2026, 11, 25, tzinfo=UTC)
+    with connect(services, keyspace=services.cassandra_keyspace) as connection:
+        for user, releases in {7101: [1, 2, 3], 7102: [2, 40], 7103: [5]}.items():
+            for release in releases:
+                connection.session.execute(
+                    "INSERT INTO collections (user_id, release_id, added_at) VALUES (%s, %s, %s)",
+                    (user, release, added),
+                )
+        connection.session.execute(
+            "INSERT INTO user_live_profiles (user_id, collection_size, genre_units, stream_id, "
+            "batch_id) VALUES (7102, 2, {'Jazz': 360360}, 'query-1', 4)"
+        )
+        # 7102 asks about 3, which 7101 holds: it must not count as 7102's.
+        decided = {7101: [(2, False), (9, True)], 7102: [(3, True), (40, False)], 7104: [(1, True)]}
+        assert connection.single_node
+        results = [read_user_state(c, decided) for c in (connection, AsOnACluster(connection))]
+    for live, held in results:
+        assert held == {7101: {2}, 7102: {40}, 7104: set()}
+        assert set(live) == {7102}
+        assert (live[7102].collection_size, live[7102].genre_units, live[7102].batch_id) == (
+            2,
+            {"Jazz": 360360},
+            4,
+        )
 
 
 @pytest.fixture(scope="module")
