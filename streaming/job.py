@@ -425,9 +425,13 @@ class LagReporter(StreamingQueryListener):
         except Exception as error:  # a listener must never take the query down
             self.say(f"stream batch {progress.batchId}: lag not measured: {error}")
             return
+        durations = progress.durationMs or {}
+        trigger_ms = durations.get("triggerExecution", 0)
         self.say(
             f"stream batch {progress.batchId}: lag {lag:,} events, "
-            f"{progress.processedRowsPerSecond:,.0f} events/s"
+            f"{progress.processedRowsPerSecond:,.0f} events/s; trigger {trigger_ms:,} ms, "
+            f"{trigger_ms - durations.get('addBatch', 0):,} ms of it outside the batch "
+            f"(planning {durations.get('latestOffset', 0):,} ms)"
         )
 
 
