@@ -39,17 +39,21 @@ status: venv
 
 # The browser test drives Debian's headless Chromium and the deployment test runs shellcheck;
 # both are installed here when missing (needs root and apt-get).
-tools:
+# $(call install_missing,commands,what they are for): apt-get install the missing ones.
+define install_missing
 	@missing=""; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
-	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	for command in $(1); do command -v $$command >/dev/null || missing="$$missing $$command"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing$$missing (for the browser and deployment tests)"; \
+	    echo "installing$$missing ($(2))"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
 	  else echo "missing:$$missing; install with apt-get install$$missing" >&2; exit 1; fi; \
 	fi
+endef
+
+tools:
+	$(call install_missing,chromium shellcheck,for the browser and deployment tests)
 
 # The tests start their own broker and Cassandra (free ports, temporary home) once per session
 # and stop them at the end; a running demo is not touched.
@@ -61,9 +65,13 @@ web: venv
 
 # Benchmarks print their figures and write them to bench/results/*.json.
 bench: venv
+	$(call install_missing,wrk,for the site benchmark)
 	$(BIN)/python -m bench.catalog_ingest
 	$(BIN)/python -m bench.users_and_producers
 	$(BIN)/python -m bench.stream
+	$(BIN)/python -m bench.stream --rate 1000
+	$(BIN)/python -m bench.batch
+	$(BIN)/python -m bench.web
 
 lint: venv
 	$(BIN)/ruff check .

@@ -78,7 +78,7 @@ class Settings:
     # "kafka": Spark's connector, where a cluster has it), events per micro-batch at most, the
     # trigger interval, and how many failures in a row it restarts from before giving up.
     stream_source: str = "python"
-    stream_max_events_per_trigger: int = 50_000
+    stream_max_events_per_trigger: int = 250_000
     stream_trigger_seconds: float = 2.0
     stream_restarts: int = 10
     # The site `discorecs web` serves (on 127.0.0.1 unless --host says otherwise).
