@@ -37,8 +37,6 @@ up: venv
 status: venv
 	$(BIN)/discorecs status
 
-# The browser test drives Debian's headless Chromium and the deployment test runs shellcheck;
-# both are installed here when missing (needs root and apt-get).
 # $(call install_missing,commands,what they are for): apt-get install the missing ones.
 define install_missing
 	@missing=""; \
@@ -52,6 +50,8 @@ define install_missing
 	fi
 endef
 
+# The browser test drives Debian's headless Chromium and the deployment test runs shellcheck;
+# both are installed here when missing (needs root and apt-get).
 tools:
 	$(call install_missing,chromium shellcheck,for the browser and deployment tests)
 
