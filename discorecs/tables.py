@@ -17,7 +17,7 @@ COLLECTIONS = "collections"
 WANTLISTS = "wantlists"
 COLLECTION_CHANGES = "collection_changes"
 USER_GENRE_PROFILES = "profiles_by_user"
-USER_LIVE_PROFILES = "user_live_profiles"
+USER_LIVE_PROFILES = "live_profiles_by_user"
 GENRE_LEADERBOARDS = "genre_leaderboards"
 RECOMMENDATIONS = "recommendations_by_user"
 BATCH_RUNS = "batch_runs"
@@ -84,6 +84,9 @@ RECOMMENDATION_FIELDS = (
     "generated_at",
 )
 RECOMMENDATION_COLUMNS = ("user_id", "run_id", "recommendation")
+# The stream's live profile of a user (one JSON document per user, like the batch's): the
+# site reads the size, scores and shares; the next micro-batch starts from the genre units.
+LIVE_PROFILE_FIELDS = ("collection_size", "genre_units", "scores", "shares")
 
 
 def encode_document(fields: tuple[str, ...], values: dict[str, Any]) -> str:

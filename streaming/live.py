@@ -1,14 +1,17 @@
 """The real-time view's per-user arithmetic: a user's live genre profile after a micro-batch.
 
 Pure (numpy and dicts, no Spark, no Cassandra), so it is tested on tiny inline data; the
-stream's executor pass (:func:`streaming.job.apply_batch`) reads each touched user's live row
-and held releases, calls :func:`next_profile` and writes the result.
+stream's executor pass (:func:`streaming.job.apply_batch`) reads each touched user's live row,
+calls :func:`next_profile` and writes the result.
 
-Genre units make the profile exact under any number of updates: a release with n of the 15
-genres adds ``GENRE_UNITS // n`` units to each (an integer, since GENRE_UNITS is divisible by
-1..15), so a profile updated by thousands of micro-batches never drifts by rounding and equals
-one computed from the whole collection in a single pass. Score = units / GENRE_UNITS (a record
-with n genres counts 1/n towards each, the batch layer's formula); share = units / total.
+A live profile carries the releases the user holds (as the stream last applied them), so a
+micro-batch decides which adds and removes change anything from the live row alone: one
+single-row read per user instead of a read of their collection. Genre units make the profile
+exact under any number of updates: a release with n of the 15 genres adds
+``GENRE_UNITS // n`` units to each (an integer, since GENRE_UNITS is divisible by 1..15), so a
+profile updated by thousands of micro-batches never drifts by rounding and equals one computed
+from the whole collection in a single pass. Score = units / GENRE_UNITS (a record with n genres
+counts 1/n towards each, the batch layer's formula); share = units / total.
 """
 
 from __future__ import annotations
@@ -18,18 +21,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spark_jobs.tastes import GENRE_NAMES, CatalogIndex, genre_counts
+from discorecs import tables
+from spark_jobs.tastes import GENRE_NAMES, CatalogIndex
 
 GENRE_UNITS = 360_360
 """lcm(1..15): see the module docstring."""
 
+HOLDINGS_DTYPE = np.dtype(">i8")
+"""How the holdings are stored (``holdings`` blob): sorted release ids, 8 bytes big-endian."""
+
 
 @dataclass(frozen=True)
 class LiveProfile:
-    """A user's collection size and genre units (genres with none are absent)."""
+    """The releases a user holds and their genre units (genres with none are absent)."""
 
-    collection_size: int
+    holdings: frozenset[int] = frozenset()
     genre_units: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def collection_size(self) -> int:
+        return len(self.holdings)
 
     @property
     def scores(self) -> dict[str, float]:
@@ -44,37 +55,65 @@ class LiveProfile:
     def of_collection(cls, release_ids: Iterable[int], catalog: CatalogIndex) -> LiveProfile:
         """The profile of a whole collection (records missing from the catalog count towards
         the size only)."""
-        ids = np.fromiter(release_ids, dtype=np.int64)
-        return cls(len(ids), genre_units(catalog.genre_bits_of(ids), np.ones(len(ids), np.int64)))
+        holdings = frozenset(int(r) for r in release_ids)
+        ids = np.fromiter(holdings, dtype=np.int64, count=len(holdings))
+        return cls(holdings, genre_units(catalog.genre_bits_of(ids), np.ones(len(ids), np.int64)))
+
+    def document(self) -> str:
+        """The live row's ``profile`` (``tables.LIVE_PROFILE_FIELDS``): what the site shows,
+        and the genre units the next micro-batch starts from. Genres in name order, so the
+        same profile is the same text however the micro-batches that built it were split."""
+
+        def by_genre(values: dict[str, float]) -> dict[str, float]:
+            return dict(sorted(values.items()))
+
+        return tables.encode_document(
+            tables.LIVE_PROFILE_FIELDS,
+            {
+                "collection_size": self.collection_size,
+                "genre_units": by_genre(self.genre_units),
+                "scores": by_genre(self.scores),
+                "shares": by_genre(self.shares),
+            },
+        )
+
+    def holdings_blob(self) -> bytes:
+        """The live row's ``holdings``."""
+        return np.array(sorted(self.holdings), dtype=HOLDINGS_DTYPE).tobytes()
+
+    @classmethod
+    def of_row(cls, document: str | None, holdings: bytes | None) -> LiveProfile:
+        """The profile a live row (``document()``, ``holdings_blob()``) stores."""
+        fields = tables.decode_document(tables.LIVE_PROFILE_FIELDS, document)
+        held = np.frombuffer(holdings or b"", dtype=HOLDINGS_DTYPE)
+        return cls(frozenset(held.tolist()), dict(fields["genre_units"] or {}))
+
+
+GENRE_BIT = np.arange(len(GENRE_NAMES), dtype=np.int64)
 
 
 def genre_units(bits: np.ndarray, signs: np.ndarray) -> dict[str, int]:
     """The genre units of releases given by their genre bits (``CatalogIndex.genre_bits``),
-    each counted ``signs`` times (+1 added, -1 removed); genres that sum to 0 are absent."""
-    bits = bits.astype(np.int64)
-    genres = genre_counts(bits)
+    each counted ``signs`` times (+1 added, -1 removed); genres that sum to 0 are absent.
+    One (releases x genres) 0/1 matrix product: called once per touched user per batch."""
+    has = (bits.astype(np.int64)[:, None] >> GENRE_BIT) & 1
+    genres = has.sum(axis=1)
     each = np.where(genres > 0, GENRE_UNITS // np.maximum(genres, 1), 0) * signs
-    units = {}
-    for g, name in enumerate(GENRE_NAMES):
-        total = int(each[((bits >> g) & 1) == 1].sum())
-        if total:
-            units[name] = total
-    return units
+    totals = each @ has
+    return {GENRE_NAMES[g]: int(totals[g]) for g in np.flatnonzero(totals)}
 
 
 def next_profile(
-    start: LiveProfile,
-    decided: Iterable[tuple[int, bool]],
-    held: set[int],
-    catalog: CatalogIndex,
+    start: LiveProfile, decided: Iterable[tuple[int, bool]], catalog: CatalogIndex
 ) -> LiveProfile:
     """The profile after the batch's deciding collection events ``decided`` ((release_id,
-    is_add), one per release: see :func:`spark_jobs.transforms.flag_deciding`), given the
-    releases among them the user ``held`` before the batch. An add of a release not held
-    counts +1, a remove of a held one -1; a repeated add or a remove of something not held
-    changes nothing."""
+    is_add), one per release: see :func:`spark_jobs.transforms.flag_deciding`). An add of a
+    release not held counts +1, a remove of a held one -1; a repeated add or a remove of
+    something not held changes nothing."""
     effective = [
-        (release, 1 if is_add else -1) for release, is_add in decided if is_add != (release in held)
+        (release, 1 if is_add else -1)
+        for release, is_add in decided
+        if is_add != (release in start.holdings)
     ]
     if not effective:
         return start
@@ -83,7 +122,9 @@ def next_profile(
     units = dict(start.genre_units)
     for genre, delta in genre_units(catalog.genre_bits_of(releases), signs).items():
         units[genre] = units.get(genre, 0) + delta
+    added = {release for release, sign in effective if sign > 0}
+    removed = {release for release, sign in effective if sign < 0}
     return LiveProfile(
-        start.collection_size + int(signs.sum()),
+        (start.holdings - removed) | added,
         {genre: value for genre, value in units.items() if value > 0},
     )

@@ -25,8 +25,8 @@ CHANGE = (
     "VALUES (?, ?, ?, ?, ?)"
 )
 LIVE_PROFILE = (
-    f"INSERT INTO {tables.USER_LIVE_PROFILES} (user_id, collection_size, genre_units, scores, "
-    "shares, stream_id, batch_id, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO {tables.USER_LIVE_PROFILES} (user_id, profile, holdings, stream_id, batch_id, "
+    "updated_at) VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 

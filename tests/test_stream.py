@@ -20,7 +20,7 @@ from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
 from spark_jobs.tastes import CatalogIndex
 from spark_jobs.transforms import flag_deciding, latest_events
-from streaming.job import load_reference, process_batch, read_user_state, start_stream
+from streaming.job import load_reference, process_batch, read_live_rows, start_stream
 from streaming.kafka_source import fetch_high_watermarks, lag_behind
 from streaming.live import GENRE_UNITS, LiveProfile, next_profile
 from streaming.transform import validate
@@ -153,7 +153,9 @@ CATALOG = catalog_of(
 
 def test_a_live_profile_starts_from_a_collection_and_adds_exact_genre_units():
     start = LiveProfile.of_collection([10, 12, 404], CATALOG)  # 404: not in the catalog
-    assert start == LiveProfile(3, {"Funk / Soul": GENRE_UNITS // 2, "Jazz": GENRE_UNITS // 2})
+    assert start == LiveProfile(
+        frozenset({10, 12, 404}), {"Funk / Soul": GENRE_UNITS // 2, "Jazz": GENRE_UNITS // 2}
+    )
     decided = [
         (11, True),  # new: counts
         (10, True),  # already held: nothing
@@ -161,10 +163,10 @@ def test_a_live_profile_starts_from_a_collection_and_adds_exact_genre_units():
         (13, True),
         (99, False),  # not held: nothing
     ]
-    after = next_profile(start, decided, held={10, 12}, catalog=CATALOG)
+    after = next_profile(start, decided, CATALOG)
     third = GENRE_UNITS // 3
     assert after == LiveProfile(
-        4,
+        frozenset({10, 11, 13, 404}),
         {
             "Jazz": GENRE_UNITS // 2 + GENRE_UNITS + third,
             "Funk / Soul": GENRE_UNITS // 2,
@@ -172,27 +174,43 @@ def test_a_live_profile_starts_from_a_collection_and_adds_exact_genre_units():
             "Pop": third,
         },
     )
+    assert after.collection_size == 4
     assert after.scores["Jazz"] == 1.5 + 1 / 3 and after.scores["Rock"] == 1 / 3
     assert abs(sum(after.shares.values()) - 1.0) < 1e-12
     # The profile equals the one computed from the whole collection in one pass.
-    assert after.genre_units == LiveProfile.of_collection([10, 11, 13, 404], CATALOG).genre_units
+    assert after == LiveProfile.of_collection([10, 11, 13, 404], CATALOG)
 
 
 def test_removing_the_last_record_leaves_an_empty_profile():
     start = LiveProfile.of_collection([10], CATALOG)
-    after = next_profile(start, [(10, False)], held={10}, catalog=CATALOG)
+    after = next_profile(start, [(10, False)], CATALOG)
     assert (after.collection_size, after.genre_units, after.scores, after.shares) == (
         0,
         {},
         {},
         {},
     )
-    assert next_profile(after, [(10, False)], held=set(), catalog=CATALOG) == after
+    assert next_profile(after, [(10, False)], CATALOG) == after
 
 
 def test_genre_units_of_an_empty_catalog_are_empty():
     empty = catalog_of({})
-    assert LiveProfile.of_collection([1, 2], empty) == LiveProfile(2, {})
+    assert LiveProfile.of_collection([1, 2], empty) == LiveProfile(frozenset({1, 2}), {})
+
+
+def test_a_live_row_stores_the_profile_and_its_holdings():
+    profile = LiveProfile.of_collection([13, 10, 2**40], CATALOG)
+    blob = profile.holdings_blob()
+    assert blob[:8] == (10).to_bytes(8, "big") and len(blob) == 24  # sorted, 8 bytes each
+    assert LiveProfile.of_row(profile.document(), blob) == profile
+    document = json.loads(profile.document())
+    assert document["collection_size"] == 3
+    assert document["scores"] == profile.scores and document["shares"] == profile.shares
+    assert LiveProfile.of_row(None, None) == LiveProfile()
+    # The same profile is the same text, whatever order its genres were added in.
+    units = list(profile.genre_units.items())
+    reordered = LiveProfile(profile.holdings, dict(reversed(units)))
+    assert len(units) > 1 and reordered.document() == profile.document()
 
 
 class AsOnACluster:
@@ -205,31 +223,24 @@ class AsOnACluster:
 
 
 @pytest.mark.services
-def test_user_state_reads_agree_on_one_node_and_on_a_cluster(services):
-    added = datetime(2026, 11, 25, tzinfo=UTC)
+def test_live_row_reads_agree_on_one_node_and_on_a_cluster(services):
+    stored = {7101: LiveProfile.of_collection([10, 11], CATALOG), 7102: LiveProfile()}
     with connect(services, keyspace=services.cassandra_keyspace) as connection:
-        for user, releases in {7101: [1, 2, 3], 7102: [2, 40], 7103: [5]}.items():
-            for release in releases:
-                connection.session.execute(
-                    "INSERT INTO collections (user_id, release_id, added_at) VALUES (%s, %s, %s)",
-                    (user, release, added),
-                )
-        connection.session.execute(
-            "INSERT INTO user_live_profiles (user_id, collection_size, genre_units, stream_id, "
-            "batch_id) VALUES (7102, 2, {'Jazz': 360360}, 'query-1', 4)"
-        )
-        # 7102 asks about 3, which 7101 holds: it must not count as 7102's.
-        decided = {7101: [(2, False), (9, True)], 7102: [(3, True), (40, False)], 7104: [(1, True)]}
+        for user, profile in stored.items():
+            connection.session.execute(
+                "INSERT INTO live_profiles_by_user (user_id, profile, holdings, stream_id, "
+                "batch_id) VALUES (%s, %s, %s, 'query-1', 4)",
+                (user, profile.document(), profile.holdings_blob()),
+            )
         assert connection.single_node
-        results = [read_user_state(c, decided) for c in (connection, AsOnACluster(connection))]
-    for live, held in results:
-        assert held == {7101: {2}, 7102: {40}, 7104: set()}
-        assert set(live) == {7102}
-        assert (live[7102].collection_size, live[7102].genre_units, live[7102].batch_id) == (
-            2,
-            {"Jazz": 360360},
-            4,
+        users = [7101, 7102, 7104]  # 7104 has no live row
+        results = [read_live_rows(c, users) for c in (connection, AsOnACluster(connection))]
+    for live in results:
+        assert set(live) == {7101, 7102}
+        assert {user: LiveProfile.of_row(r.profile, r.holdings) for user, r in live.items()} == (
+            stored
         )
+        assert (live[7101].stream_id, live[7101].batch_id) == ("query-1", 4)
 
 
 @pytest.fixture(scope="module")
@@ -296,14 +307,16 @@ def test_a_bounded_run_applies_events_and_dead_letters_the_rest(spark, stream_wo
             "SELECT payload, reason FROM dead_letters WHERE day = %s",
             datetime.now(UTC).strftime("%Y-%m-%d"),
         )
-        live = rows("SELECT * FROM user_live_profiles WHERE user_id = %s", user)[0]
+        row = rows("SELECT * FROM live_profiles_by_user WHERE user_id = %s", user)[0]
+    live = LiveProfile.of_row(row.profile, row.holdings)
     catalog = ds.dataset(paths.catalog_releases(settings.data_root)).to_table().to_pylist()
     genres = {r["release_id"]: r["genres"] for r in catalog}
     expected: dict[str, float] = {}
     for release in owned:
         for genre in genres[release]:
             expected[genre] = expected.get(genre, 0) + 1 / len(genres[release])
-    assert live.collection_size == len(owned)
+    assert live.holdings == owned  # the stream's state agrees with the collection it wrote
+    assert json.loads(row.profile)["collection_size"] == len(owned)
     assert live.scores.keys() == expected.keys()
     assert all(abs(live.scores[g] - expected[g]) < 1e-6 for g in expected)
     assert new[0] in owned and removed not in owned

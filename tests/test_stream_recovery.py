@@ -105,17 +105,12 @@ def state(settings: Settings) -> dict[str, list]:
             "dead_letters": rows(
                 "SELECT topic, kafka_partition, kafka_offset, payload, reason FROM dead_letters"
             ),
-            "live": [
-                (
-                    user,
-                    size,
-                    tuple(sorted((scores or {}).items())),
-                    tuple(sorted((shares or {}).items())),
+            "live": sorted(
+                (user, profile, holdings)
+                for user, profile, holdings in rows(
+                    "SELECT user_id, profile, holdings FROM live_profiles_by_user"
                 )
-                for user, size, scores, shares in rows(
-                    "SELECT user_id, collection_size, scores, shares FROM user_live_profiles"
-                )
-            ],
+            ),
         }
     log = ds.dataset(paths.event_log(settings.data_root), format="parquet", partitioning="hive")
     found["event_log"] = sorted(

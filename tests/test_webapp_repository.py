@@ -58,18 +58,26 @@ def test_the_streams_live_scores_replace_the_batch_scores_but_keep_its_ranks(rep
     from datetime import UTC, datetime
 
     from discorecs.cassandra import connect
+    from discorecs.tables import LIVE_PROFILE_FIELDS, encode_document
 
     with connect(services, keyspace=services.cassandra_keyspace) as connection:
-        statement = "INSERT INTO user_live_profiles (user_id, collection_size, scores, "
-        statement += "shares, updated_at) VALUES (%s, %s, %s, %s, %s)"
+        document = encode_document(
+            LIVE_PROFILE_FIELDS,
+            {
+                "collection_size": 2,
+                "genre_units": {"Jazz": 360360, "Rock": 360360},
+                "scores": {"Jazz": 1.0, "Rock": 1.0},
+                "shares": {"Jazz": 0.5, "Rock": 0.5},
+            },
+        )
         connection.session.execute(
-            statement,
-            (7001, 2, {"Jazz": 1.0, "Rock": 1.0}, {"Jazz": 0.5, "Rock": 0.5}, datetime.now(UTC)),
+            "INSERT INTO live_profiles_by_user (user_id, profile, updated_at) VALUES (%s, %s, %s)",
+            (7001, document, datetime.now(UTC)),
         )
         try:
             page = repo.user_page(7001)
         finally:
-            connection.session.execute("DELETE FROM user_live_profiles WHERE user_id = 7001")
+            connection.session.execute("DELETE FROM live_profiles_by_user WHERE user_id = 7001")
     assert page.live_collection_size == 2 and page.profile.live_at is not None
     standings = {s.genre: s for s in page.profile.genres}
     assert (standings["Jazz"].score, standings["Jazz"].rank) == (1.0, 2)  # rank of the run

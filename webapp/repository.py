@@ -71,8 +71,7 @@ STATEMENTS = {
     "releases": f"SELECT release_id, title, artists, year, genres, styles, country, formats "
     f"FROM {tables.RELEASES} WHERE release_id IN ?",
     "collection_size": f"SELECT COUNT(*) FROM {tables.COLLECTIONS} WHERE user_id = ?",
-    "live_scores": f"SELECT collection_size, scores, shares, updated_at "
-    f"FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?",
+    "live_scores": f"SELECT profile, updated_at FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?",
     "changes": f"SELECT event_time, kind, release_id FROM {tables.COLLECTION_CHANGES} "
     "WHERE user_id = ? LIMIT ?",
     "leaderboard": f"SELECT rank, user_id, user_name, score, percentile "
@@ -286,12 +285,12 @@ class CassandraRepository:
         rows = self._run("live_scores", [user_id])
         if not rows:
             return None
-        row = rows[0]
+        live = tables.decode_document(tables.LIVE_PROFILE_FIELDS, rows[0].profile)
         return LiveScores(
-            row.collection_size or 0,
-            dict(row.scores or {}),
-            dict(row.shares or {}),
-            row.updated_at,
+            live["collection_size"] or 0,
+            dict(live["scores"] or {}),
+            dict(live["shares"] or {}),
+            rows[0].updated_at,
         )
 
     def latest_changes(self, user_id: int, limit: int = 10) -> list[CollectionChange]:
