@@ -101,6 +101,7 @@ def read_events(spark: SparkSession, settings: Settings, max_events: int) -> Dat
             .option("bootstrap", bootstrap)
             .option("topics", subscribed)
             .option("maxEventsPerTrigger", str(max_events))
+            .option("readTasks", str(spark.sparkContext.defaultParallelism))
             .load()
         )
     try:

@@ -13,8 +13,15 @@ micro-batch re-reads exactly the same offset range.
 - ``Trigger.AvailableNow`` is supported (reads what is there when the query starts, then
   stops), which the tests and bounded runs use.
 
+- **read tasks**: a micro-batch's offset ranges (one per topic partition with new events)
+  are shared out between at most ``readTasks`` Spark tasks, balanced by event count, each
+  reading its ranges with one consumer. Every task of a micro-batch costs a Python worker
+  round trip in each stage after it (and one master-dataset file), so a batch of a few
+  thousand events should be a task per core, not one per Kafka partition.
+
 Options: ``bootstrap`` (comma-separated host:port), ``topics`` (comma-separated),
-``maxEventsPerTrigger`` (default 50,000), ``readTimeoutSeconds`` (default 60).
+``maxEventsPerTrigger`` (default 50,000), ``readTasks`` (default 0: one task per offset
+range), ``readTimeoutSeconds`` (default 60).
 """
 
 from __future__ import annotations
@@ -51,6 +58,32 @@ class OffsetRange(InputPartition):
     partition: int
     start: int  # first offset to read
     end: int  # first offset not to read
+
+    @property
+    def events(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class ReadTask(InputPartition):
+    """The offset ranges one Spark task reads (one Arrow batch each, in this order)."""
+
+    ranges: list[OffsetRange]
+
+
+def read_tasks(ranges: list[OffsetRange], tasks: int) -> list[ReadTask]:
+    """``ranges`` shared out between at most ``tasks`` read tasks (0: one task per range),
+    largest range first to the task with the fewest events so far, so the tasks finish
+    together; each task's ranges in topic, partition order."""
+    if tasks <= 0 or tasks >= len(ranges):
+        return [ReadTask([r]) for r in ranges]
+    groups: list[list[OffsetRange]] = [[] for _ in range(tasks)]
+    loads = [0] * tasks
+    for r in sorted(ranges, key=lambda r: (-r.events, r.topic, r.partition)):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(r)
+        loads[lightest] += r.events
+    return [ReadTask(sorted(g, key=lambda r: (r.topic, r.partition))) for g in groups if g]
 
 
 def _key(topic: str, partition: int) -> str:
@@ -151,6 +184,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self.bootstrap = [s.strip() for s in options["bootstrap"].split(",") if s.strip()]
         self.topics = [t.strip() for t in options["topics"].split(",") if t.strip()]
         self.max_events = int(options.get("maxeventspertrigger", "50000"))
+        self.tasks = int(options.get("readtasks", "0"))
         self.read_timeout = float(options.get("readtimeoutseconds", "60"))
         self._available_now: dict[str, int] | None = None
 
@@ -189,17 +223,17 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             capped[key] = start.get(key, 0) + share
         return {**start, **capped}
 
-    def partitions(self, start: dict[str, int], end: dict[str, int]) -> list[OffsetRange]:
+    def partitions(self, start: dict[str, int], end: dict[str, int]) -> list[ReadTask]:
         ranges = []
         for key, stop in sorted(end.items()):
             begin = start.get(key, 0)
             if stop > begin:
                 topic, partition = _split(key)
                 ranges.append(OffsetRange(topic, partition, begin, stop))
-        return ranges
+        return read_tasks(ranges, self.tasks)
 
-    def read(self, partition: OffsetRange) -> Iterator[tuple]:
-        from kafka import KafkaConsumer, TopicPartition
+    def read(self, partition: ReadTask) -> Iterator[pa.RecordBatch]:
+        from kafka import KafkaConsumer
 
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -208,6 +242,16 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             client_id="discorecs-stream-reader",
             max_poll_records=5000,
         )
+        try:
+            # A list, not a generator: the reader is pickled into a Python worker (see the
+            # notes), and the consumer is closed before Spark takes the batches.
+            return iter([self._read_range(consumer, r) for r in partition.ranges])
+        finally:
+            consumer.close()
+
+    def _read_range(self, consumer: Any, partition: OffsetRange) -> pa.RecordBatch:
+        from kafka import TopicPartition
+
         tp = TopicPartition(partition.topic, partition.partition)
         consumer.assign([tp])
         consumer.seek(tp, partition.start)
@@ -217,33 +261,29 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         timestamps: list[int] = []
         next_offset = partition.start
         last_progress = time.monotonic()
-        try:
-            while next_offset < partition.end:
-                batch = consumer.poll(timeout_ms=500).get(tp, [])
-                if not batch:
-                    if time.monotonic() - last_progress > self.read_timeout:
-                        raise KafkaSourceError(
-                            f"{partition.topic}[{partition.partition}]: offsets "
-                            f"{next_offset}..{partition.end - 1} did not arrive within "
-                            f"{self.read_timeout:.0f} s; the broker may have lost them (a "
-                            "restarted in-memory broker): delete the checkpoint to start over"
-                        )
-                    continue
-                last_progress = time.monotonic()
-                for record in batch:
-                    if record.offset >= partition.end:
-                        break
-                    if record.offset >= partition.start:
-                        offsets.append(record.offset)
-                        keys.append(record.key)
-                        values.append(record.value)
-                        timestamps.append(record.timestamp)
-                    next_offset = record.offset + 1
-        finally:
-            consumer.close()
-        # One Arrow batch, not rows: Spark takes it as it is (no per-row conversion). A list,
-        # not a generator: the reader is pickled into a Python worker (see the notes).
-        return iter([record_batch(partition, offsets, keys, values, timestamps)])
+        while next_offset < partition.end:
+            batch = consumer.poll(timeout_ms=500).get(tp, [])
+            if not batch:
+                if time.monotonic() - last_progress > self.read_timeout:
+                    raise KafkaSourceError(
+                        f"{partition.topic}[{partition.partition}]: offsets "
+                        f"{next_offset}..{partition.end - 1} did not arrive within "
+                        f"{self.read_timeout:.0f} s; the broker may have lost them (a "
+                        "restarted in-memory broker): delete the checkpoint to start over"
+                    )
+                continue
+            last_progress = time.monotonic()
+            for record in batch:
+                if record.offset >= partition.end:
+                    break
+                if record.offset >= partition.start:
+                    offsets.append(record.offset)
+                    keys.append(record.key)
+                    values.append(record.value)
+                    timestamps.append(record.timestamp)
+                next_offset = record.offset + 1
+        # One Arrow batch, not rows: Spark takes it as it is (no per-row conversion).
+        return record_batch(partition, offsets, keys, values, timestamps)
 
     def commit(self, end: dict[str, int]) -> None:
         """Offsets live in Spark's checkpoint; nothing to commit to the broker."""

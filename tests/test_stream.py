@@ -368,9 +368,29 @@ def test_source_options_are_read_as_spark_hands_them_over_lower_cased():
     from streaming.kafka_source import KafkaStreamReader
 
     reader = KafkaStreamReader(
-        {"bootstrap": "127.0.0.1:1", "topics": "a,b", "maxeventspertrigger": "7"}
+        {"bootstrap": "127.0.0.1:1", "topics": "a,b", "maxeventspertrigger": "7", "readtasks": "2"}
     )
-    assert (reader.max_events, reader.topics) == (7, ["a", "b"])
+    assert (reader.max_events, reader.topics, reader.tasks) == (7, ["a", "b"], 2)
+
+
+def test_offset_ranges_are_shared_between_read_tasks_by_event_count():
+    from streaming.kafka_source import KafkaStreamReader, OffsetRange, ReadTask
+
+    reader = KafkaStreamReader({"bootstrap": "127.0.0.1:1", "topics": "a,b", "readtasks": "2"})
+    start = {"a:0": 0, "a:1": 10, "b:0": 0, "b:1": 5}
+    end = {"a:0": 100, "a:1": 40, "b:0": 60, "b:1": 5, "b:2": 20}  # b:1 has nothing new
+    tasks = reader.partitions(start, end)
+    # 100 | 60 + 30 + 20: largest first, each to the task with the fewest events so far.
+    assert tasks == [
+        ReadTask([OffsetRange("a", 0, 0, 100)]),
+        ReadTask(
+            [OffsetRange("a", 1, 10, 40), OffsetRange("b", 0, 0, 60), OffsetRange("b", 2, 0, 20)]
+        ),
+    ]
+    every_range = KafkaStreamReader({"bootstrap": "127.0.0.1:1", "topics": "a,b"})
+    assert [len(t.ranges) for t in every_range.partitions(start, end)] == [1, 1, 1, 1]
+    many = KafkaStreamReader({"bootstrap": "127.0.0.1:1", "topics": "a", "readtasks": "9"})
+    assert len(many.partitions(start, end)) == 4
 
 
 def test_the_source_verifies_record_checksums_in_c():
