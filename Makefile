@@ -70,6 +70,7 @@ bench: venv
 	$(BIN)/python -m bench.users_and_producers
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.stream --rate 1000
+	$(BIN)/python -m bench.stream --rate 5000
 	$(BIN)/python -m bench.batch
 	$(BIN)/python -m bench.web
 
