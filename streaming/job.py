@@ -37,7 +37,6 @@ from discorecs import paths, tables, topics
 from discorecs.cassandra import (
     connect,
     execute_grouped,
-    read_partitions,
     read_statements,
     worker_connection,
 )
@@ -134,28 +133,51 @@ WRITE_ROW = namedtuple("WRITE_ROW", [*sink.WRITE_COLUMNS, "decides"])
 LIVE_COLUMNS = "user_id, profile, holdings, stream_id, batch_id"
 LIVE_ROW_CQL = f"SELECT {LIVE_COLUMNS} FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?"
 LIVE_ROWS_CQL = f"SELECT {LIVE_COLUMNS} FROM {tables.USER_LIVE_PROFILES} WHERE user_id IN ?"
-USERS_PER_READ = 20
 COLLECTION_CQL = f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id = ?"
+COLLECTIONS_CQL = f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id IN ?"
+USERS_PER_READ = 20
 APPLIED = pa.schema([("live_profiles", pa.int64())])  # per partition: users rescored
 APPLIED_DDL = "live_profiles long"
 
 
-def read_live_rows(connection: Any, users: list[int]) -> dict[int, Any]:
-    """The live rows of ``users`` (a user without one is absent).
+def read_users(
+    connection: Any, users: list[int], one: str, many: str, *, what: str
+) -> Iterator[Any]:
+    """Every row of ``users``' partitions: ``one`` asks for one user (``user_id = ?``),
+    ``many`` for several (``user_id IN ?``).
 
     On a real cluster that is one single-partition read per user (each goes to the user's
     own replicas). On a single node every partition is local, so a request asks for
-    ``USERS_PER_READ`` users at once (``user_id IN``): far fewer requests, and a fraction of
-    the CPU on both sides."""
+    ``USERS_PER_READ`` users at once: far fewer requests, and a fraction of the CPU on both
+    sides."""
     if connection.single_node:
         statements = [
-            (LIVE_ROWS_CQL, (users[start : start + USERS_PER_READ],))
+            (many, (users[start : start + USERS_PER_READ],))
             for start in range(0, len(users), USERS_PER_READ)
         ]
     else:
-        statements = [(LIVE_ROW_CQL, (user,)) for user in users]
-    answers = read_statements(connection, statements, what="the stream's live profiles")
-    return {row.user_id: row for _, result in answers for row in result}
+        statements = [(one, (user,)) for user in users]
+    for _, result in read_statements(connection, statements, what=what):
+        yield from result
+
+
+def read_live_rows(connection: Any, users: list[int]) -> dict[int, Any]:
+    """The live rows of ``users`` (a user without one is absent)."""
+    rows = read_users(
+        connection, users, LIVE_ROW_CQL, LIVE_ROWS_CQL, what="the stream's live profiles"
+    )
+    return {row.user_id: row for row in rows}
+
+
+def read_collections(connection: Any, users: list[int]) -> dict[int, list[int]]:
+    """The releases in each of ``users``' collections (every user is a key)."""
+    collections: dict[int, list[int]] = {user: [] for user in users}
+    rows = read_users(
+        connection, users, COLLECTION_CQL, COLLECTIONS_CQL, what="the stream's collections"
+    )
+    for row in rows:
+        collections[row.user_id].append(row.release_id)
+    return collections
 
 
 def live_profile_writes(
@@ -190,11 +212,7 @@ def live_profile_writes(
             fresh.append(user)
         elif row.batch_id < batch_id:
             starts[user] = LiveProfile.of_row(row.profile, row.holdings)
-    collections: dict[int, list[int]] = defaultdict(list)
-    for found in read_partitions(
-        connection, COLLECTION_CQL, [(user,) for user in fresh], what="the stream's collections"
-    ):
-        collections[found.user_id].append(found.release_id)
+    collections = read_collections(connection, sorted(fresh))
     for user in fresh:
         starts[user] = LiveProfile.of_collection(collections[user], catalog)
     writes = []

@@ -20,7 +20,13 @@ from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
 from spark_jobs.tastes import CatalogIndex
 from spark_jobs.transforms import flag_deciding, latest_events
-from streaming.job import load_reference, process_batch, read_live_rows, start_stream
+from streaming.job import (
+    load_reference,
+    process_batch,
+    read_collections,
+    read_live_rows,
+    start_stream,
+)
 from streaming.kafka_source import fetch_high_watermarks, lag_behind
 from streaming.live import GENRE_UNITS, LiveProfile, next_profile
 from streaming.transform import validate
@@ -223,7 +229,7 @@ class AsOnACluster:
 
 
 @pytest.mark.services
-def test_live_row_reads_agree_on_one_node_and_on_a_cluster(services):
+def test_live_row_and_collection_reads_agree_on_one_node_and_on_a_cluster(services):
     stored = {7101: LiveProfile.of_collection([10, 11], CATALOG), 7102: LiveProfile()}
     with connect(services, keyspace=services.cassandra_keyspace) as connection:
         for user, profile in stored.items():
@@ -232,9 +238,22 @@ def test_live_row_reads_agree_on_one_node_and_on_a_cluster(services):
                 "batch_id) VALUES (%s, %s, %s, 'query-1', 4)",
                 (user, profile.document(), profile.holdings_blob()),
             )
+            for release in profile.holdings:
+                connection.session.execute(
+                    "INSERT INTO collections (user_id, release_id) VALUES (%s, %s)",
+                    (user, release),
+                )
         assert connection.single_node
         users = [7101, 7102, 7104]  # 7104 has no live row
-        results = [read_live_rows(c, users) for c in (connection, AsOnACluster(connection))]
+        both = (connection, AsOnACluster(connection))
+        results = [read_live_rows(c, users) for c in both]
+        collections = [read_collections(c, users) for c in both]
+    for found in collections:
+        assert {user: sorted(releases) for user, releases in found.items()} == {
+            7101: [10, 11],
+            7102: [],
+            7104: [],
+        }
     for live in results:
         assert set(live) == {7101, 7102}
         assert {user: LiveProfile.of_row(r.profile, r.holdings) for user, r in live.items()} == (
