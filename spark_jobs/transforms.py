@@ -59,21 +59,12 @@ def latest_events(events: DataFrame, add: str, remove: str) -> DataFrame:
     )
 
 
-def _latest_first(remove: str, *partition: Column) -> WindowSpec:
-    """Each (user, release)'s events, the deciding one first (the rule of latest_events)."""
-    return Window.partitionBy("user_id", "release_id", *partition).orderBy(
+def _latest_first(remove: str) -> WindowSpec:
+    """Each (user, release)'s events, the deciding one first (the rule of latest_events;
+    the stream applies it per user in :func:`streaming.live.deciding_events`)."""
+    return Window.partitionBy("user_id", "release_id").orderBy(
         F.desc("event_time"), F.desc(F.col("kind") == remove), F.desc("event_id")
     )
-
-
-def flag_deciding(events: DataFrame, add: str, remove: str, among: Column) -> DataFrame:
-    """``events`` with a boolean column ``decides``: true on the one row per (user, release)
-    that :func:`latest_events` would keep, among the rows where ``among`` holds and the kind
-    is ``add`` or ``remove``; false on every other row. Keeps every row (the stream still
-    writes each event), and partitioned by user first it needs no further shuffle."""
-    relevant = F.coalesce(among & F.col("kind").isin(add, remove), F.lit(False))
-    first = F.row_number().over(_latest_first(remove, relevant)) == 1
-    return events.withColumn("decides", relevant & first)
 
 
 def apply_events(snapshot: DataFrame, events: DataFrame, add: str, remove: str) -> DataFrame:

@@ -1,8 +1,11 @@
 """The speed layer: ``discorecs stream`` locally, ``spark-submit streaming/job.py`` on a cluster.
 
-    Kafka (collection_events, activity_events) -> validate (streaming.transform)
-      -> dead letters, collections / wantlists (upsert or delete), latest changes, live genre
-         profiles of the touched users, progress (Cassandra); event log (master dataset)
+    Kafka (collection_events, activity_events) -> mark: parse and validate (streaming.transform)
+      -> shuffle by user -> apply, per partition: live genre profiles of the touched users,
+         collections / wantlists (upsert or delete), latest changes, dead letters (Cassandra)
+      -> valid events to the event log (master dataset); progress (Cassandra)
+
+All of it is one Spark job per micro-batch (see :func:`process_batch`).
 
 Every write of a micro-batch is idempotent, so the batch Spark replays after a crash changes
 nothing: dead letters are keyed by (topic, partition, offset), the event log folder of a batch
@@ -28,10 +31,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.accumulators import AccumulatorParam
 from pyspark.errors import AnalysisException, StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQueryListener
+from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from discorecs import paths, tables, topics
 from discorecs.cassandra import (
@@ -44,13 +50,13 @@ from discorecs.errors import DiscorecsError
 from discorecs.events import EventKind
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings, load_settings
-from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION
+from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION, EVENT_LOG_SCHEMA
 from spark_jobs.tastes import CatalogIndex
-from spark_jobs.transforms import catalog_index, flag_deciding
+from spark_jobs.transforms import catalog_index
 from streaming import sink
 from streaming.kafka_source import NAME, KafkaSource, lag_behind, offset_positions
-from streaming.live import LiveProfile, next_profile
-from streaming.transform import mark, valid_events
+from streaming.live import LiveProfile, deciding_events, next_profile
+from streaming.transform import MARKED, mark, valid_rows
 
 QUERY_NAME = tables.STREAM_QUERY
 STARTED = "stream started"  # logged once the query runs (the local service waits for it)
@@ -129,15 +135,39 @@ def read_events(spark: SparkSession, settings: Settings, max_events: int) -> Dat
     )
 
 
-WRITE_ROW = namedtuple("WRITE_ROW", [*sink.WRITE_COLUMNS, "decides"])
+WRITE_ROW = namedtuple("WRITE_ROW", sink.WRITE_COLUMNS)
 LIVE_COLUMNS = "user_id, profile, holdings, stream_id, batch_id"
 LIVE_ROW_CQL = f"SELECT {LIVE_COLUMNS} FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?"
 LIVE_ROWS_CQL = f"SELECT {LIVE_COLUMNS} FROM {tables.USER_LIVE_PROFILES} WHERE user_id IN ?"
 COLLECTION_CQL = f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id = ?"
 COLLECTIONS_CQL = f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id IN ?"
 USERS_PER_READ = 20
-APPLIED = pa.schema([("live_profiles", pa.int64())])  # per partition: users rescored
-APPLIED_DDL = "live_profiles long"
+
+BATCH_COUNTS = ("input_rows", "valid_rows", "dead_lettered", "upserts", "live_profiles")
+"""What each micro-batch counts (logged, and kept in its ``stream_progress`` row)."""
+TASK_SECONDS = ("live reads", "live profiles", "writes")
+"""Where the apply tasks' time goes, summed over a micro-batch's tasks (logged)."""
+
+LOGGED = StructType(
+    [
+        *(StructField(f.name, f.dataType) for f in EVENT_LOG_SCHEMA.fields),
+        StructField(EVENT_LOG_PARTITION, StringType()),
+        StructField(EVENT_LOG_BATCH, LongType()),
+    ]
+)
+"""The apply pass's output: the batch's valid events, as the master dataset keeps them."""
+
+
+class Tally(AccumulatorParam):
+    """A micro-batch's counts and task seconds, added up from its tasks on the executors."""
+
+    def zero(self, value: dict[str, float]) -> dict[str, float]:
+        return dict.fromkeys(value, 0)
+
+    def addInPlace(self, total: dict[str, float], more: dict[str, float]) -> dict[str, float]:
+        for name, value in more.items():
+            total[name] = total.get(name, 0) + value
+        return total
 
 
 def read_users(
@@ -180,41 +210,39 @@ def read_collections(connection: Any, users: list[int]) -> dict[int, list[int]]:
     return collections
 
 
-def live_profile_writes(
-    connection: Any,
-    rows: list,
-    catalog: CatalogIndex,
-    stream_id: str,
-    batch_id: int,
-    updated_at: datetime,
-) -> tuple[int, list[tuple[str, tuple]]]:
-    """The live-profile rows of the users whose collections ``rows`` (``WRITE_ROW``s)
-    change: (how many users that is, their LIVE_PROFILE writes).
-
-    Reads each such user's live row, which holds their profile and the releases they hold as
-    this stream last applied them (read before the batch's own writes). A user whose live
-    row this stream has not written yet (a new user, or a new checkpoint) starts from their
-    whole collection; a user whose row already carries this batch id is skipped (the batch
-    is being replayed after a crash and their profile already counts it)."""
-    add = EventKind.COLLECTION_ADD.value
-    decided: dict[int, list[tuple[int, bool]]] = defaultdict(list)
-    for row in rows:
-        if row.decides:
-            decided[row.user_id].append((row.release_id, row.kind == add))
-    if not decided:
-        return 0, []
-    live = read_live_rows(connection, sorted(decided))
+def read_starts(
+    connection: Any, users: list[int], catalog: CatalogIndex, stream_id: str, batch_id: int
+) -> dict[int, LiveProfile]:
+    """The live profile each of ``users`` has before the batch, from their live rows, which
+    hold their profile and the releases they hold as this stream last applied them. A user
+    whose live row this stream has not written yet (a new user, or a new checkpoint) starts
+    from their whole collection; a user whose row already carries this batch id is left out
+    (the batch is being replayed after a crash and their profile already counts it)."""
+    live = read_live_rows(connection, users)
     starts: dict[int, LiveProfile] = {}
     fresh: list[int] = []
-    for user in decided:
+    for user in users:
         row = live.get(user)
         if row is None or row.stream_id != stream_id:
             fresh.append(user)
         elif row.batch_id < batch_id:
             starts[user] = LiveProfile.of_row(row.profile, row.holdings)
-    collections = read_collections(connection, sorted(fresh))
+    collections = read_collections(connection, fresh)
     for user in fresh:
         starts[user] = LiveProfile.of_collection(collections[user], catalog)
+    return starts
+
+
+def live_profile_writes(
+    starts: dict[int, LiveProfile],
+    decided: dict[int, list[tuple[int, bool]]],
+    catalog: CatalogIndex,
+    stream_id: str,
+    batch_id: int,
+    updated_at: datetime,
+) -> list[tuple[str, tuple]]:
+    """The LIVE_PROFILE writes of the users in ``starts`` after their ``decided`` collection
+    events (see :func:`streaming.live.deciding_events`)."""
     writes = []
     for user, start in starts.items():
         profile = next_profile(start, decided[user], catalog)
@@ -231,56 +259,74 @@ def live_profile_writes(
                 ),
             )
         )
-    return len(decided), writes
+    return writes
 
 
-def apply_batch(
+def write_rows(marked: pa.Table) -> list[Any]:
+    """The rows of a table of ``MARKED`` events as ``WRITE_ROW``s (``written_at``: the event
+    time in microseconds, the Cassandra write timestamp of the event's write)."""
+    columns = [marked.column(name).to_pylist() for name in sink.WRITE_COLUMNS[:-1]]
+    columns.append(marked.column("event_time").cast(pa.int64()).to_pylist())
+    return [WRITE_ROW(*values) for values in zip(*columns, strict=True)]
+
+
+def logged_events(marked: pa.Table, batch_id: int) -> pa.Table:
+    """The valid events of a table of ``MARKED`` rows as ``LOGGED`` rows (ingest date from
+    the Kafka record's timestamp)."""
+    valid = valid_rows(marked).select(list(LOG_COLUMNS))
+    return valid.append_column(
+        EVENT_LOG_PARTITION, pc.strftime(valid.column("ingested_at"), "%Y-%m-%d")
+    ).append_column(EVENT_LOG_BATCH, pa.array([batch_id] * valid.num_rows, pa.int64()))
+
+
+def apply_partition(
     settings: Settings,
-    reference: Reference,
-    marked: DataFrame,
+    catalog: CatalogIndex,
+    marked: pa.Table,
     stream_id: str,
     batch_id: int,
     received_at: datetime,
-) -> int:
-    """Everything the micro-batch changes in Cassandra, in one pass on the executors over its
-    rows partitioned by user: each touched user's live profile (the real-time view), then
-    collections / wantlists, changes and dead letters. Returns how many users' live profiles
-    are current after the batch.
+) -> dict[str, float]:
+    """Apply one partition of a micro-batch's ``MARKED`` rows (every row of a user is in it)
+    to Cassandra: each touched user's live profile (the real-time view), then collections /
+    wantlists, changes and dead letters. Returns the partition's counts and task seconds.
 
-    Per partition, the live profiles are written before the collection writes, because they
-    are computed against the collections as they stood before the batch: after a crash
-    between the two, the replayed batch finds those profiles marked with its id, skips them
-    and rewrites the (idempotent) collection writes."""
-    add, remove = EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value
-    rows = marked.filter(
-        F.col("reason").isNotNull() | F.col("kind").isin(*sink.HOLDING_WRITES)
-    ).select(*sink.WRITE_COLUMNS)
-    spark = marked.sparkSession
-    by_user = rows.repartition(max(2, spark.sparkContext.defaultParallelism), "user_id")
-    flagged = flag_deciding(by_user, add, remove, F.col("reason").isNull())
-    catalog = reference.catalog
+    The live profiles are written before the collection writes, because they are computed
+    against the holdings as they stood before the batch: after a crash between the two, the
+    replayed batch finds those profiles marked with its id, skips them and rewrites the
+    (idempotent) collection writes."""
+    clock = time.monotonic()
+    rows = write_rows(marked)
+    valid = [row for row in rows if row.reason is None]
+    decided = deciding_events(
+        valid, EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value
+    )
+    connection = worker_connection(settings)
+    starts = read_starts(connection, sorted(decided), catalog, stream_id, batch_id)
+    read_at = time.monotonic()
+    profiles = live_profile_writes(starts, decided, catalog, stream_id, batch_id, received_at)
+    execute_grouped(connection, [[w] for w in profiles], what=tables.USER_LIVE_PROFILES)
+    profiled_at = time.monotonic()
     day = received_at.strftime("%Y-%m-%d")
-
-    def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        rows = [WRITE_ROW(**row) for batch in batches for row in batch.to_pylist()]
-        connection = worker_connection(settings)
-        touched, profiles = live_profile_writes(
-            connection, rows, catalog.value, stream_id, batch_id, received_at
-        )
-        execute_grouped(connection, [[w] for w in profiles], what=tables.USER_LIVE_PROFILES)
-        groups: dict[Any, list] = defaultdict(list)
-        for row in rows:
-            groups[sink.write_group(row)].extend(sink.writes_for(row, day, received_at))
-        execute_grouped(
-            connection,
-            groups.values(),
-            what="the stream's tables",
-            batch_size=settings.cassandra_batch_rows,
-        )
-        yield pa.RecordBatch.from_pylist([{"live_profiles": touched}], schema=APPLIED)
-
-    applied = flagged.mapInArrow(apply, APPLIED_DDL).agg(F.sum("live_profiles")).first()
-    return int(applied[0] or 0)
+    groups: dict[Any, list] = defaultdict(list)
+    for row in rows:
+        groups[sink.write_group(row)].extend(sink.writes_for(row, day, received_at))
+    execute_grouped(
+        connection,
+        groups.values(),
+        what="the stream's tables",
+        batch_size=settings.cassandra_batch_rows,
+    )
+    return {
+        "input_rows": len(rows),
+        "valid_rows": len(valid),
+        "dead_lettered": len(rows) - len(valid),
+        "upserts": sum(1 for row in valid if row.kind in sink.HOLDING_WRITES),
+        "live_profiles": len(decided),
+        "live reads": read_at - clock,
+        "live profiles": profiled_at - read_at,
+        "writes": time.monotonic() - profiled_at,
+    }
 
 
 def process_batch(
@@ -291,83 +337,87 @@ def process_batch(
     batch_id: int,
     say: Callable[[str], None],
     stream_id: str = "adhoc",
+    progress: StreamProgress | None = None,
 ) -> dict[str, int]:
-    """Apply one micro-batch; returns its counts (also written to ``stream_progress``).
+    """Apply one micro-batch; returns its counts (also written to ``stream_progress``, over
+    ``progress``'s connection if given, else over one of its own).
 
-    Four Spark jobs whatever the batch size: validate (read once, kept), count, append to
-    the master dataset, and one pass that updates the touched users' live profiles and
-    writes everything else to Cassandra (:func:`apply_batch`). ``stream_id`` (the query's
-    id, kept in its checkpoint) and ``batch_id`` mark the live profiles, so a replayed batch
-    updates them once."""
+    One Spark job whatever the batch size: the raw rows are marked (parsed and validated,
+    :func:`streaming.transform.mark`) where they are read, shuffled by user, and each
+    partition is applied to Cassandra (:func:`apply_partition`), its valid events going on
+    to the master dataset (one folder per ingest date and batch, overwritten on replay).
+    Fixed costs per micro-batch are what bound the stream's latency, hence one job, not one
+    per output. ``stream_id`` (the query's id, kept in its checkpoint) and ``batch_id``
+    mark the live profiles, so a replayed batch updates them once."""
     started = time.monotonic()
-    steps: dict[str, float] = {}
+    received_at = datetime.now(UTC)
+    tally = spark.sparkContext.accumulator(dict.fromkeys(BATCH_COUNTS + TASK_SECONDS, 0), Tally())
+    catalog = reference.catalog
 
-    def lap(step: str) -> None:  # seconds since the previous step ended
-        steps[step] = time.monotonic() - started - sum(steps.values())
-
-    marked = (
-        mark(raw, reference.users, reference.catalog)
-        .withColumn("written_at", F.unix_micros("event_time"))
-        .withColumn(EVENT_LOG_PARTITION, F.date_format("ingested_at", "yyyy-MM-dd"))
-        .localCheckpoint(eager=True)
-    )
-    tally = (
-        marked.groupBy(F.col("reason").isNull().alias("valid"), EVENT_LOG_PARTITION, "kind")
-        .count()
-        .collect()
-    )
-    holding_kinds = set(sink.HOLDING_WRITES)
-    counts = {
-        "input_rows": sum(r["count"] for r in tally),
-        "valid_rows": sum(r["count"] for r in tally if r.valid),
-        "dead_lettered": sum(r["count"] for r in tally if not r.valid),
-        "upserts": sum(r["count"] for r in tally if r.valid and r.kind in holding_kinds),
-        "live_profiles": 0,
-    }
-    lap("read")
-
-    # The master dataset: one folder per (ingest date, batch), overwritten on replay.
-    valid = valid_events(marked.drop(EVENT_LOG_PARTITION).drop("written_at"))
-    log = paths.event_log(settings.data_root)
-    for date in sorted({r[EVENT_LOG_PARTITION] for r in tally if r.valid}):
-        valid.filter(F.date_format("ingested_at", "yyyy-MM-dd") == date).select(
-            *LOG_COLUMNS
-        ).write.mode("overwrite").parquet(
-            paths.join(log, f"{EVENT_LOG_PARTITION}={date}", f"{EVENT_LOG_BATCH}={batch_id}")
+    def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        marked = pa.Table.from_batches(list(batches), schema=MARKED)
+        tally.add(
+            apply_partition(settings, catalog.value, marked, stream_id, batch_id, received_at)
         )
+        yield from logged_events(marked, batch_id).to_batches()
 
-    lap("log")
+    marked = mark(raw, reference.users, reference.catalog)
+    by_user = marked.repartition(max(2, spark.sparkContext.defaultParallelism), "user_id")
+    by_user.mapInArrow(apply, LOGGED).write.mode("overwrite").partitionBy(
+        EVENT_LOG_PARTITION, EVENT_LOG_BATCH
+    ).parquet(paths.event_log(settings.data_root))
 
-    # The real-time view, collections / wantlists, changes and dead letters: one pass.
-    if counts["upserts"] or counts["dead_lettered"]:
-        counts["live_profiles"] = apply_batch(
-            settings, reference, marked, stream_id, batch_id, datetime.now(UTC)
-        )
-
-    lap("apply")
+    totals = tally.value
+    counts = {name: int(totals[name]) for name in BATCH_COUNTS}
     duration_ms = int((time.monotonic() - started) * 1000)
-    record_progress(settings, batch_id, counts, duration_ms)
+    if progress is not None:
+        progress.record(batch_id, counts, duration_ms)
+    else:
+        own = StreamProgress(settings)
+        try:
+            own.record(batch_id, counts, duration_ms)
+        finally:
+            own.close()
     say(
         f"stream batch {batch_id}: {counts['input_rows']:,} in, {counts['valid_rows']:,} valid, "
         f"{counts['dead_lettered']:,} dead-lettered, {counts['upserts']:,} upserts, "
-        f"{counts['live_profiles']:,} live profiles, {duration_ms:,} ms ("
-        + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in steps.items())
+        f"{counts['live_profiles']:,} live profiles, {duration_ms:,} ms (task seconds: "
+        + ", ".join(f"{name} {totals[name]:.1f}" for name in TASK_SECONDS)
         + ")"
     )
     return counts
 
 
-def record_progress(
-    settings: Settings, batch_id: int, counts: dict[str, int], duration_ms: int
-) -> None:
-    """The batch's ``stream_progress`` row (its lag is added by :class:`LagReporter`)."""
-    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
-        connection.session.execute(
-            connection.prepare(
-                f"INSERT INTO {tables.STREAM_PROGRESS} (query_name, batch_id, processed_at, "
-                "input_rows, valid_rows, dead_lettered, upserts, duration_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            ),
+class StreamProgress:
+    """The stream's ``stream_progress`` rows, written from the driver over one connection
+    kept for the life of the stream (opened on first use): a connection per micro-batch
+    would put a cluster handshake and schema read on every batch's path."""
+
+    INSERT = (
+        f"INSERT INTO {tables.STREAM_PROGRESS} (query_name, batch_id, processed_at, "
+        "input_rows, valid_rows, dead_lettered, upserts, duration_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    SET_LAG = f"UPDATE {tables.STREAM_PROGRESS} SET lag = ? WHERE query_name = ? AND batch_id = ?"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._connection: Any = None
+        self._lock = threading.Lock()  # the listener writes from another thread
+
+    def _execute(self, cql: str, parameters: tuple) -> None:
+        with self._lock:
+            if self._connection is None or self._connection.cluster.is_shutdown:
+                self._connection = connect(
+                    self.settings, keyspace=self.settings.cassandra_keyspace, schema_metadata=False
+                )
+            connection = self._connection
+        connection.session.execute(connection.prepare(cql), parameters)
+
+    def record(self, batch_id: int, counts: dict[str, int], duration_ms: int) -> None:
+        """The batch's row (its lag is added by :class:`LagReporter`)."""
+        self._execute(
+            self.INSERT,
             (
                 QUERY_NAME,
                 batch_id,
@@ -380,13 +430,25 @@ def record_progress(
             ),
         )
 
+    def record_lag(self, batch_id: int, lag: int) -> None:
+        self._execute(self.SET_LAG, (lag, QUERY_NAME, batch_id))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
 
 class LagReporter(StreamingQueryListener):
     """After each micro-batch: how many events the broker holds beyond the batch's end
     offsets; logged and written to the batch's ``stream_progress`` row."""
 
-    def __init__(self, settings: Settings, say: Callable[[str], None]) -> None:
+    def __init__(
+        self, settings: Settings, progress: StreamProgress, say: Callable[[str], None]
+    ) -> None:
         self.settings = settings
+        self.progress = progress
         self.say = say
 
     def onQueryStarted(self, event: Any) -> None:
@@ -407,15 +469,7 @@ class LagReporter(StreamingQueryListener):
             lag = lag_behind(
                 list(self.settings.kafka_bootstrap_servers), list(topics.ALL_TOPICS), positions
             )
-
-            with connect(self.settings, keyspace=self.settings.cassandra_keyspace) as connection:
-                connection.session.execute(
-                    connection.prepare(
-                        f"UPDATE {tables.STREAM_PROGRESS} SET lag = ? "
-                        "WHERE query_name = ? AND batch_id = ?"
-                    ),
-                    (lag, QUERY_NAME, progress.batchId),
-                )
+            self.progress.record_lag(progress.batchId, lag)
         except Exception as error:  # a listener must never take the query down
             self.say(f"stream batch {progress.batchId}: lag not measured: {error}")
             return
@@ -438,8 +492,11 @@ def start_stream(
     trigger_seconds: float | None = None,
     say: Callable[[str], None] = say_to_stderr,
     reference: Reference | None = None,
+    progress: StreamProgress | None = None,
 ) -> Any:
-    """Start the query; returns the StreamingQuery (``awaitTermination`` to wait for it)."""
+    """Start the query; returns the StreamingQuery (``awaitTermination`` to wait for it).
+    ``progress``: where micro-batches record their progress (the caller closes it); by
+    default each opens a connection of its own."""
     reference = reference or load_reference(spark, settings)
     raw = read_events(spark, settings, max_events or settings.stream_max_events_per_trigger)
     # The query's id (kept in the checkpoint, the same after a restart) is only known once it
@@ -450,7 +507,7 @@ def start_stream(
     def each_batch(frame: DataFrame, batch_id: int) -> None:
         if not known.wait(120):
             raise StreamError("the streaming query did not report its id")
-        process_batch(spark, settings, reference, frame, batch_id, say, identity["id"])
+        process_batch(spark, settings, reference, frame, batch_id, say, identity["id"], progress)
 
     writer = (
         raw.writeStream.queryName(QUERY_NAME)
@@ -484,7 +541,8 @@ def run_stream(
     doubled. Gives up after ``settings.stream_restarts`` failures in a row without progress.
     """
     reference = load_reference(spark, settings)
-    listener = LagReporter(settings, say)
+    progress = StreamProgress(settings)
+    listener = LagReporter(settings, progress, say)
     spark.streams.addListener(listener)
     failures = 0
     try:
@@ -497,6 +555,7 @@ def run_stream(
                 trigger_seconds=trigger_seconds,
                 say=say,
                 reference=reference,
+                progress=progress,
             )
             say(
                 f"{STARTED}: {', '.join(topics.ALL_TOPICS)} from "
@@ -527,6 +586,7 @@ def run_stream(
                 raise
     finally:
         spark.streams.removeListener(listener)
+        progress.close()
 
 
 def main(argv: list[str] | None = None) -> int:

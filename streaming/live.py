@@ -1,7 +1,7 @@
 """The real-time view's per-user arithmetic: a user's live genre profile after a micro-batch.
 
 Pure (numpy and dicts, no Spark, no Cassandra), so it is tested on tiny inline data; the
-stream's executor pass (:func:`streaming.job.apply_batch`) reads each touched user's live row,
+stream's executor pass (:func:`streaming.job.apply_partition`) reads each touched user's live row,
 calls :func:`next_profile` and writes the result.
 
 A live profile carries the releases the user holds (as the stream last applied them), so a
@@ -16,8 +16,10 @@ counts 1/n towards each, the batch layer's formula); share = units / total.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -103,11 +105,35 @@ def genre_units(bits: np.ndarray, signs: np.ndarray) -> dict[str, int]:
     return {GENRE_NAMES[g]: int(totals[g]) for g in np.flatnonzero(totals)}
 
 
+def deciding_events(
+    rows: Iterable[Any], add: str, remove: str
+) -> dict[int, list[tuple[int, bool]]]:
+    """Per user, the (release_id, is_add) of the event that decides each of their (user,
+    release) pairs among ``rows`` (valid events: user_id, release_id, kind, event_time,
+    event_id) whose kind is ``add`` or ``remove``.
+
+    The rule of :func:`spark_jobs.transforms.latest_events`: the latest event time wins, at
+    equal times a remove beats an add (as a Cassandra tombstone beats a write of the same
+    timestamp, which is how the stream writes them), then the larger event id."""
+    best: dict[tuple[int, int], tuple[Any, bool, str]] = {}
+    for row in rows:
+        if row.kind != add and row.kind != remove:
+            continue
+        pair = (row.user_id, row.release_id)
+        rank = (row.event_time, row.kind == remove, row.event_id)
+        if pair not in best or rank > best[pair]:
+            best[pair] = rank
+    decided: dict[int, list[tuple[int, bool]]] = defaultdict(list)
+    for (user, release), (_, is_remove, _) in best.items():
+        decided[user].append((release, not is_remove))
+    return dict(decided)
+
+
 def next_profile(
     start: LiveProfile, decided: Iterable[tuple[int, bool]], catalog: CatalogIndex
 ) -> LiveProfile:
     """The profile after the batch's deciding collection events ``decided`` ((release_id,
-    is_add), one per release: see :func:`spark_jobs.transforms.flag_deciding`). An add of a
+    is_add), one per release: see :func:`deciding_events`). An add of a
     release not held counts +1, a remove of a held one -1; a repeated add or a remove of
     something not held changes nothing."""
     effective = [

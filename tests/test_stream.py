@@ -4,13 +4,13 @@ and Spark (a broker of its own, so other tests' events do not mix in)."""
 import json
 import shutil
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 from kafka import KafkaProducer
-from pyspark.sql import functions as F
 
 from discorecs import paths, topics
 from discorecs.cassandra import connect
@@ -19,7 +19,7 @@ from discorecs.services.broker import KafkaBroker
 from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
 from spark_jobs.tastes import CatalogIndex
-from spark_jobs.transforms import flag_deciding, latest_events
+from spark_jobs.transforms import latest_events
 from streaming.job import (
     load_reference,
     process_batch,
@@ -28,8 +28,8 @@ from streaming.job import (
     start_stream,
 )
 from streaming.kafka_source import fetch_high_watermarks, lag_behind
-from streaming.live import GENRE_UNITS, LiveProfile, next_profile
-from streaming.transform import validate
+from streaming.live import GENRE_UNITS, LiveProfile, deciding_events, next_profile
+from streaming.transform import mark_records, validate
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.spark
@@ -74,7 +74,22 @@ def event(event_id, user, release, kind, minute=0):
     return Event(event_id, user, release, kind, T.replace(minute=minute)).to_json()
 
 
-def test_validate_sends_each_kind_of_bad_event_to_the_dead_letters(spark):
+def raw_records(payloads):
+    """Raw Kafka records as the source hands them over (one Arrow batch)."""
+    count = len(payloads)
+    return pa.RecordBatch.from_pydict(
+        {
+            "topic": ["collection_events"] * count,
+            "kafka_partition": pa.array([0] * count, pa.int32()),
+            "kafka_offset": pa.array(range(count), pa.int64()),
+            "key": pa.array([b"1"] * count, pa.binary()),
+            "value": pa.array(payloads, pa.binary()),
+            "timestamp": pa.array([T] * count, pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def test_mark_records_sends_each_kind_of_bad_event_to_the_dead_letters():
     payloads = [
         event("ok", 1, 10, EventKind.COLLECTION_ADD),
         b"{not json",
@@ -92,19 +107,48 @@ def test_validate_sends_each_kind_of_bad_event_to_the_dead_letters(spark):
                 "event_time": "2026-11-25T12:00:00Z",
             }
         ).encode(),
+        None,
+        b"\xff\xfe not utf-8",
     ]
-    users, catalog = known(spark, users=[1], releases=[10])
-    valid, dead = validate(raw_rows(spark, payloads), users, catalog)
-    assert [(r.event_id, r.user_id, r.release_id, r.kind) for r in valid.collect()] == [
-        ("ok", 1, 10, "collection_add")
-    ]
-    reasons = {r.kafka_offset: r.reason for r in dead.collect()}
+    marked = mark_records(
+        raw_records(payloads), np.array([1], np.int64), np.array([10], np.int64)
+    ).to_pylist()
+    assert [r["kafka_offset"] for r in marked] == list(range(len(payloads)))
+    assert marked[0] == {
+        "topic": "collection_events",
+        "kafka_partition": 0,
+        "kafka_offset": 0,
+        "payload": None,
+        "reason": None,
+        "event_id": "ok",
+        "user_id": 1,
+        "release_id": 10,
+        "kind": "collection_add",
+        "event_time": T,
+        "ingested_at": T,
+    }
+    reasons = [r["reason"] for r in marked]
     assert reasons[1].startswith("not JSON")
     assert reasons[2] == "missing field(s): release_id"
     assert reasons[3] == "unknown user 99"
     assert reasons[4] == "unknown release 77"
     assert reasons[5].startswith("unknown kind 'sell'")
-    assert {r.payload for r in dead.collect() if r.kafka_offset == 1} == {"{not json"}
+    assert reasons[6] == "empty payload"
+    assert reasons[7].startswith("not JSON")
+    assert marked[1]["payload"] == "{not json"
+    assert marked[7]["payload"] == "\ufffd\ufffd not utf-8"
+    assert marked[3]["payload"] == payloads[3].decode()
+    assert [r["event_id"] for r in marked if r["reason"] is None] == ["ok"]
+
+
+def test_validate_splits_a_dataframe_into_valid_events_and_dead_letters(spark):
+    payloads = [event("ok", 1, 10, EventKind.COLLECTION_ADD), b"{not json"]
+    users, catalog = known(spark, users=[1], releases=[10])
+    valid, dead = validate(raw_rows(spark, payloads), users, catalog)
+    assert [
+        (r.event_id, r.user_id, r.release_id, r.kind, r.event_time) for r in valid.collect()
+    ] == [("ok", 1, 10, "collection_add", T.replace(tzinfo=None))]
+    assert [(r.kafka_offset, r.payload) for r in dead.collect()] == [(1, "{not json")]
 
 
 def test_add_then_remove_in_one_batch_is_a_remove(spark):
@@ -124,32 +168,36 @@ def test_add_then_remove_in_one_batch_is_a_remove(spark):
     ]
 
 
-def test_flag_deciding_marks_the_event_latest_events_keeps_and_keeps_every_row(spark):
+def test_deciding_events_picks_the_event_latest_events_keeps(spark):
     rows = [
-        ("a", 1, 10, "collection_add", 1, None),
-        ("b", 1, 10, "collection_remove", 2, None),  # decides 10
-        ("c", 1, 11, "collection_add", 3, None),  # decides 11 (the remove is older)
-        ("d", 1, 11, "collection_remove", 1, None),
-        ("e", 1, 12, "collection_add", 4, None),  # equal times: the remove wins
-        ("f", 1, 12, "collection_remove", 4, None),
-        ("g", 1, 11, "wantlist_add", 9, None),  # not a collection event
-        ("h", 1, 13, "collection_add", 9, "unknown release 13"),  # dead letter
+        ("a", 1, 10, "collection_add", 1),
+        ("b", 1, 10, "collection_remove", 2),  # decides 10
+        ("c", 1, 11, "collection_add", 3),  # decides 11 (the remove is older)
+        ("d", 1, 11, "collection_remove", 1),
+        ("e", 1, 12, "collection_add", 4),  # equal times: the remove wins
+        ("f", 1, 12, "collection_remove", 4),
+        ("g", 1, 14, "wantlist_add", 9),  # not a collection event
+        ("h", 2, 10, "collection_add", 5),  # another user
+        ("i", 2, 10, "collection_add", 5),  # equal times and kinds: the larger event id
     ]
-    events = spark.createDataFrame(
-        [(i, u, r, k, T.replace(minute=m), why) for i, u, r, k, m, why in rows],
-        "event_id string, user_id long, release_id long, kind string, "
-        "event_time timestamp, reason string",
-    )
+    events = [
+        SimpleNamespace(event_id=i, user_id=u, release_id=r, kind=k, event_time=T.replace(minute=m))
+        for i, u, r, k, m in rows
+    ]
     add, remove = "collection_add", "collection_remove"
-    flagged = flag_deciding(events, add, remove, F.col("reason").isNull()).collect()
-    assert sorted(r.event_id for r in flagged if r.decides) == ["b", "c", "f"]
-    assert len(flagged) == len(rows)
-    kept = latest_events(events.filter("reason IS NULL"), add, remove).collect()
-    assert sorted((r.release_id, r.kind) for r in kept) == [
-        (10, remove),
-        (11, add),
-        (12, remove),
-    ]
+    decided = deciding_events(events, add, remove)
+    assert {user: sorted(pairs) for user, pairs in decided.items()} == {
+        1: [(10, False), (11, True), (12, False)],
+        2: [(10, True)],
+    }
+    frame = spark.createDataFrame(
+        [(e.event_id, e.user_id, e.release_id, e.kind, e.event_time) for e in events],
+        "event_id string, user_id long, release_id long, kind string, event_time timestamp",
+    )
+    kept = latest_events(frame, add, remove).collect()
+    assert sorted((r.user_id, r.release_id, r.kind == add) for r in kept) == sorted(
+        (user, release, is_add) for user, pairs in decided.items() for release, is_add in pairs
+    )
 
 
 CATALOG = catalog_of(
@@ -464,8 +512,6 @@ def test_read_records_become_one_arrow_batch_typed_as_spark_expects():
 
 
 def test_the_write_plan_of_each_kind_of_row():
-    from types import SimpleNamespace
-
     from streaming import sink
 
     def row(**fields):
