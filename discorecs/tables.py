@@ -15,7 +15,6 @@ USERS = "users"
 USERS_BY_NAME = "users_by_name"
 COLLECTIONS = "collections"
 WANTLISTS = "wantlists"
-COLLECTION_CHANGES = "collection_changes"
 USER_GENRE_PROFILES = "profiles_by_user"
 USER_LIVE_PROFILES = "live_profiles_by_user"
 GENRE_LEADERBOARDS = "genre_leaderboards"
@@ -31,7 +30,6 @@ ALL_TABLES: tuple[str, ...] = (
     USERS_BY_NAME,
     COLLECTIONS,
     WANTLISTS,
-    COLLECTION_CHANGES,
     USER_GENRE_PROFILES,
     USER_LIVE_PROFILES,
     GENRE_LEADERBOARDS,
@@ -85,8 +83,10 @@ RECOMMENDATION_FIELDS = (
 )
 RECOMMENDATION_COLUMNS = ("user_id", "run_id", "recommendation")
 # The stream's live profile of a user (one JSON document per user, like the batch's): the
-# site reads the size, scores and shares; the next micro-batch starts from the genre units.
-LIVE_PROFILE_FIELDS = ("collection_size", "genre_units", "scores", "shares")
+# site reads the size, scores, shares and latest changes (a list of event_time, event_id,
+# kind, release_id; newest first); the next micro-batch starts from the genre units and
+# the changes.
+LIVE_PROFILE_FIELDS = ("collection_size", "genre_units", "scores", "shares", "latest_changes")
 
 
 def encode_document(fields: tuple[str, ...], values: dict[str, Any]) -> str:

@@ -1,8 +1,9 @@
 """The speed layer: ``discorecs stream`` locally, ``spark-submit streaming/job.py`` on a cluster.
 
     Kafka (collection_events, activity_events) -> mark: parse and validate (streaming.transform)
-      -> shuffle by user -> apply, per partition: live genre profiles of the touched users,
-         collections / wantlists (upsert or delete), latest changes, dead letters (Cassandra)
+      -> shuffle by user -> apply, per partition: live rows of the touched users (genre
+         profile, latest changes), collections / wantlists (upsert or delete), dead letters
+         (Cassandra)
       -> valid events to the event log (master dataset); progress (Cassandra)
 
 All of it is one Spark job per micro-batch (see :func:`process_batch`).
@@ -10,8 +11,8 @@ All of it is one Spark job per micro-batch (see :func:`process_batch`).
 Every write of a micro-batch is idempotent, so the batch Spark replays after a crash changes
 nothing: dead letters are keyed by (topic, partition, offset), the event log folder of a batch
 is overwritten as a whole, collections / wantlists are set to the batch's last event per
-(user, release) (the event time is the write timestamp), changes are keyed by event id, and
-a live profile carries the id of the batch that last updated it, so a replay skips it.
+(user, release) (the event time is the write timestamp), and a live row carries the id of
+the batch that last updated it, so a replay skips it.
 
 Each micro-batch logs its counts and duration; a progress listener then adds the lag (events
 on the broker beyond the batch's end offsets) to the batch's ``stream_progress`` row, which
@@ -25,7 +26,7 @@ import threading
 import time
 from collections import defaultdict, namedtuple
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,7 +56,7 @@ from spark_jobs.tastes import CatalogIndex
 from spark_jobs.transforms import catalog_index
 from streaming import sink
 from streaming.kafka_source import NAME, KafkaSource, lag_behind, offset_positions
-from streaming.live import LiveProfile, deciding_events, next_profile
+from streaming.live import Change, LiveProfile, deciding_events, next_profile
 from streaming.transform import MARKED, mark, valid_rows
 
 QUERY_NAME = tables.STREAM_QUERY
@@ -214,10 +215,11 @@ def read_starts(
     connection: Any, users: list[int], catalog: CatalogIndex, stream_id: str, batch_id: int
 ) -> dict[int, LiveProfile]:
     """The live profile each of ``users`` has before the batch, from their live rows, which
-    hold their profile and the releases they hold as this stream last applied them. A user
-    whose live row this stream has not written yet (a new user, or a new checkpoint) starts
-    from their whole collection; a user whose row already carries this batch id is left out
-    (the batch is being replayed after a crash and their profile already counts it)."""
+    hold their profile, latest changes and the releases they hold as this stream last
+    applied them. A user whose live row this stream has not written yet (a new user, or a
+    new checkpoint) starts from their whole collection (and the changes the row lists, if
+    it has one); a user whose row already carries this batch id is left out (the batch is
+    being replayed after a crash and their row already counts it)."""
     live = read_live_rows(connection, users)
     starts: dict[int, LiveProfile] = {}
     fresh: list[int] = []
@@ -229,23 +231,27 @@ def read_starts(
             starts[user] = LiveProfile.of_row(row.profile, row.holdings)
     collections = read_collections(connection, fresh)
     for user in fresh:
-        starts[user] = LiveProfile.of_collection(collections[user], catalog)
+        row = live.get(user)
+        changes = LiveProfile.of_row(row.profile, None).changes if row is not None else ()
+        whole = LiveProfile.of_collection(collections[user], catalog)
+        starts[user] = replace(whole, changes=changes)
     return starts
 
 
 def live_profile_writes(
     starts: dict[int, LiveProfile],
     decided: dict[int, list[tuple[int, bool]]],
+    changes: dict[int, list[Change]],
     catalog: CatalogIndex,
     stream_id: str,
     batch_id: int,
     updated_at: datetime,
 ) -> list[tuple[str, tuple]]:
     """The LIVE_PROFILE writes of the users in ``starts`` after their ``decided`` collection
-    events (see :func:`streaming.live.deciding_events`)."""
+    events (see :func:`streaming.live.deciding_events`) and their ``changes``."""
     writes = []
     for user, start in starts.items():
-        profile = next_profile(start, decided[user], catalog)
+        profile = next_profile(start, decided.get(user, ()), catalog, changes.get(user, ()))
         writes.append(
             (
                 sink.LIVE_PROFILE,
@@ -288,8 +294,9 @@ def apply_partition(
     received_at: datetime,
 ) -> dict[str, float]:
     """Apply one partition of a micro-batch's ``MARKED`` rows (every row of a user is in it)
-    to Cassandra: each touched user's live profile (the real-time view), then collections /
-    wantlists, changes and dead letters. Returns the partition's counts and task seconds.
+    to Cassandra: each touched user's live row (the real-time view: genre profile and latest
+    changes), then collections / wantlists and dead letters. Returns the partition's counts
+    and task seconds.
 
     The live profiles are written before the collection writes, because they are computed
     against the holdings as they stood before the batch: after a crash between the two, the
@@ -298,13 +305,21 @@ def apply_partition(
     clock = time.monotonic()
     rows = write_rows(marked)
     valid = [row for row in rows if row.reason is None]
+    changes: dict[int, list[Change]] = defaultdict(list)
+    for row in valid:
+        if row.kind in sink.HOLDING_WRITES:
+            changes[row.user_id].append(
+                Change(row.event_time, row.event_id, row.kind, row.release_id)
+            )
     decided = deciding_events(
         valid, EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value
     )
     connection = worker_connection(settings)
-    starts = read_starts(connection, sorted(decided), catalog, stream_id, batch_id)
+    starts = read_starts(connection, sorted(changes), catalog, stream_id, batch_id)
     read_at = time.monotonic()
-    profiles = live_profile_writes(starts, decided, catalog, stream_id, batch_id, received_at)
+    profiles = live_profile_writes(
+        starts, decided, changes, catalog, stream_id, batch_id, received_at
+    )
     execute_grouped(connection, [[w] for w in profiles], what=tables.USER_LIVE_PROFILES)
     profiled_at = time.monotonic()
     day = received_at.strftime("%Y-%m-%d")
@@ -321,8 +336,8 @@ def apply_partition(
         "input_rows": len(rows),
         "valid_rows": len(valid),
         "dead_lettered": len(rows) - len(valid),
-        "upserts": sum(1 for row in valid if row.kind in sink.HOLDING_WRITES),
-        "live_profiles": len(decided),
+        "upserts": sum(len(user_changes) for user_changes in changes.values()),
+        "live_profiles": len(changes),
         "live reads": read_at - clock,
         "live profiles": profiled_at - read_at,
         "writes": time.monotonic() - profiled_at,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -32,13 +33,54 @@ GENRE_UNITS = 360_360
 HOLDINGS_DTYPE = np.dtype(">i8")
 """How the holdings are stored (``holdings`` blob): sorted release ids, 8 bytes big-endian."""
 
+LATEST_CHANGES = 10
+"""How many of a user's latest collection and wantlist changes the live row keeps (what the
+user page lists)."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One collection or wantlist change, as the user page lists it."""
+
+    event_time: datetime
+    event_id: str
+    kind: str
+    release_id: int
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "event_time": self.event_time,
+            "event_id": self.event_id,
+            "kind": self.kind,
+            "release_id": self.release_id,
+        }
+
+    @classmethod
+    def of_fields(cls, fields: dict[str, Any]) -> Change:
+        return cls(
+            datetime.fromisoformat(fields["event_time"]),
+            fields["event_id"],
+            fields["kind"],
+            int(fields["release_id"]),
+        )
+
+
+def latest_changes(*changes: Iterable[Change], keep: int = LATEST_CHANGES) -> tuple[Change, ...]:
+    """The ``keep`` latest of ``changes`` (an event id counts once), newest first, then by
+    event id: the same list however the changes were split between micro-batches."""
+    unique = {change.event_id: change for group in changes for change in group}
+    by_id = sorted(unique.values(), key=lambda change: change.event_id)
+    return tuple(sorted(by_id, key=lambda change: change.event_time, reverse=True)[:keep])
+
 
 @dataclass(frozen=True)
 class LiveProfile:
-    """The releases a user holds and their genre units (genres with none are absent)."""
+    """The releases a user holds and their genre units (genres with none are absent), and
+    their latest changes (newest first)."""
 
     holdings: frozenset[int] = frozenset()
     genre_units: dict[str, int] = field(default_factory=dict)
+    changes: tuple[Change, ...] = ()
 
     @property
     def collection_size(self) -> int:
@@ -63,8 +105,9 @@ class LiveProfile:
 
     def document(self) -> str:
         """The live row's ``profile`` (``tables.LIVE_PROFILE_FIELDS``): what the site shows,
-        and the genre units the next micro-batch starts from. Genres in name order, so the
-        same profile is the same text however the micro-batches that built it were split."""
+        and the genre units and changes the next micro-batch starts from. Genres in name
+        order, so the same profile is the same text however the micro-batches that built it
+        were split."""
 
         def by_genre(values: dict[str, float]) -> dict[str, float]:
             return dict(sorted(values.items()))
@@ -76,6 +119,7 @@ class LiveProfile:
                 "genre_units": by_genre(self.genre_units),
                 "scores": by_genre(self.scores),
                 "shares": by_genre(self.shares),
+                "latest_changes": [change.fields() for change in self.changes],
             },
         )
 
@@ -88,7 +132,8 @@ class LiveProfile:
         """The profile a live row (``document()``, ``holdings_blob()``) stores."""
         fields = tables.decode_document(tables.LIVE_PROFILE_FIELDS, document)
         held = np.frombuffer(holdings or b"", dtype=HOLDINGS_DTYPE)
-        return cls(frozenset(held.tolist()), dict(fields["genre_units"] or {}))
+        changes = tuple(Change.of_fields(c) for c in fields["latest_changes"] or ())
+        return cls(frozenset(held.tolist()), dict(fields["genre_units"] or {}), changes)
 
 
 GENRE_BIT = np.arange(len(GENRE_NAMES), dtype=np.int64)
@@ -130,19 +175,24 @@ def deciding_events(
 
 
 def next_profile(
-    start: LiveProfile, decided: Iterable[tuple[int, bool]], catalog: CatalogIndex
+    start: LiveProfile,
+    decided: Iterable[tuple[int, bool]],
+    catalog: CatalogIndex,
+    changes: Iterable[Change] = (),
 ) -> LiveProfile:
     """The profile after the batch's deciding collection events ``decided`` ((release_id,
-    is_add), one per release: see :func:`deciding_events`). An add of a
-    release not held counts +1, a remove of a held one -1; a repeated add or a remove of
-    something not held changes nothing."""
+    is_add), one per release: see :func:`deciding_events`) and its ``changes`` (every
+    collection and wantlist event of the user). An add of a release not held counts +1, a
+    remove of a held one -1; a repeated add or a remove of something not held changes
+    nothing."""
+    latest = latest_changes(start.changes, changes)
     effective = [
         (release, 1 if is_add else -1)
         for release, is_add in decided
         if is_add != (release in start.holdings)
     ]
     if not effective:
-        return start
+        return LiveProfile(start.holdings, start.genre_units, latest)
     releases = np.array([release for release, _ in effective], dtype=np.int64)
     signs = np.array([sign for _, sign in effective], dtype=np.int64)
     units = dict(start.genre_units)
@@ -153,4 +203,5 @@ def next_profile(
     return LiveProfile(
         (start.holdings - removed) | added,
         {genre: value for genre, value in units.items() if value > 0},
+        latest,
     )

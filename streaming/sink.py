@@ -1,8 +1,8 @@
 """What the stream writes to Cassandra for each row of a micro-batch: pure, so the plan is
 tested without Spark or Cassandra; the executors run the statements it names.
 
-Every write is idempotent: dead letters are keyed by (topic, partition, offset), changes by
-event id, and collection / wantlist adds and removes carry their event time as Cassandra's
+Every write is idempotent: dead letters are keyed by (topic, partition, offset), and
+collection / wantlist adds and removes carry their event time as Cassandra's
 write timestamp, so Cassandra keeps the latest event per (user, release) however batches
 are split or replayed (at equal times a remove wins, as in
 :func:`spark_jobs.transforms.latest_events`).
@@ -19,10 +19,6 @@ from discorecs.events import EventKind
 DEAD_LETTER = (
     f"INSERT INTO {tables.DEAD_LETTERS} (day, topic, kafka_partition, kafka_offset, payload, "
     "reason, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-CHANGE = (
-    f"INSERT INTO {tables.COLLECTION_CHANGES} (user_id, event_time, event_id, release_id, kind) "
-    "VALUES (?, ?, ?, ?, ?)"
 )
 LIVE_PROFILE = (
     f"INSERT INTO {tables.USER_LIVE_PROFILES} (user_id, profile, holdings, stream_id, batch_id, "
@@ -80,13 +76,8 @@ def writes_for(row: Any, day: str, received_at: datetime) -> list[tuple[str, tup
     if holding is None:  # a play: only the master dataset keeps it
         return []
     if holding.startswith("INSERT"):
-        change = (holding, (row.user_id, row.release_id, row.event_time, row.written_at))
-    else:
-        change = (holding, (row.written_at, row.user_id, row.release_id))
-    return [
-        change,
-        (CHANGE, (row.user_id, row.event_time, row.event_id, row.release_id, row.kind)),
-    ]
+        return [(holding, (row.user_id, row.release_id, row.event_time, row.written_at))]
+    return [(holding, (row.written_at, row.user_id, row.release_id))]
 
 
 def write_group(row: Any) -> Any:

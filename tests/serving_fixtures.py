@@ -13,6 +13,21 @@ OLD_RUN = "20261124T030000Z-older1"
 WHEN = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 
 
+LIVE_DOCUMENT = tables.encode_document(
+    tables.LIVE_PROFILE_FIELDS,
+    {
+        "collection_size": 1,
+        "genre_units": {"Jazz": 360360},
+        "scores": {"Jazz": 1.0},
+        "shares": {"Jazz": 1.0},
+        "latest_changes": [
+            {"event_time": WHEN, "event_id": "e-1", "kind": "collection_add", "release_id": 9101}
+        ],
+    },
+)
+"""User 7001's live row: the stream has applied one change (Kind of Blue added)."""
+
+
 def seed_serving(settings: Settings) -> None:
     with connect(settings, keyspace=settings.cassandra_keyspace) as c:
         upsert_rows(
@@ -57,9 +72,9 @@ def seed_serving(settings: Settings) -> None:
         )
         upsert_rows(
             c,
-            tables.COLLECTION_CHANGES,
-            ("user_id", "event_time", "event_id", "release_id", "kind"),
-            [(7001, WHEN, "e-1", 9101, "collection_add")],
+            tables.USER_LIVE_PROFILES,
+            ("user_id", "profile", "updated_at"),
+            [(7001, LIVE_DOCUMENT, WHEN)],
         )
         upsert_rows(
             c,

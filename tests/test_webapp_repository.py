@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.serving_fixtures import OLD_RUN, RUN, seed_serving
+from tests.serving_fixtures import LIVE_DOCUMENT, OLD_RUN, RUN, WHEN, seed_serving
 from webapp.repository import CassandraRepository, ServingUnavailable
 
 pytestmark = pytest.mark.services
@@ -27,7 +27,10 @@ def test_user_page_reads_the_published_run(repo):
     assert [f.user.name for f in recs.other_friends] == ["Grace Hopper"]
     assert recs.releases[0].release.title == "Head Hunters"
     assert recs.releases[0].release.genres == ["Jazz", "Funk / Soul"]
-    assert [change.release.title for change in page.changes] == ["Kind of Blue"]
+    assert [(c.event_time, c.kind, c.release.title) for c in page.changes] == [
+        (WHEN.replace(tzinfo=None), "collection_add", "Kind of Blue")
+    ]
+    assert page.profile.live_at is not None  # the seeded live row
 
 
 def test_unknown_user_is_none(repo):
@@ -68,6 +71,7 @@ def test_the_streams_live_scores_replace_the_batch_scores_but_keep_its_ranks(rep
                 "genre_units": {"Jazz": 360360, "Rock": 360360},
                 "scores": {"Jazz": 1.0, "Rock": 1.0},
                 "shares": {"Jazz": 0.5, "Rock": 0.5},
+                "latest_changes": [],
             },
         )
         connection.session.execute(
@@ -76,8 +80,13 @@ def test_the_streams_live_scores_replace_the_batch_scores_but_keep_its_ranks(rep
         )
         try:
             page = repo.user_page(7001)
-        finally:
-            connection.session.execute("DELETE FROM live_profiles_by_user WHERE user_id = 7001")
+        finally:  # the seeded live row back
+            connection.session.execute(
+                "INSERT INTO live_profiles_by_user (user_id, profile, updated_at) "
+                "VALUES (%s, %s, %s)",
+                (7001, LIVE_DOCUMENT, WHEN),
+            )
+    assert page.changes == []
     assert page.live_collection_size == 2 and page.profile.live_at is not None
     standings = {s.genre: s for s in page.profile.genres}
     assert (standings["Jazz"].score, standings["Jazz"].rank) == (1.0, 2)  # rank of the run

@@ -71,9 +71,7 @@ STATEMENTS = {
     "releases": f"SELECT release_id, title, artists, year, genres, styles, country, formats "
     f"FROM {tables.RELEASES} WHERE release_id IN ?",
     "collection_size": f"SELECT COUNT(*) FROM {tables.COLLECTIONS} WHERE user_id = ?",
-    "live_scores": f"SELECT profile, updated_at FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?",
-    "changes": f"SELECT event_time, kind, release_id FROM {tables.COLLECTION_CHANGES} "
-    "WHERE user_id = ? LIMIT ?",
+    "live_row": f"SELECT profile, updated_at FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?",
     "leaderboard": f"SELECT rank, user_id, user_name, score, percentile "
     f"FROM {tables.GENRE_LEADERBOARDS} WHERE genre = ? AND run_id = ? "
     "AND bucket = ? AND rank >= ? AND rank <= ?",
@@ -281,29 +279,30 @@ class CassandraRepository:
     def live_collection_size(self, user_id: int) -> int:
         return int(self._run("collection_size", [user_id])[0][0])
 
-    def live_scores(self, user_id: int) -> LiveScores | None:
-        rows = self._run("live_scores", [user_id])
+    def live_row(self, user_id: int) -> tuple[LiveScores | None, list[CollectionChange]]:
+        """The stream's live scores of a user (None if the stream has not seen them change)
+        and their latest collection and wantlist changes, newest first: one row."""
+        rows = self._run("live_row", [user_id])
         if not rows:
-            return None
+            return None, []
         live = tables.decode_document(tables.LIVE_PROFILE_FIELDS, rows[0].profile)
-        return LiveScores(
+        scores = LiveScores(
             live["collection_size"] or 0,
             dict(live["scores"] or {}),
             dict(live["shares"] or {}),
             rows[0].updated_at,
         )
-
-    def latest_changes(self, user_id: int, limit: int = 10) -> list[CollectionChange]:
-        rows = self._run("changes", [user_id, limit])
-        releases = self.releases([row.release_id for row in rows])
-        return [
+        listed = live["latest_changes"] or []
+        releases = self.releases([change["release_id"] for change in listed])
+        changes = [
             CollectionChange(
-                row.event_time,
-                row.kind,
-                releases.get(row.release_id, Release(row.release_id, None)),
+                _timestamp(change["event_time"]),
+                change["kind"],
+                releases.get(change["release_id"], Release(change["release_id"], None)),
             )
-            for row in rows
+            for change in listed
         ]
+        return scores, changes
 
     def user_page(self, user_id: int) -> UserPage | None:
         user = self.user(user_id)
@@ -311,7 +310,7 @@ class CassandraRepository:
             return None
         run_id = self.published_run()
         profile = self.profile(user_id, run_id) if run_id else None
-        live = self.live_scores(user_id)
+        live, changes = self.live_row(user_id)
         if live is not None:  # the stream has seen this user's collection change
             profile = with_live_scores(profile, live)
         return UserPage(
@@ -321,7 +320,7 @@ class CassandraRepository:
                 live.collection_size if live else self.live_collection_size(user_id)
             ),
             recommendations=self.recommendations(user_id, run_id) if run_id else None,
-            changes=self.latest_changes(user_id),
+            changes=changes,
         )
 
     def leaderboard(self, genre: str, page: int = 1, page_size: int = 50) -> Leaderboard:
