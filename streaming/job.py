@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyspark import TaskContext
 from pyspark.accumulators import AccumulatorParam
 from pyspark.errors import AnalysisException, StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
@@ -57,6 +58,7 @@ from spark_jobs.transforms import catalog_index
 from streaming import sink
 from streaming.kafka_source import NAME, KafkaSource, lag_behind, offset_positions
 from streaming.live import Change, LiveProfile, deciding_events, next_profile
+from streaming.live_cache import CopyState, LiveCache
 from streaming.transform import MARKED, mark, valid_rows
 
 QUERY_NAME = tables.STREAM_QUERY
@@ -148,6 +150,8 @@ BATCH_COUNTS = ("input_rows", "valid_rows", "dead_lettered", "upserts", "live_pr
 """What each micro-batch counts (logged, and kept in its ``stream_progress`` row)."""
 TASK_SECONDS = ("live reads", "live profiles", "writes")
 """Where the apply tasks' time goes, summed over a micro-batch's tasks (logged)."""
+CACHED = "cached users"
+"""Users whose live profile came from their task's cache, not Cassandra (logged)."""
 
 LOGGED = StructType(
     [
@@ -238,34 +242,38 @@ def read_starts(
     return starts
 
 
-def live_profile_writes(
+def next_profiles(
     starts: dict[int, LiveProfile],
     decided: dict[int, list[tuple[int, bool]]],
     changes: dict[int, list[Change]],
     catalog: CatalogIndex,
-    stream_id: str,
-    batch_id: int,
-    updated_at: datetime,
+) -> dict[int, LiveProfile]:
+    """The profiles of the users in ``starts`` after their ``decided`` collection events
+    (see :func:`streaming.live.deciding_events`) and their ``changes``."""
+    return {
+        user: next_profile(start, decided.get(user, ()), catalog, changes.get(user, ()))
+        for user, start in starts.items()
+    }
+
+
+def live_profile_writes(
+    profiles: dict[int, LiveProfile], stream_id: str, batch_id: int, updated_at: datetime
 ) -> list[tuple[str, tuple]]:
-    """The LIVE_PROFILE writes of the users in ``starts`` after their ``decided`` collection
-    events (see :func:`streaming.live.deciding_events`) and their ``changes``."""
-    writes = []
-    for user, start in starts.items():
-        profile = next_profile(start, decided.get(user, ()), catalog, changes.get(user, ()))
-        writes.append(
+    """The LIVE_PROFILE writes of ``profiles``."""
+    return [
+        (
+            sink.LIVE_PROFILE,
             (
-                sink.LIVE_PROFILE,
-                (
-                    user,
-                    profile.document(),
-                    profile.holdings_blob(),
-                    stream_id,
-                    batch_id,
-                    updated_at,
-                ),
-            )
+                user,
+                profile.document(),
+                profile.holdings_blob(),
+                stream_id,
+                batch_id,
+                updated_at,
+            ),
         )
-    return writes
+        for user, profile in profiles.items()
+    ]
 
 
 def write_rows(marked: pa.Table) -> list[Any]:
@@ -292,16 +300,19 @@ def apply_partition(
     stream_id: str,
     batch_id: int,
     received_at: datetime,
+    cache: LiveCache | None = None,
 ) -> dict[str, float]:
     """Apply one partition of a micro-batch's ``MARKED`` rows (every row of a user is in it)
     to Cassandra: each touched user's live row (the real-time view: genre profile and latest
     changes), then collections / wantlists and dead letters. Returns the partition's counts
     and task seconds.
 
-    The live profiles are written before the collection writes, because they are computed
-    against the holdings as they stood before the batch: after a crash between the two, the
-    replayed batch finds those profiles marked with its id, skips them and rewrites the
-    (idempotent) collection writes."""
+    The live profiles start from the partition's ``cache`` where it can be trusted (see
+    :mod:`streaming.live_cache`), else from the users' live rows. They are written before
+    the collection writes, because they are computed against the holdings as they stood
+    before the batch: after a crash between the two, the replayed batch finds those
+    profiles marked with its id (in the cache or the rows), skips them and rewrites the
+    (idempotent) collection writes. The cache is saved last, once everything is written."""
     clock = time.monotonic()
     rows = write_rows(marked)
     valid = [row for row in rows if row.reason is None]
@@ -315,12 +326,23 @@ def apply_partition(
         valid, EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value
     )
     connection = worker_connection(settings)
-    starts = read_starts(connection, sorted(changes), catalog, stream_id, batch_id)
-    read_at = time.monotonic()
-    profiles = live_profile_writes(
-        starts, decided, changes, catalog, stream_id, batch_id, received_at
-    )
-    execute_grouped(connection, [[w] for w in profiles], what=tables.USER_LIVE_PROFILES)
+    state, kept = cache.load(batch_id) if cache is not None else (CopyState.COLD, {})
+    profiles: dict[int, LiveProfile] = {}
+    cached = 0
+    if state is not CopyState.APPLIED:
+        starts = {user: kept[user][1] for user in changes if user in kept}
+        cached = len(starts)
+        unknown = sorted(user for user in changes if user not in starts)
+        starts.update(read_starts(connection, unknown, catalog, stream_id, batch_id))
+        read_at = time.monotonic()
+        profiles = next_profiles(starts, decided, changes, catalog)
+        execute_grouped(
+            connection,
+            [[w] for w in live_profile_writes(profiles, stream_id, batch_id, received_at)],
+            what=tables.USER_LIVE_PROFILES,
+        )
+    else:
+        read_at = time.monotonic()
     profiled_at = time.monotonic()
     day = received_at.strftime("%Y-%m-%d")
     groups: dict[Any, list] = defaultdict(list)
@@ -332,12 +354,15 @@ def apply_partition(
         what="the stream's tables",
         batch_size=settings.cassandra_batch_rows,
     )
+    if cache is not None:
+        cache.save(batch_id, kept | {user: (batch_id, p) for user, p in profiles.items()})
     return {
         "input_rows": len(rows),
         "valid_rows": len(valid),
         "dead_lettered": len(rows) - len(valid),
         "upserts": sum(len(user_changes) for user_changes in changes.values()),
         "live_profiles": len(changes),
+        CACHED: cached,
         "live reads": read_at - clock,
         "live profiles": profiled_at - read_at,
         "writes": time.monotonic() - profiled_at,
@@ -366,18 +391,25 @@ def process_batch(
     mark the live profiles, so a replayed batch updates them once."""
     started = time.monotonic()
     received_at = datetime.now(UTC)
-    tally = spark.sparkContext.accumulator(dict.fromkeys(BATCH_COUNTS + TASK_SECONDS, 0), Tally())
+    tally = spark.sparkContext.accumulator(
+        dict.fromkeys((*BATCH_COUNTS, CACHED, *TASK_SECONDS), 0), Tally()
+    )
     catalog = reference.catalog
+
+    partitions = max(2, spark.sparkContext.defaultParallelism)
 
     def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         marked = pa.Table.from_batches(list(batches), schema=MARKED)
+        cache = LiveCache.for_task(stream_id, partitions, TaskContext.get().partitionId())
         tally.add(
-            apply_partition(settings, catalog.value, marked, stream_id, batch_id, received_at)
+            apply_partition(
+                settings, catalog.value, marked, stream_id, batch_id, received_at, cache
+            )
         )
         yield from logged_events(marked, batch_id).to_batches()
 
     marked = mark(raw, reference.users, reference.catalog)
-    by_user = marked.repartition(max(2, spark.sparkContext.defaultParallelism), "user_id")
+    by_user = marked.repartition(partitions, "user_id")
     by_user.mapInArrow(apply, LOGGED).write.mode("overwrite").partitionBy(
         EVENT_LOG_PARTITION, EVENT_LOG_BATCH
     ).parquet(paths.event_log(settings.data_root))
@@ -396,7 +428,8 @@ def process_batch(
     say(
         f"stream batch {batch_id}: {counts['input_rows']:,} in, {counts['valid_rows']:,} valid, "
         f"{counts['dead_lettered']:,} dead-lettered, {counts['upserts']:,} upserts, "
-        f"{counts['live_profiles']:,} live profiles, {duration_ms:,} ms (task seconds: "
+        f"{counts['live_profiles']:,} live profiles ({int(totals[CACHED]):,} from the cache), "
+        f"{duration_ms:,} ms (task seconds: "
         + ", ".join(f"{name} {totals[name]:.1f}" for name in TASK_SECONDS)
         + ")"
     )

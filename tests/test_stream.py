@@ -456,6 +456,32 @@ def test_a_replayed_micro_batch_changes_nothing(spark, stream_world):
         ).one()[0]
     assert count == 1
 
+    # The next batch starts the user's profile from its task's cache (saved by batch 900),
+    # not from Cassandra, and gets the profile of the whole collection all the same.
+    catalog = ds.dataset(paths.catalog_releases(settings.data_root)).to_table(
+        columns=["release_id"]
+    )
+    release = next(r for r in catalog["release_id"].to_pylist() if r not in new)
+    said: list[str] = []
+    payloads = [Event("r-2", user, release, EventKind.COLLECTION_ADD, T).to_json()]
+    process_batch(spark, settings, reference, raw_rows(spark, payloads), 901, said.append)
+    assert "1 live profiles (1 from the cache)" in said[0]
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        owned = [
+            r.release_id
+            for r in connection.session.execute(
+                "SELECT release_id FROM collections WHERE user_id = %s", (user,)
+            )
+        ]
+        row = connection.session.execute(
+            "SELECT profile, holdings FROM live_profiles_by_user WHERE user_id = %s", (user,)
+        ).one()
+    live = LiveProfile.of_row(row.profile, row.holdings)
+    whole = LiveProfile.of_collection(owned, load_reference(spark, settings).catalog.value)
+    assert release in owned and new[1] in owned
+    assert (live.holdings, live.genre_units) == (whole.holdings, whole.genre_units)
+    assert [c.event_id for c in live.changes][:2] == ["r-1", "r-2"]
+
 
 def test_source_options_are_read_as_spark_hands_them_over_lower_cased():
     from streaming.kafka_source import KafkaStreamReader
@@ -586,3 +612,23 @@ def test_end_offsets_keep_up_with_a_producer_between_calls(services):
         assert lag_behind(bootstrap, [topic], start) == round_size
         start = ends
     producer.close()
+
+
+def test_a_live_cache_is_trusted_only_straight_after_the_batch_before(tmp_path, monkeypatch):
+    from streaming import live_cache
+    from streaming.live_cache import CopyState, LiveCache
+
+    cache = LiveCache(tmp_path / "copies" / "query-2-0.pickle")
+    assert cache.load(7) == (CopyState.COLD, {})  # nothing saved yet
+    kept = {1: (6, LiveProfile.of_collection([10, 11], CATALOG)), 2: (3, LiveProfile())}
+    cache.save(6, kept)
+    assert cache.load(7) == (CopyState.CURRENT, kept)
+    assert cache.load(6) == (CopyState.APPLIED, kept)  # a replay of the batch that saved it
+    assert cache.load(8) == (CopyState.COLD, {})  # batch 7 ran elsewhere: a gap
+    assert cache.load(5) == (CopyState.COLD, {})
+    monkeypatch.setattr(live_cache, "KEPT_USERS", 1)
+    cache.save(7, kept)
+    assert cache.load(8) == (CopyState.CURRENT, {1: kept[1]})  # the most recently written
+    cache.path.write_bytes(b"not a pickle")
+    assert cache.load(8) == (CopyState.COLD, {})
+    assert list(cache.path.parent.iterdir()) == [cache.path]  # no partial file left

@@ -1,0 +1,78 @@
+"""Each apply task's copy of its users' live profiles, kept on the executor between
+micro-batches, so a user who is active batch after batch is not read back from Cassandra
+every time (on two shared cores those reads were the largest part of a small batch).
+
+Why the copy can be trusted: every micro-batch shuffles its events by user into the same
+number of partitions, so partition p always holds the same users, and partition p's task is
+the only writer of their live rows. When the task has applied a batch (live rows and every
+other write done) it saves the profiles it wrote, tagged with the batch id. The next batch's
+task for p trusts the copy only if it was saved by the batch just before, so the chain of
+saves has no gap: in the same Spark application (the copy lives in its scratch directory,
+which Spark deletes when the application ends), query and number of partitions. Anything
+else (p's previous batch ran on another executor, a restart, a new checkpoint) starts again
+from Cassandra. A copy saved by the batch being run means the batch is a replay whose live
+rows are already written.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from enum import Enum
+from pathlib import Path
+
+from streaming.live import LiveProfile
+
+KEPT_USERS = 50_000
+"""Users a partition's copy keeps at most (the most recently written): what is loaded and
+saved every batch. A user evicted, or never seen, is read from Cassandra."""
+
+Kept = dict[int, tuple[int, LiveProfile]]
+"""user -> (the batch that last wrote their live row, the profile it wrote)."""
+
+
+class CopyState(Enum):
+    CURRENT = "saved by the batch before: the profiles are those in Cassandra"
+    APPLIED = "saved by this batch: a replay, its live rows are written"
+    COLD = "no copy that can be trusted"
+
+
+class LiveCache:
+    """The copy of one partition of one query (a file; see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def for_task(cls, stream_id: str, partitions: int, partition: int) -> LiveCache:
+        """The copy of ``partition`` of ``partitions`` in this executor's scratch directory
+        for the Spark application (private to it, deleted when it ends)."""
+        from pyspark import SparkFiles
+
+        root = Path(SparkFiles.getRootDirectory())
+        return cls(root / "discorecs-live" / f"{stream_id}-{partitions}-{partition}.pickle")
+
+    def load(self, batch_id: int) -> tuple[CopyState, Kept]:
+        """What the copy says before ``batch_id`` is applied."""
+        try:
+            with self.path.open("rb") as file:
+                saved_batch, kept = pickle.load(file)
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError):
+            return CopyState.COLD, {}
+        if saved_batch == batch_id - 1:
+            return CopyState.CURRENT, kept
+        if saved_batch == batch_id:
+            return CopyState.APPLIED, kept
+        return CopyState.COLD, {}
+
+    def save(self, batch_id: int, kept: Kept) -> None:
+        """Save ``kept`` as the copy after ``batch_id`` (atomically: a task killed while
+        saving leaves the previous copy, which the next batch then does not trust)."""
+        if len(kept) > KEPT_USERS:
+            newest = sorted(kept.items(), key=lambda item: item[1][0], reverse=True)
+            kept = dict(newest[:KEPT_USERS])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
+        with partial.open("wb") as file:
+            pickle.dump((batch_id, kept), file, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(partial, self.path)
