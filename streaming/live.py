@@ -49,7 +49,7 @@ class Change:
 
     def fields(self) -> dict[str, Any]:
         return {
-            "event_time": self.event_time,
+            "event_time": self.event_time.isoformat(),
             "event_id": self.event_id,
             "kind": self.kind,
             "release_id": self.release_id,
