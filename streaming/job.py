@@ -57,7 +57,7 @@ from spark_jobs.tastes import CatalogIndex
 from spark_jobs.transforms import catalog_index
 from streaming import sink
 from streaming.kafka_source import NAME, KafkaSource, lag_behind, offset_positions
-from streaming.live import Change, LiveProfile, deciding_events, next_profile
+from streaming.live import Change, LiveProfile, change_time, deciding_events, next_profile
 from streaming.live_cache import CopyState, LiveCache
 from streaming.transform import MARKED, mark, valid_rows
 
@@ -320,7 +320,7 @@ def apply_partition(
     for row in valid:
         if row.kind in sink.HOLDING_WRITES:
             changes[row.user_id].append(
-                Change(row.event_time, row.event_id, row.kind, row.release_id)
+                Change(change_time(row.event_time), row.event_id, row.kind, row.release_id)
             )
     decided = deciding_events(
         valid, EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,18 +38,18 @@ LATEST_CHANGES = 10
 user page lists)."""
 
 
-@dataclass(frozen=True)
-class Change:
-    """One collection or wantlist change, as the user page lists it."""
+class Change(NamedTuple):
+    """One collection or wantlist change, as the user page lists it. A plain tuple with the
+    time as text: a live row's changes are copied, sorted and saved every micro-batch."""
 
-    event_time: datetime
+    event_time: str  # ISO 8601 in UTC with microseconds (see change_time): sorts as it reads
     event_id: str
     kind: str
     release_id: int
 
     def fields(self) -> dict[str, Any]:
         return {
-            "event_time": self.event_time.isoformat(),
+            "event_time": self.event_time,
             "event_id": self.event_id,
             "kind": self.kind,
             "release_id": self.release_id,
@@ -57,12 +57,12 @@ class Change:
 
     @classmethod
     def of_fields(cls, fields: dict[str, Any]) -> Change:
-        return cls(
-            datetime.fromisoformat(fields["event_time"]),
-            fields["event_id"],
-            fields["kind"],
-            int(fields["release_id"]),
-        )
+        return cls(fields["event_time"], fields["event_id"], fields["kind"], fields["release_id"])
+
+
+def change_time(moment: datetime) -> str:
+    """A change's ``event_time``: always the same width, so text order is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def latest_changes(*changes: Iterable[Change], keep: int = LATEST_CHANGES) -> tuple[Change, ...]:

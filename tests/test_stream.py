@@ -34,6 +34,7 @@ from streaming.live import (
     LATEST_CHANGES,
     Change,
     LiveProfile,
+    change_time,
     deciding_events,
     latest_changes,
     next_profile,
@@ -262,7 +263,7 @@ def test_genre_units_of_an_empty_catalog_are_empty():
 
 
 def test_a_live_row_stores_the_profile_and_its_holdings():
-    change = Change(T, "e-1", "wantlist_add", 13)
+    change = Change(change_time(T), "e-1", "wantlist_add", 13)
     profile = replace(LiveProfile.of_collection([13, 10, 2**40], CATALOG), changes=(change,))
     blob = profile.holdings_blob()
     assert blob[:8] == (10).to_bytes(8, "big") and len(blob) == 24  # sorted, 8 bytes each
@@ -271,7 +272,12 @@ def test_a_live_row_stores_the_profile_and_its_holdings():
     assert document["collection_size"] == 3
     assert document["scores"] == profile.scores and document["shares"] == profile.shares
     assert document["latest_changes"] == [
-        {"event_time": T.isoformat(), "event_id": "e-1", "kind": "wantlist_add", "release_id": 13}
+        {
+            "event_time": "2026-11-25T12:00:00.000000+00:00",
+            "event_id": "e-1",
+            "kind": "wantlist_add",
+            "release_id": 13,
+        }
     ]
     assert LiveProfile.of_row(None, None) == LiveProfile()
     # The same profile is the same text, whatever order its genres were added in.
@@ -281,8 +287,9 @@ def test_a_live_row_stores_the_profile_and_its_holdings():
 
 
 def test_a_live_row_keeps_the_latest_changes_however_batches_split_them():
-    changes = [Change(T.replace(minute=m), f"e-{m:02d}", "collection_add", m) for m in range(14)]
-    changes.append(Change(T.replace(minute=13), "e-13b", "wantlist_remove", 99))  # same time
+    times = [change_time(T.replace(minute=m, microsecond=999 * m)) for m in range(14)]
+    changes = [Change(times[m], f"e-{m:02d}", "collection_add", m) for m in range(14)]
+    changes.append(Change(times[13], "e-13b", "wantlist_remove", 99))  # the same time
     newest_first = [changes[13], changes[14], *reversed(changes[3:13])][:LATEST_CHANGES]
     assert latest_changes(changes) == tuple(newest_first)
     assert latest_changes(changes[:7], changes[5:], changes[12:13]) == tuple(newest_first)
