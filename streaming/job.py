@@ -58,7 +58,7 @@ from spark_jobs.transforms import catalog_index
 from streaming import sink
 from streaming.kafka_source import NAME, KafkaSource, lag_behind, offset_positions
 from streaming.live import Change, LiveProfile, change_time, deciding_events, next_profile
-from streaming.live_cache import CopyState, LiveCache
+from streaming.live_cache import CopyState, LiveCache, entry, profile_of
 from streaming.transform import MARKED, mark, valid_rows
 
 QUERY_NAME = tables.STREAM_QUERY
@@ -330,7 +330,7 @@ def apply_partition(
     profiles: dict[int, LiveProfile] = {}
     cached = 0
     if state is not CopyState.APPLIED:
-        starts = {user: kept[user][1] for user in changes if user in kept}
+        starts = {user: profile_of(kept[user]) for user in changes if user in kept}
         cached = len(starts)
         unknown = sorted(user for user in changes if user not in starts)
         starts.update(read_starts(connection, unknown, catalog, stream_id, batch_id))
@@ -355,7 +355,7 @@ def apply_partition(
         batch_size=settings.cassandra_batch_rows,
     )
     if cache is not None:
-        cache.save(batch_id, kept | {user: (batch_id, p) for user, p in profiles.items()})
+        cache.save(batch_id, kept | {user: entry(batch_id, p) for user, p in profiles.items()})
     return {
         "input_rows": len(rows),
         "valid_rows": len(valid),

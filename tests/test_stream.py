@@ -213,6 +213,7 @@ def test_deciding_events_picks_the_event_latest_events_keeps(spark):
 CATALOG = catalog_of(
     {13: ["Rock", "Pop", "Jazz"], 10: ["Jazz", "Funk / Soul"], 11: ["Jazz"], 12: []}
 )
+CHANGE = Change(change_time(T), "e-1", "wantlist_add", 13)
 
 
 def test_a_live_profile_starts_from_a_collection_and_adds_exact_genre_units():
@@ -263,7 +264,7 @@ def test_genre_units_of_an_empty_catalog_are_empty():
 
 
 def test_a_live_row_stores_the_profile_and_its_holdings():
-    change = Change(change_time(T), "e-1", "wantlist_add", 13)
+    change = CHANGE
     profile = replace(LiveProfile.of_collection([13, 10, 2**40], CATALOG), changes=(change,))
     blob = profile.holdings_blob()
     assert blob[:8] == (10).to_bytes(8, "big") and len(blob) == 24  # sorted, 8 bytes each
@@ -627,7 +628,9 @@ def test_a_live_cache_is_trusted_only_straight_after_the_batch_before(tmp_path, 
 
     cache = LiveCache(tmp_path / "copies" / "query-2-0.pickle")
     assert cache.load(7) == (CopyState.COLD, {})  # nothing saved yet
-    kept = {1: (6, LiveProfile.of_collection([10, 11], CATALOG)), 2: (3, LiveProfile())}
+    first = replace(LiveProfile.of_collection([10, 11], CATALOG), changes=(CHANGE,))
+    kept = {1: live_cache.entry(6, first), 2: live_cache.entry(3, LiveProfile())}
+    assert live_cache.profile_of(kept[1]) == first  # what the copy keeps is the profile
     cache.save(6, kept)
     assert cache.load(7) == (CopyState.CURRENT, kept)
     assert cache.load(6) == (CopyState.APPLIED, kept)  # a replay of the batch that saved it
