@@ -31,7 +31,7 @@ def test_init_schema_and_status_against_running_services(services, monkeypatch, 
     monkeypatch.setenv("DISCORECS_CASSANDRA_STORAGE_PORT", str(services.cassandra_storage_port))
     monkeypatch.setenv("DISCORECS_CASSANDRA_KEYSPACE", services.cassandra_keyspace)
     assert main(["init-schema"]) == 0
-    assert "14 tables" in capsys.readouterr().out
+    assert "13 tables" in capsys.readouterr().out
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert "tansu 0.6.0" in out and "Cassandra 2.1.0" in out
