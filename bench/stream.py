@@ -5,9 +5,10 @@ Reports the sustained end-to-end rate (events durably in Cassandra per second ov
 measured window, after a warm-up), event-time-to-Cassandra latency p50/p95/p99 of every
 event with an event time in the window (the end of the micro-batch that applied it, when its
 progress row is written after all its Cassandra writes, minus the event's time: an upper
-bound on when it was durable), the lag at the start and
-the end of the window, and a loss check: events the producers had acknowledged == events the
-stream took in == events in the master dataset + dead letters, with no event id twice.
+bound on when it was durable; timestamps the driver returns naive are UTC), the lag at the
+start and the end of the window, and a loss check: events the producers had acknowledged ==
+events the stream took in == events in the master dataset + dead letters, with no event id
+twice.
 Target on this 2-core machine: >= 10,000 events/s sustained, lag not growing, p95 < 5 s.
 
     .venv/bin/python -m bench.stream [--rate 6000] [--warmup 30] [--seconds 120]
@@ -80,7 +81,7 @@ def latencies_ms(settings: Settings, batches: list, since: datetime, until: date
     """For every event in the master dataset with an event time in [since, until): when its
     micro-batch's progress row was written (after every Cassandra write of the batch, so the
     event was durably in Cassandra by then) minus its event time, in ms."""
-    finished = sorted((b.batch_id, _micros(b.processed_at)) for b in batches)
+    finished = sorted((b.batch_id, write_time_micros(b.processed_at)) for b in batches)
     batch_ids = np.array([b for b, _ in finished], dtype=np.int64)
     finished_us = np.array([f for _, f in finished], dtype=np.int64)
     log = ds.dataset(
@@ -88,14 +89,9 @@ def latencies_ms(settings: Settings, batches: list, since: datetime, until: date
     ).to_table(columns=["event_time", EVENT_LOG_BATCH])
     event_us = pc.cast(log["event_time"], pa.timestamp("us")).cast(pa.int64()).to_numpy()
     batch = log[EVENT_LOG_BATCH].to_numpy().astype(np.int64)
-    in_window = (event_us >= _micros(since)) & (event_us < _micros(until))
+    in_window = (event_us >= write_time_micros(since)) & (event_us < write_time_micros(until))
     at = np.searchsorted(batch_ids, batch[in_window])
     return (finished_us[at] - event_us[in_window]) / 1000
-
-
-def _micros(moment: datetime) -> int:
-    """Microseconds since the epoch (naive means UTC, as the driver returns timestamps)."""
-    return write_time_micros(moment)
 
 
 def produce(settings: Settings, rate: float, seconds: float, active_users: int) -> dict:
