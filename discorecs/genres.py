@@ -25,6 +25,23 @@ GENRES: tuple[str, ...] = (
 GENRE_INDEX: dict[str, int] = {genre: index for index, genre in enumerate(GENRES)}
 
 
+GENRE_UNITS = 360_360
+"""lcm(1..15): a record with n of the 15 genres adds ``GENRE_UNITS // n`` units to each (an
+integer, since GENRE_UNITS is divisible by 1..15). The stream keeps a user's live profile in
+these units, so thousands of updates never drift by rounding (see ``streaming.live``)."""
+
+
+def scores_and_shares(units: dict[str, int]) -> tuple[dict[str, float], dict[str, float]]:
+    """The genre scores and shares of a profile kept in genre units (genres with none
+    absent): score = units / GENRE_UNITS (a record with n genres counts 1/n towards each, the
+    batch layer's formula); share = units / all units."""
+    total = sum(units.values())
+    return (
+        {genre: value / GENRE_UNITS for genre, value in units.items()},
+        {genre: value / total for genre, value in units.items()},
+    )
+
+
 def is_genre(name: str) -> bool:
     """Whether ``name`` is one of the 15 genres (exact spelling)."""
     return name in GENRE_INDEX

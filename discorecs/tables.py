@@ -83,10 +83,20 @@ RECOMMENDATION_FIELDS = (
 )
 RECOMMENDATION_COLUMNS = ("user_id", "run_id", "recommendation")
 # The stream's live profile of a user (one JSON document per user, like the batch's): the
-# site reads the size, scores, shares and latest changes (a list of event_time, event_id,
-# kind, release_id; newest first); the next micro-batch starts from the genre units and
-# the changes.
-LIVE_PROFILE_FIELDS = ("collection_size", "genre_units", "scores", "shares", "latest_changes")
+# collection size, the genre units (the site derives scores and shares from them with
+# genres.scores_and_shares; the next micro-batch starts from them) and the latest changes,
+# newest first, each a list of LIVE_CHANGE_FIELDS (lists, not objects: the stream rewrites
+# every touched user's document every micro-batch).
+LIVE_PROFILE_FIELDS = ("collection_size", "genre_units", "latest_changes")
+LIVE_CHANGE_FIELDS = ("event_time", "event_id", "kind", "release_id")
+
+
+def live_change(listed: list | dict) -> dict[str, Any]:
+    """One of a live document's ``latest_changes`` as a dict of LIVE_CHANGE_FIELDS (rows
+    written before changes were lists hold dicts already)."""
+    if isinstance(listed, dict):
+        return dict(listed)
+    return dict(zip(LIVE_CHANGE_FIELDS, listed, strict=True))
 
 
 def encode_document(fields: tuple[str, ...], values: dict[str, Any]) -> str:

@@ -24,11 +24,11 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import defaultdict, namedtuple
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +47,7 @@ from discorecs.cassandra import (
     execute_grouped,
     read_statements,
     worker_connection,
+    write_time_micros,
 )
 from discorecs.errors import DiscorecsError
 from discorecs.events import EventKind
@@ -57,7 +58,12 @@ from spark_jobs.tastes import CatalogIndex
 from spark_jobs.transforms import catalog_index
 from streaming import sink
 from streaming.kafka_source import NAME, KafkaSource, lag_behind, offset_positions
-from streaming.live import Change, LiveProfile, change_time, deciding_events, next_profile
+from streaming.live import (
+    LiveProfile,
+    deciding_events,
+    genre_bits_by_release,
+    next_profile,
+)
 from streaming.live_cache import CopyState, LiveCache, entry, profile_of
 from streaming.transform import MARKED, mark, valid_rows
 
@@ -138,7 +144,6 @@ def read_events(spark: SparkSession, settings: Settings, max_events: int) -> Dat
     )
 
 
-WRITE_ROW = namedtuple("WRITE_ROW", sink.WRITE_COLUMNS)
 LIVE_COLUMNS = "user_id, profile, holdings, stream_id, batch_id"
 LIVE_ROW_CQL = f"SELECT {LIVE_COLUMNS} FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?"
 LIVE_ROWS_CQL = f"SELECT {LIVE_COLUMNS} FROM {tables.USER_LIVE_PROFILES} WHERE user_id IN ?"
@@ -148,8 +153,10 @@ USERS_PER_READ = 20
 
 BATCH_COUNTS = ("input_rows", "valid_rows", "dead_lettered", "upserts", "live_profiles")
 """What each micro-batch counts (logged, and kept in its ``stream_progress`` row)."""
-TASK_SECONDS = ("live reads", "live profiles", "writes")
-"""Where the apply tasks' time goes, summed over a micro-batch's tasks (logged)."""
+TASK_SECONDS = ("reading", "marking", "live reads", "live profiles", "writes")
+"""Where the tasks' time goes, summed over a micro-batch's tasks (logged): the read tasks
+wait for Kafka's records and mark them (:func:`streaming.transform.mark`), the apply tasks
+read live profiles, compute and write them, then write the rest (:func:`apply_partition`)."""
 CACHED = "cached users"
 """Users whose live profile came from their task's cache, not Cassandra (logged)."""
 
@@ -245,13 +252,16 @@ def read_starts(
 def next_profiles(
     starts: dict[int, LiveProfile],
     decided: dict[int, list[tuple[int, bool]]],
-    changes: dict[int, list[Change]],
+    changes: dict[int, list[tuple]],
     catalog: CatalogIndex,
 ) -> dict[int, LiveProfile]:
     """The profiles of the users in ``starts`` after their ``decided`` collection events
-    (see :func:`streaming.live.deciding_events`) and their ``changes``."""
+    (see :func:`streaming.live.deciding_events`) and their ``changes`` (Change tuples)."""
+    bits = genre_bits_by_release(
+        (release for user in starts for release, _ in decided.get(user, ())), catalog
+    )
     return {
-        user: next_profile(start, decided.get(user, ()), catalog, changes.get(user, ()))
+        user: next_profile(start, decided.get(user, ()), catalog, changes.get(user, ()), bits)
         for user, start in starts.items()
     }
 
@@ -260,28 +270,47 @@ def live_profile_writes(
     profiles: dict[int, LiveProfile], stream_id: str, batch_id: int, updated_at: datetime
 ) -> list[tuple[str, tuple]]:
     """The LIVE_PROFILE writes of ``profiles``."""
+    updated_ms = write_time_micros(updated_at) // 1000  # a CQL timestamp, converted once
     return [
         (
             sink.LIVE_PROFILE,
-            (
-                user,
-                profile.document(),
-                profile.holdings_blob(),
-                stream_id,
-                batch_id,
-                updated_at,
-            ),
+            (user, profile.document(), profile.holdings_blob(), stream_id, batch_id, updated_ms),
         )
         for user, profile in profiles.items()
     ]
 
 
-def write_rows(marked: pa.Table) -> list[Any]:
-    """The rows of a table of ``MARKED`` events as ``WRITE_ROW``s (``written_at``: the event
-    time in microseconds, the Cassandra write timestamp of the event's write)."""
-    columns = [marked.column(name).to_pylist() for name in sink.WRITE_COLUMNS[:-1]]
-    columns.append(marked.column("event_time").cast(pa.int64()).to_pylist())
-    return [WRITE_ROW(*values) for values in zip(*columns, strict=True)]
+class HoldingEvent(NamedTuple):
+    """A valid collection or wantlist event, as the apply pass uses it."""
+
+    user_id: int
+    release_id: int
+    kind: str
+    event_id: str
+    written_at: int  # the event time in microseconds: the Cassandra write timestamp
+    event_time: str  # the event time as a Change's text (fixed width: sorts as time does)
+
+
+HOLDING_KINDS = pa.array(list(sink.HOLDING_WRITES))
+
+
+def change_times(times: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Event times as :func:`streaming.live.change_time` writes them, for a whole column at
+    once (Arrow prints the microseconds of a ``timestamp[us]`` with the seconds)."""
+    return pc.strftime(times, format="%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def holding_events(marked: pa.Table) -> list[HoldingEvent]:
+    """The valid collection and wantlist events of a table of ``MARKED`` rows (a play only
+    goes to the master dataset)."""
+    valid = valid_rows(marked)
+    held = valid.filter(pc.is_in(valid.column("kind"), value_set=HOLDING_KINDS))
+    times = held.column("event_time")
+    columns = [held.column(name).to_pylist() for name in ("user_id", "release_id", "kind")]
+    columns.append(held.column("event_id").to_pylist())
+    columns.append(times.cast(pa.int64()).to_pylist())
+    columns.append(change_times(times).to_pylist())
+    return [HoldingEvent(*values) for values in zip(*columns, strict=True)]
 
 
 def logged_events(marked: pa.Table, batch_id: int) -> pa.Table:
@@ -314,16 +343,17 @@ def apply_partition(
     profiles marked with its id (in the cache or the rows), skips them and rewrites the
     (idempotent) collection writes. The cache is saved last, once everything is written."""
     clock = time.monotonic()
-    rows = write_rows(marked)
-    valid = [row for row in rows if row.reason is None]
-    changes: dict[int, list[Change]] = defaultdict(list)
-    for row in valid:
-        if row.kind in sink.HOLDING_WRITES:
-            changes[row.user_id].append(
-                Change(change_time(row.event_time), row.event_id, row.kind, row.release_id)
-            )
+    events = holding_events(marked)
+    changes: dict[int, list[tuple]] = defaultdict(list)
+    holding_writes: dict[int, list[tuple[str, tuple]]] = defaultdict(list)
+    for event in events:
+        user = event.user_id
+        changes[user].append((event.event_time, event.event_id, event.kind, event.release_id))
+        holding_writes[user].append(
+            sink.holding_write(event.kind, user, event.release_id, event.written_at)
+        )
     decided = deciding_events(
-        valid, EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value
+        events, EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value
     )
     connection = worker_connection(settings)
     state, kept = cache.load(batch_id) if cache is not None else (CopyState.COLD, {})
@@ -344,23 +374,22 @@ def apply_partition(
     else:
         read_at = time.monotonic()
     profiled_at = time.monotonic()
+    invalid = marked.filter(pc.is_valid(marked.column("reason")))
     day = received_at.strftime("%Y-%m-%d")
-    groups: dict[Any, list] = defaultdict(list)
-    for row in rows:
-        groups[sink.write_group(row)].extend(sink.writes_for(row, day, received_at))
-    execute_grouped(
+    dead_letters = [sink.dead_letter(row, day, received_at) for row in invalid.to_pylist()]
+    execute_grouped(  # a user's writes together, and the day's dead letters (one partition)
         connection,
-        groups.values(),
+        [*holding_writes.values(), dead_letters],
         what="the stream's tables",
         batch_size=settings.cassandra_batch_rows,
     )
     if cache is not None:
         cache.save(batch_id, kept | {user: entry(batch_id, p) for user, p in profiles.items()})
     return {
-        "input_rows": len(rows),
-        "valid_rows": len(valid),
-        "dead_lettered": len(rows) - len(valid),
-        "upserts": sum(len(user_changes) for user_changes in changes.values()),
+        "input_rows": marked.num_rows,
+        "valid_rows": marked.num_rows - invalid.num_rows,
+        "dead_lettered": invalid.num_rows,
+        "upserts": len(events),
         "live_profiles": len(changes),
         CACHED: cached,
         "live reads": read_at - clock,
@@ -408,7 +437,7 @@ def process_batch(
         )
         yield from logged_events(marked, batch_id).to_batches()
 
-    marked = mark(raw, reference.users, reference.catalog)
+    marked = mark(raw, reference.users, reference.catalog, tally)
     by_user = marked.repartition(partitions, "user_id")
     by_user.mapInArrow(apply, LOGGED).write.mode("overwrite").partitionBy(
         EVENT_LOG_PARTITION, EVENT_LOG_BATCH

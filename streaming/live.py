@@ -10,25 +10,24 @@ single-row read per user instead of a read of their collection. Genre units make
 exact under any number of updates: a release with n of the 15 genres adds
 ``GENRE_UNITS // n`` units to each (an integer, since GENRE_UNITS is divisible by 1..15), so a
 profile updated by thousands of micro-batches never drifts by rounding and equals one computed
-from the whole collection in a single pass. Score = units / GENRE_UNITS (a record with n genres
-counts 1/n towards each, the batch layer's formula); share = units / total.
+from the whole collection in a single pass. The site derives scores and shares from the units
+(``discorecs.genres.scores_and_shares``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from discorecs import tables
+from discorecs.genres import GENRE_UNITS, scores_and_shares
 from spark_jobs.tastes import GENRE_NAMES, CatalogIndex
-
-GENRE_UNITS = 360_360
-"""lcm(1..15): see the module docstring."""
 
 HOLDINGS_DTYPE = np.dtype(">i8")
 """How the holdings are stored (``holdings`` blob): sorted release ids, 8 bytes big-endian."""
@@ -39,25 +38,15 @@ user page lists)."""
 
 
 class Change(NamedTuple):
-    """One collection or wantlist change, as the user page lists it. A plain tuple with the
-    time as text: a live row's changes are copied, sorted and saved every micro-batch."""
+    """One collection or wantlist change, as the user page lists it (``LIVE_CHANGE_FIELDS``),
+    with the time as text. Every touched user's changes are saved, loaded and encoded every
+    micro-batch, so the stream builds them as plain tuples; a Change is equal to the tuple
+    of its fields."""
 
     event_time: str  # ISO 8601 in UTC with microseconds (see change_time): sorts as it reads
     event_id: str
     kind: str
     release_id: int
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "event_time": self.event_time,
-            "event_id": self.event_id,
-            "kind": self.kind,
-            "release_id": self.release_id,
-        }
-
-    @classmethod
-    def of_fields(cls, fields: dict[str, Any]) -> Change:
-        return cls(fields["event_time"], fields["event_id"], fields["kind"], fields["release_id"])
 
 
 def change_time(moment: datetime) -> str:
@@ -65,22 +54,34 @@ def change_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def latest_changes(*changes: Iterable[Change], keep: int = LATEST_CHANGES) -> tuple[Change, ...]:
-    """The ``keep`` latest of ``changes`` (an event id counts once), newest first, then by
-    event id: the same list however the changes were split between micro-batches."""
-    unique = {change.event_id: change for group in changes for change in group}
-    by_id = sorted(unique.values(), key=lambda change: change.event_id)
-    return tuple(sorted(by_id, key=lambda change: change.event_time, reverse=True)[:keep])
+def latest_changes(*changes: Iterable[tuple], keep: int = LATEST_CHANGES) -> tuple[tuple, ...]:
+    """The ``keep`` latest of ``changes`` (Change tuples; an event id counts once), newest
+    first, then by event id: the same list however the changes were split between
+    micro-batches."""
+    unique = {change[1]: change for group in changes for change in group}
+    by_id = sorted(unique.values(), key=_event_id)
+    return tuple(sorted(by_id, key=_event_time, reverse=True)[:keep])
+
+
+def _event_time(change: tuple) -> str:
+    return change[0]
+
+
+def _event_id(change: tuple) -> str:
+    return change[1]
 
 
 @dataclass(frozen=True)
 class LiveProfile:
     """The releases a user holds and their genre units (genres with none are absent), and
-    their latest changes (newest first)."""
+    their latest changes (newest first). ``blob``: the holdings as ``holdings_blob()``
+    returns them, when already known (a profile read from a live row or the stream's copy
+    and not changed since), so a user whose holdings did not change is not sorted again."""
 
     holdings: frozenset[int] = frozenset()
     genre_units: dict[str, int] = field(default_factory=dict)
-    changes: tuple[Change, ...] = ()
+    changes: tuple[tuple, ...] = ()
+    blob: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def collection_size(self) -> int:
@@ -88,12 +89,11 @@ class LiveProfile:
 
     @property
     def scores(self) -> dict[str, float]:
-        return {genre: units / GENRE_UNITS for genre, units in self.genre_units.items()}
+        return scores_and_shares(self.genre_units)[0]
 
     @property
     def shares(self) -> dict[str, float]:
-        total = sum(self.genre_units.values())
-        return {genre: units / total for genre, units in self.genre_units.items()}
+        return scores_and_shares(self.genre_units)[1]
 
     @classmethod
     def of_collection(cls, release_ids: Iterable[int], catalog: CatalogIndex) -> LiveProfile:
@@ -108,32 +108,38 @@ class LiveProfile:
         and the genre units and changes the next micro-batch starts from. Genres in name
         order, so the same profile is the same text however the micro-batches that built it
         were split."""
-
-        def by_genre(values: dict[str, float]) -> dict[str, float]:
-            return dict(sorted(values.items()))
-
         return tables.encode_document(
             tables.LIVE_PROFILE_FIELDS,
             {
-                "collection_size": self.collection_size,
-                "genre_units": by_genre(self.genre_units),
-                "scores": by_genre(self.scores),
-                "shares": by_genre(self.shares),
-                "latest_changes": [change.fields() for change in self.changes],
+                "collection_size": len(self.holdings),
+                "genre_units": dict(sorted(self.genre_units.items())),
+                "latest_changes": self.changes,
             },
         )
 
     def holdings_blob(self) -> bytes:
         """The live row's ``holdings``."""
+        if self.blob is not None:
+            return self.blob
         return np.array(sorted(self.holdings), dtype=HOLDINGS_DTYPE).tobytes()
+
+    @classmethod
+    def of_blob(
+        cls, holdings: bytes | None, genre_units: dict[str, int], changes: tuple[tuple, ...]
+    ) -> LiveProfile:
+        """The profile with the holdings ``holdings_blob()`` gave."""
+        held = np.frombuffer(holdings or b"", dtype=HOLDINGS_DTYPE).tolist()
+        return cls(frozenset(held), genre_units, changes, holdings or b"")
 
     @classmethod
     def of_row(cls, document: str | None, holdings: bytes | None) -> LiveProfile:
         """The profile a live row (``document()``, ``holdings_blob()``) stores."""
         fields = tables.decode_document(tables.LIVE_PROFILE_FIELDS, document)
-        held = np.frombuffer(holdings or b"", dtype=HOLDINGS_DTYPE)
-        changes = tuple(Change.of_fields(c) for c in fields["latest_changes"] or ())
-        return cls(frozenset(held.tolist()), dict(fields["genre_units"] or {}), changes)
+        changes = tuple(
+            tuple(Change(**tables.live_change(listed)))  # plain tuples, as the stream builds
+            for listed in fields["latest_changes"] or ()
+        )
+        return cls.of_blob(holdings, dict(fields["genre_units"] or {}), changes)
 
 
 GENRE_BIT = np.arange(len(GENRE_NAMES), dtype=np.int64)
@@ -174,34 +180,52 @@ def deciding_events(
     return dict(decided)
 
 
+@cache
+def units_of_genres(bits: int) -> tuple[tuple[str, int], ...]:
+    """(genre, units) of a release with the genre bits ``bits``: ``GENRE_UNITS // n`` to each
+    of its n genres (the arithmetic of :func:`genre_units`, for one release at a time)."""
+    genres = [GENRE_NAMES[g] for g in range(len(GENRE_NAMES)) if bits >> g & 1]
+    return tuple((genre, GENRE_UNITS // len(genres)) for genre in genres)
+
+
+def genre_bits_by_release(releases: Iterable[int], catalog: CatalogIndex) -> dict[int, int]:
+    """Each release's genre bits (``CatalogIndex.genre_bits``; 0 for one not in the catalog),
+    looked up together: once per partition of a micro-batch, not once per user."""
+    ids = np.fromiter(set(releases), dtype=np.int64)
+    return dict(zip(ids.tolist(), catalog.genre_bits_of(ids).tolist(), strict=True))
+
+
 def next_profile(
     start: LiveProfile,
     decided: Iterable[tuple[int, bool]],
     catalog: CatalogIndex,
-    changes: Iterable[Change] = (),
+    changes: Iterable[tuple] = (),
+    genre_bits: Mapping[int, int] | None = None,
 ) -> LiveProfile:
     """The profile after the batch's deciding collection events ``decided`` ((release_id,
     is_add), one per release: see :func:`deciding_events`) and its ``changes`` (every
-    collection and wantlist event of the user). An add of a release not held counts +1, a
-    remove of a held one -1; a repeated add or a remove of something not held changes
-    nothing."""
-    latest = latest_changes(start.changes, changes)
+    collection and wantlist event of the user, as Change tuples). An add of a release not
+    held counts +1, a remove of a held one -1; a repeated add or a remove of something not
+    held changes nothing. ``genre_bits``: the decided releases' genre bits, if the caller
+    looked them up for many users at once (:func:`genre_bits_by_release`)."""
+    latest = latest_changes(start.changes, changes) if changes else start.changes
     effective = [
-        (release, 1 if is_add else -1)
-        for release, is_add in decided
-        if is_add != (release in start.holdings)
+        (release, is_add) for release, is_add in decided if is_add != (release in start.holdings)
     ]
     if not effective:
-        return LiveProfile(start.holdings, start.genre_units, latest)
-    releases = np.array([release for release, _ in effective], dtype=np.int64)
-    signs = np.array([sign for _, sign in effective], dtype=np.int64)
+        return LiveProfile(start.holdings, start.genre_units, latest, start.blob)
+    if genre_bits is None:
+        genre_bits = genre_bits_by_release((release for release, _ in effective), catalog)
     units = dict(start.genre_units)
-    for genre, delta in genre_units(catalog.genre_bits_of(releases), signs).items():
-        units[genre] = units.get(genre, 0) + delta
-    added = {release for release, sign in effective if sign > 0}
-    removed = {release for release, sign in effective if sign < 0}
+    holdings = set(start.holdings)
+    for release, is_add in effective:
+        sign = 1 if is_add else -1
+        for genre, value in units_of_genres(genre_bits[release]):
+            units[genre] = units.get(genre, 0) + sign * value
+        if is_add:
+            holdings.add(release)
+        else:
+            holdings.discard(release)
     return LiveProfile(
-        (start.holdings - removed) | added,
-        {genre: value for genre, value in units.items() if value > 0},
-        latest,
+        frozenset(holdings), {genre: value for genre, value in units.items() if value > 0}, latest
     )

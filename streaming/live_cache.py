@@ -21,9 +21,7 @@ import pickle
 from enum import Enum
 from pathlib import Path
 
-import numpy as np
-
-from streaming.live import HOLDINGS_DTYPE, Change, LiveProfile
+from streaming.live import LiveProfile
 
 KEPT_USERS = 50_000
 """Users a partition's copy keeps at most (the most recently written): what is loaded and
@@ -31,8 +29,9 @@ saved every batch. A user evicted, or never seen, is read from Cassandra."""
 
 Entry = tuple[int, bytes, dict[str, int], tuple[tuple[str, str, str, int], ...]]
 """A user's saved profile: (the batch that last wrote their live row, holdings blob, genre
-units, changes), plain tuples and bytes: every batch saves and loads a partition's whole
-copy, and these pickle several times faster than the objects (13 against 42 µs a user)."""
+units, changes as plain tuples), plain tuples and bytes: every batch saves and loads a
+partition's whole copy, and these pickle several times faster than the objects (13 against
+42 µs a user)."""
 
 Kept = dict[int, Entry]
 """user -> their entry."""
@@ -40,15 +39,13 @@ Kept = dict[int, Entry]
 
 def entry(batch_id: int, profile: LiveProfile) -> Entry:
     """What the copy keeps of ``profile``, written by ``batch_id``."""
-    changes = tuple(tuple(change) for change in profile.changes)
-    return (batch_id, profile.holdings_blob(), profile.genre_units, changes)
+    return (batch_id, profile.holdings_blob(), profile.genre_units, profile.changes)
 
 
 def profile_of(kept: Entry) -> LiveProfile:
     """The profile an entry keeps."""
     _, holdings, units, changes = kept
-    held = frozenset(np.frombuffer(holdings, dtype=HOLDINGS_DTYPE).tolist())
-    return LiveProfile(held, units, tuple(Change(*change) for change in changes))
+    return LiveProfile.of_blob(holdings, units, changes)
 
 
 class CopyState(Enum):

@@ -40,47 +40,31 @@ HOLDING_WRITES = {
     EventKind.WANTLIST_ADD.value: _add(tables.WANTLISTS),
     EventKind.WANTLIST_REMOVE.value: _remove(tables.WANTLISTS),
 }
-WRITE_COLUMNS = (
-    "topic",
-    "kafka_partition",
-    "kafka_offset",
-    "payload",
-    "reason",
-    "event_id",
-    "user_id",
-    "release_id",
-    "kind",
-    "event_time",
-    "written_at",  # the event time in microseconds: the Cassandra write timestamp
-)
 
 
-def writes_for(row: Any, day: str, received_at: datetime) -> list[tuple[str, tuple]]:
-    """The (CQL, parameters) pairs one marked row (``WRITE_COLUMNS``) turns into."""
-    if row.reason is not None:
-        return [
-            (
-                DEAD_LETTER,
-                (
-                    day,
-                    row.topic,
-                    row.kafka_partition,
-                    row.kafka_offset,
-                    row.payload,
-                    row.reason,
-                    received_at,
-                ),
-            )
-        ]
-    holding = HOLDING_WRITES.get(row.kind)
-    if holding is None:  # a play: only the master dataset keeps it
-        return []
-    if holding.startswith("INSERT"):
-        return [(holding, (row.user_id, row.release_id, row.event_time, row.written_at))]
-    return [(holding, (row.written_at, row.user_id, row.release_id))]
+def dead_letter(row: dict[str, Any], day: str, received_at: datetime) -> tuple[str, tuple]:
+    """The (CQL, parameters) of an invalid event's dead letter; ``row``: its topic,
+    kafka_partition, kafka_offset, payload and reason."""
+    return (
+        DEAD_LETTER,
+        (
+            day,
+            row["topic"],
+            row["kafka_partition"],
+            row["kafka_offset"],
+            row["payload"],
+            row["reason"],
+            received_at,
+        ),
+    )
 
 
-def write_group(row: Any) -> Any:
-    """Rows whose writes may travel in one batch: a valid event's go to its user's partitions,
-    dead letters to the day's."""
-    return ("dead letters",) if row.reason is not None else ("user", row.user_id)
+def holding_write(kind: str, user_id: int, release_id: int, written_at: int) -> tuple[str, tuple]:
+    """The (CQL, parameters) of a valid collection or wantlist event (``kind`` in
+    ``HOLDING_WRITES``; a play has none: only the master dataset keeps it). ``written_at``:
+    the event time in microseconds, the write's Cassandra timestamp; ``added_at`` is the same
+    time in milliseconds (what a CQL timestamp holds)."""
+    cql = HOLDING_WRITES[kind]
+    if cql.startswith("INSERT"):
+        return cql, (user_id, release_id, written_at // 1000, written_at)
+    return cql, (written_at, user_id, release_id)

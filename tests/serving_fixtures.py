@@ -18,11 +18,7 @@ LIVE_DOCUMENT = tables.encode_document(
     {
         "collection_size": 1,
         "genre_units": {"Jazz": 360360},
-        "scores": {"Jazz": 1.0},
-        "shares": {"Jazz": 1.0},
-        "latest_changes": [
-            {"event_time": WHEN, "event_id": "e-1", "kind": "collection_add", "release_id": 9101}
-        ],
+        "latest_changes": [[WHEN, "e-1", "collection_add", 9101]],
     },
 )
 """User 7001's live row: the stream has applied one change (Kind of Blue added)."""

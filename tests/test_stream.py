@@ -16,12 +16,15 @@ from kafka import KafkaProducer
 from discorecs import paths, topics
 from discorecs.cassandra import connect
 from discorecs.events import Event, EventKind
+from discorecs.genres import scores_and_shares
 from discorecs.services.broker import KafkaBroker
+from discorecs.tables import LIVE_CHANGE_FIELDS
 from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
 from spark_jobs.tastes import CatalogIndex
 from spark_jobs.transforms import latest_events
 from streaming.job import (
+    holding_events,
     load_reference,
     process_batch,
     read_collections,
@@ -210,6 +213,25 @@ def test_deciding_events_picks_the_event_latest_events_keeps(spark):
     )
 
 
+def test_the_apply_pass_takes_the_valid_collection_and_wantlist_events():
+    moment = T.replace(second=5, microsecond=120_000)  # events carry milliseconds
+    payloads = [
+        event("a", 1, 10, EventKind.COLLECTION_ADD, minute=3),
+        event("p", 1, 10, EventKind.PLAY),  # master dataset only
+        b"{not json",  # a dead letter
+        Event("w", 2, 11, EventKind.WANTLIST_REMOVE, moment).to_json(),
+        event("u", 99, 10, EventKind.WANTLIST_ADD),  # unknown user: a dead letter
+    ]
+    marked = mark_records(
+        raw_records(payloads), np.array([1, 2], np.int64), np.array([10, 11], np.int64)
+    )
+    events = holding_events(pa.Table.from_batches([marked]))
+    assert [tuple(e) for e in events] == [
+        (1, 10, "collection_add", "a", 1_795_608_180_000_000, "2026-11-25T12:03:00.000000+00:00"),
+        (2, 11, "wantlist_remove", "w", 1_795_608_005_120_000, change_time(moment)),
+    ]
+
+
 CATALOG = catalog_of(
     {13: ["Rock", "Pop", "Jazz"], 10: ["Jazz", "Funk / Soul"], 11: ["Jazz"], 12: []}
 )
@@ -270,17 +292,31 @@ def test_a_live_row_stores_the_profile_and_its_holdings():
     assert blob[:8] == (10).to_bytes(8, "big") and len(blob) == 24  # sorted, 8 bytes each
     assert LiveProfile.of_row(profile.document(), blob) == profile
     document = json.loads(profile.document())
-    assert document["collection_size"] == 3
-    assert document["scores"] == profile.scores and document["shares"] == profile.shares
-    assert document["latest_changes"] == [
-        {
-            "event_time": "2026-11-25T12:00:00.000000+00:00",
-            "event_id": "e-1",
-            "kind": "wantlist_add",
-            "release_id": 13,
-        }
-    ]
+    assert document == {
+        "collection_size": 3,
+        "genre_units": {
+            "Funk / Soul": GENRE_UNITS // 2,
+            "Jazz": GENRE_UNITS // 2 + GENRE_UNITS // 3,
+            "Pop": GENRE_UNITS // 3,
+            "Rock": GENRE_UNITS // 3,
+        },
+        "latest_changes": [["2026-11-25T12:00:00.000000+00:00", "e-1", "wantlist_add", 13]],
+    }
+    # What the site shows is derived from the units.
+    scores, shares = scores_and_shares(document["genre_units"])
+    assert scores == profile.scores and abs(scores["Jazz"] - (0.5 + 1 / 3)) < 1e-12
+    assert shares == profile.shares and abs(sum(shares.values()) - 1.0) < 1e-12
     assert LiveProfile.of_row(None, None) == LiveProfile()
+    # A row written when changes were objects reads the same.
+    older = json.dumps(
+        {
+            "collection_size": 3,
+            "genre_units": profile.genre_units,
+            "scores": profile.scores,
+            "latest_changes": [dict(zip(LIVE_CHANGE_FIELDS, CHANGE, strict=True))],
+        }
+    )
+    assert LiveProfile.of_row(older, blob) == profile
     # The same profile is the same text, whatever order its genres were added in.
     units = list(profile.genre_units.items())
     reordered = replace(profile, genre_units=dict(reversed(units)))
@@ -423,7 +459,7 @@ def test_a_bounded_run_applies_events_and_dead_letters_the_rest(spark, stream_wo
     assert all(abs(live.scores[g] - expected[g]) < 1e-6 for g in expected)
     assert new[0] in owned and removed not in owned
     assert new[1] in wanted
-    assert [c.event_id for c in live.changes] == ["s-1", "s-2", "s-3"]  # plays are not changes
+    assert [Change(*c).event_id for c in live.changes] == ["s-1", "s-2", "s-3"]  # no plays
     reasons = {d.reason for d in dead if d.payload in ("{broken",) or "s-5" in d.payload}
     assert any(r.startswith("not JSON") for r in reasons)
     assert f"unknown user {10**9}" in reasons
@@ -488,7 +524,7 @@ def test_a_replayed_micro_batch_changes_nothing(spark, stream_world):
     whole = LiveProfile.of_collection(owned, load_reference(spark, settings).catalog.value)
     assert release in owned and new[1] in owned
     assert (live.holdings, live.genre_units) == (whole.holdings, whole.genre_units)
-    assert [c.event_id for c in live.changes][:2] == ["r-1", "r-2"]
+    assert [Change(*c).event_id for c in live.changes][:2] == ["r-1", "r-2"]
 
 
 def test_source_options_are_read_as_spark_hands_them_over_lower_cased():
@@ -574,25 +610,23 @@ def test_read_records_become_one_arrow_batch_typed_as_spark_expects():
 def test_the_write_plan_of_each_kind_of_row():
     from streaming import sink
 
-    def row(**fields):
-        base = dict.fromkeys(sink.WRITE_COLUMNS)
-        return SimpleNamespace(**(base | fields))
-
     at = datetime(2026, 11, 25, 12, 0)
-    dead = sink.writes_for(
-        row(topic="t", kafka_partition=1, kafka_offset=9, payload="{x", reason="not JSON"),
-        "2026-11-25",
-        at,
-    )
-    assert dead == [(sink.DEAD_LETTER, ("2026-11-25", "t", 1, 9, "{x", "not JSON", at))]
-    event = {"event_id": "e", "user_id": 1, "release_id": 2, "event_time": at, "written_at": 5}
-    [add] = sink.writes_for(row(kind="collection_add", **event), "d", at)
+    invalid = {
+        "topic": "t",
+        "kafka_partition": 1,
+        "kafka_offset": 9,
+        "payload": "{x",
+        "reason": "not JSON",
+    }
+    dead = sink.dead_letter(invalid, "2026-11-25", at)
+    assert dead == (sink.DEAD_LETTER, ("2026-11-25", "t", 1, 9, "{x", "not JSON", at))
+    add = sink.holding_write("collection_add", 1, 2, 1_764_072_000_123_456)
     assert add[0].startswith("INSERT INTO collections") and "USING TIMESTAMP" in add[0]
-    assert add[1] == (1, 2, at, 5)
-    [remove] = sink.writes_for(row(kind="wantlist_remove", **event), "d", at)
+    assert add[1] == (1, 2, 1_764_072_000_123, 1_764_072_000_123_456)  # added_at in ms
+    remove = sink.holding_write("wantlist_remove", 1, 2, 5)
     assert remove == (sink.HOLDING_WRITES["wantlist_remove"], (5, 1, 2))
     assert remove[0].startswith("DELETE FROM wantlists USING TIMESTAMP")
-    assert sink.writes_for(row(kind="play", **event), "d", at) == []
+    assert "play" not in sink.HOLDING_WRITES
 
 
 @pytest.mark.services

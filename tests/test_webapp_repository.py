@@ -69,8 +69,6 @@ def test_the_streams_live_scores_replace_the_batch_scores_but_keep_its_ranks(rep
             {
                 "collection_size": 2,
                 "genre_units": {"Jazz": 360360, "Rock": 360360},
-                "scores": {"Jazz": 1.0, "Rock": 1.0},
-                "shares": {"Jazz": 0.5, "Rock": 0.5},
                 "latest_changes": [],
             },
         )

@@ -22,7 +22,7 @@ from cassandra.cluster import NoHostAvailable
 from discorecs import tables
 from discorecs.cassandra import CassandraConnection, CassandraError, connect
 from discorecs.errors import DiscorecsError
-from discorecs.genres import GENRES
+from discorecs.genres import GENRES, scores_and_shares
 from discorecs.settings import Settings
 from discorecs.tables import STREAM_QUERY, leaderboard_bucket, name_prefix
 from webapp.cache import BoundedCache
@@ -288,11 +288,10 @@ class CassandraRepository:
         live = tables.decode_document(tables.LIVE_PROFILE_FIELDS, rows[0].profile)
         scores = LiveScores(
             live["collection_size"] or 0,
-            dict(live["scores"] or {}),
-            dict(live["shares"] or {}),
+            *scores_and_shares(live["genre_units"] or {}),
             rows[0].updated_at,
         )
-        listed = live["latest_changes"] or []
+        listed = [tables.live_change(change) for change in live["latest_changes"] or []]
         releases = self.releases([change["release_id"] for change in listed])
         changes = [
             CollectionChange(
