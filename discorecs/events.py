@@ -83,6 +83,18 @@ def format_event_time(moment: datetime) -> str:
 
 def parse_event(payload: bytes | str | None) -> Event:
     """Validate one raw payload against the contract, or raise :class:`InvalidEvent`."""
+    return Event(*parse_event_fields(payload))
+
+
+EventFields = tuple[str, int, int, EventKind, datetime]
+"""An event's fields in ``EVENT_FIELDS`` order."""
+
+_KIND_OF_VALUE: dict[str, EventKind] = {kind.value: kind for kind in EventKind}
+
+
+def parse_event_fields(payload: bytes | str | None) -> EventFields:
+    """:func:`parse_event` without building the :class:`Event`: the stream validates every
+    event it reads and only needs the fields."""
     if payload is None:
         raise InvalidEvent("empty payload")
     try:
@@ -97,17 +109,17 @@ def parse_event(payload: bytes | str | None) -> Event:
     event_id = data["event_id"]
     if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID_LENGTH:
         raise InvalidEvent(f"event_id must be a string of 1-{MAX_EVENT_ID_LENGTH} characters")
-    try:
-        kind = EventKind(data["kind"])
-    except ValueError:
+    kind = data["kind"]
+    kind = _KIND_OF_VALUE.get(kind) if isinstance(kind, str) else None
+    if kind is None:
         kinds = ", ".join(kind.value for kind in EventKind)
-        raise InvalidEvent(f"unknown kind {data['kind']!r}; expected one of {kinds}") from None
-    return Event(
-        event_id=event_id,
-        user_id=_positive_id(data, "user_id"),
-        release_id=_positive_id(data, "release_id"),
-        kind=kind,
-        event_time=parse_event_time(data["event_time"]),
+        raise InvalidEvent(f"unknown kind {data['kind']!r}; expected one of {kinds}")
+    return (
+        event_id,
+        _positive_id(data, "user_id"),
+        _positive_id(data, "release_id"),
+        kind,
+        parse_event_time(data["event_time"]),
     )
 
 

@@ -65,7 +65,8 @@ class Settings:
     cassandra_local_dc: str | None = None
     cassandra_username: str | None = None
     cassandra_password: str | None = None
-    # Rows per unlogged batch when the nightly run loads its serving tables (1: no batches).
+    # Rows per unlogged batch when the nightly run loads its serving tables and the stream
+    # writes a micro-batch (1: no batches).
     cassandra_batch_rows: int = 32
     # Only for the local node `discorecs up` starts: its inter-node port and heap.
     cassandra_storage_port: int = 7000

@@ -370,6 +370,7 @@ def apply_partition(
             connection,
             [[w] for w in live_profile_writes(profiles, stream_id, batch_id, received_at)],
             what=tables.USER_LIVE_PROFILES,
+            batch_size=settings.cassandra_batch_rows,
         )
     else:
         read_at = time.monotonic()

@@ -72,8 +72,7 @@ class LiveCache:
     def load(self, batch_id: int) -> tuple[CopyState, Kept]:
         """What the copy says before ``batch_id`` is applied."""
         try:
-            with self.path.open("rb") as file:
-                saved_batch, kept = pickle.load(file)
+            saved_batch, kept = self._read()
         except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError):
             return CopyState.COLD, {}
         if saved_batch == batch_id - 1:
@@ -81,6 +80,16 @@ class LiveCache:
         if saved_batch == batch_id:
             return CopyState.APPLIED, kept
         return CopyState.COLD, {}
+
+    def _read(self) -> tuple[int, Kept]:
+        """The file's (batch, entries): from this process's memory when it saved this very
+        file (same inode, size and modification time), else unpickled."""
+        identity = _identity(self.path.stat())
+        remembered = _SAVED.get(self.path)
+        if remembered is not None and remembered[0] == identity:
+            return remembered[1]
+        with self.path.open("rb") as file:
+            return pickle.load(file)
 
     def save(self, batch_id: int, kept: Kept) -> None:
         """Save ``kept`` as the copy after ``batch_id`` (atomically: a task killed while
@@ -92,4 +101,16 @@ class LiveCache:
         partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
         with partial.open("wb") as file:
             pickle.dump((batch_id, kept), file, protocol=pickle.HIGHEST_PROTOCOL)
+        identity = _identity(partial.stat())
         os.replace(partial, self.path)
+        _SAVED[self.path] = (identity, (batch_id, kept))
+
+
+_SAVED: dict[Path, tuple[tuple[int, int, int], tuple[int, Kept]]] = {}
+"""The copy each file holds, for the files this process saved last (Spark reuses its Python
+workers, so the worker that saved a partition's copy often applies its next batch and need
+not unpickle it). Keyed by path; trusted only while the file is the one saved."""
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int]:
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)

@@ -1,7 +1,7 @@
 """The stream's pure core: raw Kafka records in, marked events out.
 
 :func:`mark_records` works on one Arrow batch with numpy and the event contract's own
-validator (``discorecs.events.parse_event``), so the producers, the stream and the tests
+validator (``discorecs.events.parse_event_fields``), so the producers, the stream and the tests
 agree by construction, and it is tested without Spark. :func:`mark` runs it on every batch
 of a DataFrame of raw Kafka rows (this project's source or Spark's ``kafka`` format alike):
 one pass in the Python workers, which also checks every id against the known users and
@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from discorecs.events import InvalidEvent, parse_event
+from discorecs.events import InvalidEvent, parse_event_fields
 from spark_jobs.picks import contains
 
 MARKED = pa.schema(
@@ -64,15 +64,13 @@ def mark_records(
     values = records.column("value").to_pylist()
     for row, value in enumerate(values):
         try:
-            event = parse_event(value)
+            event_ids[row], user_ids[row], release[row], kind, times[row] = parse_event_fields(
+                value
+            )
         except InvalidEvent as error:
             reasons[row] = str(error)
             continue
-        event_ids[row] = event.event_id
-        user_ids[row] = event.user_id
-        release[row] = event.release_id
-        kinds[row] = event.kind.value
-        times[row] = event.event_time
+        kinds[row] = kind.value
     parsed = np.array([reason is None for reason in reasons], dtype=bool)
     user_known = contains(users, user_ids)
     release_known = contains(release_ids, release)

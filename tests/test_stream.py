@@ -673,6 +673,9 @@ def test_a_live_cache_is_trusted_only_straight_after_the_batch_before(tmp_path, 
     monkeypatch.setattr(live_cache, "KEPT_USERS", 1)
     cache.save(7, kept)
     assert cache.load(8) == (CopyState.CURRENT, {1: kept[1]})  # the most recently written
+    cache.save(8, kept)
+    live_cache._SAVED.clear()  # as another worker process finds it: read from the file
+    assert cache.load(9) == (CopyState.CURRENT, {1: kept[1]})
     cache.path.write_bytes(b"not a pickle")
     assert cache.load(8) == (CopyState.COLD, {})
     assert list(cache.path.parent.iterdir()) == [cache.path]  # no partial file left
