@@ -10,12 +10,13 @@ import functools
 import logging
 import re
 import struct
+import time
 from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cassandra import ConsistencyLevel
+from cassandra import ConsistencyLevel, OperationTimedOut, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -25,12 +26,14 @@ from cassandra.cluster import (
     Session,
 )
 from cassandra.concurrent import execute_concurrent
+from cassandra.connection import ConnectionBusy
 from cassandra.policies import (
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
     RoundRobinPolicy,
     TokenAwarePolicy,
 )
+from cassandra.protocol import OverloadedErrorMessage
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from cassandra_schema import table_statements
@@ -405,25 +408,51 @@ def _packed(groups: Iterable[Statements], size: int) -> Iterator[Statements]:
         yield part
 
 
+BUSY_RETRIES = 6
+"""How many times a chunk's writes that failed for a passing reason are run again (after
+0.05, 0.1, 0.2, ... s: 3 s in all) before the step fails."""
+
+
+def busy(error: Exception) -> bool:
+    """Whether a write failed for a reason that passes by itself: the client's connection
+    was full (the node reads more slowly than it is written to, e.g. in a GC pause), or the
+    node or the client timed out. Every write here is idempotent, so running it again is
+    safe."""
+    if isinstance(error, NoHostAvailable):
+        errors = list(error.errors.values())
+        return bool(errors) and all(isinstance(e, ConnectionBusy) for e in errors)
+    return isinstance(error, OperationTimedOut | WriteTimeout | OverloadedErrorMessage)
+
+
 def _execute_chunk(
     connection: CassandraConnection,
     what: str,
     chunk: list[tuple[Any, Sequence[Any] | None]],
     concurrency: int,
 ) -> int:
-    results = execute_concurrent(
-        connection.session, chunk, concurrency=concurrency, raise_on_first_error=False
-    )
-    failures = [(pair, result) for pair, (ok, result) in zip(chunk, results, strict=True) if not ok]
-    if failures:
-        (statement, parameters), error = failures[0]
-        shown = getattr(statement, "query_string", "a batch of statements")
-        raise CassandraError(
-            f"{len(failures)} of {len(chunk)} writes to {what} failed; first: "
-            f"{shown} with {parameters!r}: {error}. The write is idempotent: "
-            "fix the cause and run the same step again."
+    pending = chunk
+    for attempt in range(BUSY_RETRIES + 1):
+        results = execute_concurrent(
+            connection.session, pending, concurrency=concurrency, raise_on_first_error=False
         )
-    return len(chunk)
+        failures = [
+            (pair, result) for pair, (ok, result) in zip(pending, results, strict=True) if not ok
+        ]
+        if not failures:
+            return len(chunk)
+        if attempt == BUSY_RETRIES or not all(busy(error) for _, error in failures):
+            break
+        time.sleep(0.05 * 2**attempt)
+        pending = [pair for pair, _ in failures]
+    (statement, parameters), error = next(
+        (failure for failure in failures if not busy(failure[1])), failures[0]
+    )
+    shown = getattr(statement, "query_string", "a batch of statements")
+    raise CassandraError(
+        f"{len(failures)} of {len(chunk)} writes to {what} failed; first: "
+        f"{shown} with {parameters!r}: {error}. The write is idempotent: "
+        "fix the cause and run the same step again."
+    )
 
 
 def read_statements(

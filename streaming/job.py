@@ -21,6 +21,7 @@ on the broker beyond the batch's end offsets) to the batch's ``stream_progress``
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -604,6 +605,26 @@ def start_stream(
     return query
 
 
+RAISED = re.compile(r"^(?:Caused by: )?([A-Za-z_][\w.]*(?:Error|Exception|Timeout)\w*): (.+)$")
+JVM_PACKAGES = ("org.", "java.", "javax.", "scala.", "py4j.")
+
+
+def failure_reason(text: str) -> str:
+    """A failed query's error in one line: its first line, and the exception that caused it
+    (a micro-batch's error comes back as the JVM's error wrapping the Python traceback of
+    the task that failed, whose first line says only "Traceback ...")."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return "no reason given"
+    raised = [m for m in map(RAISED.match, lines) if m and not m.group(2).startswith("Traceback")]
+    ours = [m for m in raised if not m.group(1).startswith(JVM_PACKAGES)]
+    cause = (ours or raised or [None])[-1]
+    first = lines[0][:300]
+    if cause is None or cause.string == lines[0]:
+        return first
+    return f"{first} ... {cause.group(1)}: {cause.group(2)[:500]}"
+
+
 def run_stream(
     spark: SparkSession,
     settings: Settings,
@@ -645,7 +666,7 @@ def run_stream(
             except StreamingQueryException as error:
                 progressed = bool(query.recentProgress)
                 failures = 1 if progressed else failures + 1
-                reason = str(error).strip().splitlines()[0][:500]
+                reason = failure_reason(str(error))
                 if failures > settings.stream_restarts:
                     raise StreamError(
                         f"the stream failed {failures} times in a row without progress; last "

@@ -679,3 +679,35 @@ def test_a_live_cache_is_trusted_only_straight_after_the_batch_before(tmp_path, 
     cache.path.write_bytes(b"not a pickle")
     assert cache.load(8) == (CopyState.COLD, {})
     assert list(cache.path.parent.iterdir()) == [cache.path]  # no partial file left
+
+
+def test_a_failed_query_is_reported_by_the_exception_that_caused_it():
+    from streaming.job import failure_reason
+
+    text = """[STREAM_FAILED] Query [id = q, runId = r] terminated with exception: \
+[FOREACH_BATCH_USER_FUNCTION_ERROR] An error occurred in the user provided function in \
+foreach batch sink. Reason: An exception was raised by the Python Proxy. Return Message: \
+Traceback (most recent call last):
+  File "/x/py4j/clientserver.py", line 644, in _call_proxy
+py4j.protocol.Py4JJavaError: An error occurred while calling o412.parquet.
+: org.apache.spark.SparkException: Job aborted due to stage failure: Task 1 in stage 9.0 \
+failed 1 times, most recent failure: Lost task 1.0 (TID 18): \
+org.apache.spark.api.python.PythonException: Traceback (most recent call last):
+  File "/x/streaming/job.py", line 380, in apply_partition
+discorecs.cassandra.CassandraError: 2 of 40 writes to the stream's tables failed; first: x
+
+\tat org.apache.spark.api.python.BasePythonRunner.handlePythonException(Runner.scala:1)
+Caused by: java.net.SocketTimeoutException: Read timed out
+"""
+    reason = failure_reason(text)
+    assert reason.startswith("[STREAM_FAILED] Query [id = q, runId = r]")
+    assert reason.endswith(
+        "discorecs.cassandra.CassandraError: 2 of 40 writes to the stream's tables failed; first: x"
+    )
+    # Only the JVM's own exceptions: the last of them; nothing at all: the first line.
+    assert failure_reason("boom\nCaused by: java.io.IOException: disk full") == (
+        "boom ... java.io.IOException: disk full"
+    )
+    assert failure_reason("it stopped\n") == "it stopped"
+    assert failure_reason("java.io.IOException: disk full") == "java.io.IOException: disk full"
+    assert failure_reason("") == "no reason given"
