@@ -711,3 +711,22 @@ Caused by: java.net.SocketTimeoutException: Read timed out
     assert failure_reason("it stopped\n") == "it stopped"
     assert failure_reason("java.io.IOException: disk full") == "java.io.IOException: disk full"
     assert failure_reason("") == "no reason given"
+
+
+def test_the_apply_pass_pauses_the_garbage_collector_and_restores_it():
+    import gc
+
+    from streaming.job import collector_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a failed pass")
+    assert gc.isenabled()  # back on after a failure too
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()
