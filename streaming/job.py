@@ -21,14 +21,12 @@ on the broker beyond the batch's end offsets) to the batch's ``stream_progress``
 
 from __future__ import annotations
 
-import gc
 import re
 import sys
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -55,6 +53,7 @@ from discorecs.cassandra import (
 from discorecs.errors import DiscorecsError
 from discorecs.events import EventKind
 from discorecs.progress import say_to_stderr
+from discorecs.python_workers import collector_paused, task_started
 from discorecs.settings import Settings, load_settings
 from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION, EVENT_LOG_SCHEMA
 from spark_jobs.tastes import CatalogIndex
@@ -402,22 +401,6 @@ def apply_partition(
     }
 
 
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the block. An apply pass allocates tuples
-    and dicts by the hundred thousand while the worker holds its live copy (every touched
-    user's entry), so the collector keeps re-scanning that copy: ~20% of the pass's Python
-    time, measured. Most of what the pass allocates is freed by reference counting; the few
-    cycles it leaves (the Cassandra driver's futures) are collected once it is back on."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def process_batch(
     spark: SparkSession,
     settings: Settings,
@@ -448,6 +431,7 @@ def process_batch(
     partitions = max(2, spark.sparkContext.defaultParallelism)
 
     def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        task_started()
         marked = pa.Table.from_batches(list(batches), schema=MARKED)
         cache = LiveCache.for_task(stream_id, partitions, TaskContext.get().partitionId())
         with collector_paused():

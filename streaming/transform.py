@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from discorecs.events import InvalidEvent, parse_event_fields
+from discorecs.python_workers import task_started
 from spark_jobs.picks import contains
 
 MARKED = pa.schema(
@@ -111,6 +112,7 @@ def mark(raw: DataFrame, users: Any, catalog: Any, seconds: Any = None) -> DataF
     ("reading") and marking them ("marking")."""
 
     def mark_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        task_started()
         known_users, known_releases = users.value, catalog.value.release_ids
         reading = marking = 0.0
         clock = time.monotonic()

@@ -3,6 +3,7 @@ and Spark (a broker of its own, so other tests' events do not mix in)."""
 
 import json
 import shutil
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -716,7 +717,7 @@ Caused by: java.net.SocketTimeoutException: Read timed out
 def test_the_apply_pass_pauses_the_garbage_collector_and_restores_it():
     import gc
 
-    from streaming.job import collector_paused
+    from discorecs.python_workers import collector_paused
 
     assert gc.isenabled()
     with pytest.raises(RuntimeError), collector_paused():
@@ -730,3 +731,24 @@ def test_the_apply_pass_pauses_the_garbage_collector_and_restores_it():
         assert not gc.isenabled()  # left as it was found
     finally:
         gc.enable()
+
+
+def test_a_task_freezes_what_the_worker_keeps_only_when_it_has_new_modules(monkeypatch):
+    import gc
+    import types
+
+    from discorecs import python_workers
+
+    monkeypatch.setattr(python_workers, "_modules_at_freeze", 0)
+    try:
+        python_workers.task_started()  # a fresh worker's first task: everything it holds
+        frozen = gc.get_freeze_count()
+        assert frozen > 1_000
+        kept = [[] for _ in range(500)]  # containers made since, by a task
+        python_workers.task_started()  # no module imported since: nothing more is frozen
+        assert gc.get_freeze_count() == frozen
+        monkeypatch.setitem(sys.modules, "discorecs_freshly_imported", types.ModuleType("x"))
+        python_workers.task_started()  # a task imported a library: freeze again
+        assert gc.get_freeze_count() >= frozen + len(kept)
+    finally:
+        gc.unfreeze()
