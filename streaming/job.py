@@ -387,7 +387,7 @@ def apply_partition(
         batch_size=settings.cassandra_batch_rows,
     )
     if cache is not None:
-        cache.save(batch_id, kept | {user: entry(batch_id, p) for user, p in profiles.items()})
+        cache.save(batch_id, {user: entry(batch_id, p) for user, p in profiles.items()})
     return {
         "input_rows": marked.num_rows,
         "valid_rows": marked.num_rows - invalid.num_rows,
