@@ -387,7 +387,7 @@ def apply_partition(
         batch_size=settings.cassandra_batch_rows,
     )
     if cache is not None:
-        cache.save(batch_id, {user: entry(batch_id, p) for user, p in profiles.items()})
+        cache.save(batch_id, kept | {user: entry(batch_id, p) for user, p in profiles.items()})
     return {
         "input_rows": marked.num_rows,
         "valid_rows": marked.num_rows - invalid.num_rows,
@@ -554,13 +554,16 @@ class LagReporter(StreamingQueryListener):
         except Exception as error:  # a listener must never take the query down
             self.say(f"stream batch {progress.batchId}: lag not measured: {error}")
             return
-        durations = progress.durationMs or {}
-        trigger_ms = durations.get("triggerExecution", 0)
+        durations = dict(progress.durationMs or {})
+        trigger_ms = durations.pop("triggerExecution", 0)
+        outside = ", ".join(
+            f"{step} {ms:,}" for step, ms in durations.items() if step != "addBatch" and ms
+        )
         self.say(
             f"stream batch {progress.batchId}: lag {lag:,} events, "
             f"{progress.processedRowsPerSecond:,.0f} events/s; trigger {trigger_ms:,} ms, "
             f"{trigger_ms - durations.get('addBatch', 0):,} ms of it outside the batch "
-            f"(planning {durations.get('latestOffset', 0):,} ms)"
+            f"({outside or 'nothing measured'} ms)"
         )
 
 

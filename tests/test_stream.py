@@ -2,7 +2,6 @@
 and Spark (a broker of its own, so other tests' events do not mix in)."""
 
 import json
-import pickle
 import shutil
 import sys
 from dataclasses import replace
@@ -658,7 +657,7 @@ def test_end_offsets_keep_up_with_a_producer_between_calls(services):
     producer.close()
 
 
-def test_a_live_cache_is_trusted_only_straight_after_the_batch_before(tmp_path):
+def test_a_live_cache_is_trusted_only_straight_after_the_batch_before(tmp_path, monkeypatch):
     from streaming import live_cache
     from streaming.live_cache import CopyState, LiveCache
 
@@ -672,53 +671,15 @@ def test_a_live_cache_is_trusted_only_straight_after_the_batch_before(tmp_path):
     assert cache.load(6) == (CopyState.APPLIED, kept)  # a replay of the batch that saved it
     assert cache.load(8) == (CopyState.COLD, {})  # batch 7 ran elsewhere: a gap
     assert cache.load(5) == (CopyState.COLD, {})
+    monkeypatch.setattr(live_cache, "KEPT_USERS", 1)
+    cache.save(7, kept)
+    assert cache.load(8) == (CopyState.CURRENT, {1: kept[1]})  # the most recently written
+    cache.save(8, kept)
     live_cache._SAVED.clear()  # as another worker process finds it: read from the file
-    assert cache.load(7) == (CopyState.CURRENT, kept)
+    assert cache.load(9) == (CopyState.CURRENT, {1: kept[1]})
     cache.path.write_bytes(b"not a pickle")
-    assert cache.load(7) == (CopyState.COLD, {})
+    assert cache.load(8) == (CopyState.COLD, {})
     assert list(cache.path.parent.iterdir()) == [cache.path]  # no partial file left
-
-
-def test_a_live_cache_appends_what_each_batch_wrote_and_compacts(tmp_path, monkeypatch):
-    from streaming import live_cache
-    from streaming.live_cache import CopyState, LiveCache
-
-    monkeypatch.setattr(live_cache, "COMPACT_AFTER", 3)
-    monkeypatch.setattr(live_cache, "KEPT_USERS", 3)
-    cache = LiveCache(tmp_path / "query-2-1.pickle")
-    held = {user: LiveProfile.of_collection(range(user, user + 40), CATALOG) for user in range(6)}
-    cache.load(1)
-    cache.save(1, {0: live_cache.entry(1, held[0]), 1: live_cache.entry(1, held[1])})
-    whole = cache.path.stat().st_size
-    assert cache.load(2)[0] is CopyState.CURRENT
-    cache.save(2, {2: live_cache.entry(2, held[2])})
-    appended = cache.path.stat().st_size - whole
-    assert 0 < appended < whole  # only the profile batch 2 wrote went to the file
-    after_2 = {u: live_cache.entry(1 if u < 2 else 2, held[u]) for u in range(3)}
-    assert cache.load(3) == (CopyState.CURRENT, after_2)
-    live_cache._SAVED.clear()  # another worker process: the whole copy and the record after
-    assert cache.load(3) == (CopyState.CURRENT, after_2)
-    cache.save(3, {0: live_cache.entry(3, held[5])})  # user 0's profile changed
-    live_cache._SAVED.clear()
-    after_3 = {**after_2, 0: live_cache.entry(3, held[5])}
-    assert cache.load(4) == (CopyState.CURRENT, after_3)
-    # COMPACT_AFTER records: rewritten whole, the KEPT_USERS most recently written kept.
-    cache.save(4, {3: live_cache.entry(4, held[3])})
-    live_cache._SAVED.clear()
-    compacted = {0: after_3[0], 2: after_2[2], 3: live_cache.entry(4, held[3])}
-    assert cache.load(5) == (CopyState.CURRENT, compacted)
-    with cache.path.open("rb") as file:
-        assert pickle.load(file) == (4, compacted)
-        assert file.read() == b""  # one record
-    # A record cut short (a task killed while appending): the file is not trusted ...
-    cache.save(5, {4: live_cache.entry(5, held[4])})
-    with cache.path.open("r+b") as file:
-        file.truncate(cache.path.stat().st_size - 3)
-    assert cache.load(6) == (CopyState.COLD, {})
-    # ... and the batch that then runs from Cassandra replaces it with what it wrote.
-    cache.save(6, {1: live_cache.entry(6, held[1])})
-    live_cache._SAVED.clear()
-    assert cache.load(7) == (CopyState.CURRENT, {1: live_cache.entry(6, held[1])})
 
 
 def test_a_failed_query_is_reported_by_the_exception_that_caused_it():
