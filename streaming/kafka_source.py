@@ -125,6 +125,36 @@ def _consumer(bootstrap: list[str], client_id: str) -> Any:
     )
 
 
+_READING: dict[tuple[str, ...], Any] = {}
+
+
+def reading_consumer(bootstrap: list[str]) -> Any:
+    """The consumer a Python worker's read tasks share (Spark reuses its workers): a new one
+    per task cost a connection, a metadata request and kafka-python's setup every
+    micro-batch. Reading by offset range is safe with a used consumer: each task assigns its
+    own partitions and seeks to its starts, and a record at an offset never changes."""
+    key = tuple(bootstrap)
+    consumer = _READING.get(key)
+    if consumer is None:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            client_id="discorecs-stream-reader",
+            max_poll_records=5000,
+        )
+        _READING[key] = consumer
+    return consumer
+
+
+def close_reading_consumer(bootstrap: list[str]) -> None:
+    consumer = _READING.pop(tuple(bootstrap), None)
+    if consumer is not None:
+        consumer.close()
+
+
 def fetch_high_watermarks(
     bootstrap: list[str], topics: list[str], start: dict[str, int], client_id: str
 ) -> dict[str, int]:
@@ -240,58 +270,64 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return read_tasks(ranges, self.tasks)
 
     def read(self, partition: ReadTask) -> Iterator[pa.RecordBatch]:
-        from kafka import KafkaConsumer
-
         task_started()
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            group_id=None,
-            client_id="discorecs-stream-reader",
-            max_poll_records=5000,
-        )
+        consumer = reading_consumer(self.bootstrap)
         try:
             # A list, not a generator: the reader is pickled into a Python worker (see the
-            # notes), and the consumer is closed before Spark takes the batches.
-            return iter([self._read_range(consumer, r) for r in partition.ranges])
-        finally:
-            consumer.close()
+            # notes), and the whole task is read before Spark takes the batches.
+            return iter(self._read_ranges(consumer, partition.ranges))
+        except BaseException:
+            close_reading_consumer(self.bootstrap)  # the next task starts from a fresh one
+            raise
 
-    def _read_range(self, consumer: Any, partition: OffsetRange) -> pa.RecordBatch:
+    def _read_ranges(self, consumer: Any, ranges: list[OffsetRange]) -> list[pa.RecordBatch]:
+        """Every record of ``ranges`` (one batch per range, in their order), read together:
+        each fetch asks for all the ranges still short of their end, and a range is paused
+        once it is read, so a task with four ranges waits for ~one fetch, not four."""
         from kafka import TopicPartition
 
-        tp = TopicPartition(partition.topic, partition.partition)
-        consumer.assign([tp])
-        consumer.seek(tp, partition.start)
-        offsets: list[int] = []
-        keys: list[bytes | None] = []
-        values: list[bytes | None] = []
-        timestamps: list[int] = []
-        next_offset = partition.start
+        wanted = {TopicPartition(r.topic, r.partition): r for r in ranges}
+        consumer.assign(list(wanted))
+        consumer.resume(*wanted)  # a partition the last task also read keeps its pause
+        for tp, r in wanted.items():
+            consumer.seek(tp, r.start)
+        read: dict[Any, tuple[list, list, list, list]] = {tp: ([], [], [], []) for tp in wanted}
+        next_offset = {tp: r.start for tp, r in wanted.items()}
+        pending = {tp for tp, r in wanted.items() if r.end > r.start}
+        consumer.pause(*(set(wanted) - pending))
         last_progress = time.monotonic()
-        while next_offset < partition.end:
-            batch = consumer.poll(timeout_ms=500).get(tp, [])
-            if not batch:
-                if time.monotonic() - last_progress > self.read_timeout:
-                    raise KafkaSourceError(
-                        f"{partition.topic}[{partition.partition}]: offsets "
-                        f"{next_offset}..{partition.end - 1} did not arrive within "
-                        f"{self.read_timeout:.0f} s; the broker may have lost them (a "
-                        "restarted in-memory broker): delete the checkpoint to start over"
-                    )
-                continue
-            last_progress = time.monotonic()
-            for record in batch:
-                if record.offset >= partition.end:
-                    break
-                if record.offset >= partition.start:
-                    offsets.append(record.offset)
-                    keys.append(record.key)
-                    values.append(record.value)
-                    timestamps.append(record.timestamp)
-                next_offset = record.offset + 1
-        # One Arrow batch, not rows: Spark takes it as it is (no per-row conversion).
-        return record_batch(partition, offsets, keys, values, timestamps)
+        while pending:
+            progressed = False
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                r = wanted.get(tp)
+                if tp not in pending or r is None:
+                    continue
+                offsets, keys, values, timestamps = read[tp]
+                for record in records:
+                    if record.offset >= r.end:
+                        break
+                    if record.offset >= r.start:
+                        offsets.append(record.offset)
+                        keys.append(record.key)
+                        values.append(record.value)
+                        timestamps.append(record.timestamp)
+                    next_offset[tp] = record.offset + 1
+                    progressed = True
+                if next_offset[tp] >= r.end:
+                    pending.discard(tp)
+                    consumer.pause(tp)
+            if progressed:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > self.read_timeout:
+                stuck = min(pending, key=lambda tp: (tp.topic, tp.partition))
+                raise KafkaSourceError(
+                    f"{stuck.topic}[{stuck.partition}]: offsets {next_offset[stuck]}.."
+                    f"{wanted[stuck].end - 1} did not arrive within {self.read_timeout:.0f} s; "
+                    "the broker may have lost them (a restarted in-memory broker): delete the "
+                    "checkpoint to start over"
+                )
+        # One Arrow batch per range, not rows: Spark takes it as it is (no per-row conversion).
+        return [record_batch(r, *read[tp]) for tp, r in wanted.items()]
 
     def commit(self, end: dict[str, int]) -> None:
         """Offsets live in Spark's checkpoint; nothing to commit to the broker."""

@@ -631,6 +631,55 @@ def test_the_write_plan_of_each_kind_of_row():
 
 
 @pytest.mark.services
+def test_read_tasks_read_exactly_their_ranges_with_the_consumer_they_share(services):
+    """A worker's read tasks share one consumer: each reads its ranges whatever the one
+    before read (the same partitions, earlier offsets, a range it paused)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from streaming.kafka_source import (
+        KafkaStreamReader,
+        OffsetRange,
+        ReadTask,
+        close_reading_consumer,
+    )
+
+    bootstrap = list(services.kafka_bootstrap_servers)
+    topic = "discorecs-test-read-ranges"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    for i in range(300):
+        producer.send(topic, value=f"{i % 2}-{i // 2}".encode(), partition=i % 2)
+    producer.flush()
+    producer.close()
+    reader = KafkaStreamReader({"bootstrap": ",".join(bootstrap), "topics": topic})
+
+    def read(*ranges: tuple[int, int, int]) -> list[tuple[int, list[int], list[bytes]]]:
+        task = ReadTask([OffsetRange(topic, p, start, end) for p, start, end in ranges])
+        return [
+            (
+                batch.column("kafka_partition")[0].as_py(),
+                batch.column("kafka_offset").to_pylist(),
+                batch.column("value").to_pylist(),
+            )
+            for batch in reader.read(task)
+        ]
+
+    def expected(partition: int, start: int, end: int) -> tuple[int, list[int], list[bytes]]:
+        offsets = list(range(start, end))
+        return partition, offsets, [f"{partition}-{o}".encode() for o in offsets]
+
+    try:
+        assert read((0, 10, 60), (1, 0, 150)) == [expected(0, 10, 60), expected(1, 0, 150)]
+        assert read((1, 140, 150), (0, 0, 5)) == [expected(1, 140, 150), expected(0, 0, 5)]
+        assert read((0, 5, 150)) == [expected(0, 5, 150)]
+        assert read((0, 60, 61), (1, 149, 150)) == [expected(0, 60, 61), expected(1, 149, 150)]
+    finally:
+        close_reading_consumer(bootstrap)
+
+
+@pytest.mark.services
 def test_end_offsets_keep_up_with_a_producer_between_calls(services):
     """Each planning call sees every event acknowledged before it (a consumer reused between
     calls answered with the high watermarks of its earlier fetches, ~10,000 events behind)."""
