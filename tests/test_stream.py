@@ -630,12 +630,19 @@ def test_the_write_plan_of_each_kind_of_row():
     assert "play" not in sink.HOLDING_WRITES
 
 
+def create_topic(bootstrap: list[str], topic: str, partitions: int) -> str:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    admin.close()
+    return topic
+
+
 @pytest.mark.services
 def test_read_tasks_read_exactly_their_ranges_with_the_consumer_they_share(services):
     """A worker's read tasks share one consumer: each reads its ranges whatever the one
     before read (the same partitions, earlier offsets, a range it paused)."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-
     from streaming.kafka_source import (
         KafkaStreamReader,
         OffsetRange,
@@ -644,13 +651,11 @@ def test_read_tasks_read_exactly_their_ranges_with_the_consumer_they_share(servi
     )
 
     bootstrap = list(services.kafka_bootstrap_servers)
-    topic = "discorecs-test-read-ranges"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    admin.close()
+    topic = create_topic(bootstrap, "discorecs-test-read-ranges", partitions=2)
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    for i in range(300):
-        producer.send(topic, value=f"{i % 2}-{i // 2}".encode(), partition=i % 2)
+    pad = "x" * 200  # ranges of several fetches (1 MB each)
+    for i in range(24_000):
+        producer.send(topic, value=f"{i % 2}-{i // 2}-{pad}".encode(), partition=i % 2)
     producer.flush()
     producer.close()
     reader = KafkaStreamReader({"bootstrap": ",".join(bootstrap), "topics": topic})
@@ -668,13 +673,19 @@ def test_read_tasks_read_exactly_their_ranges_with_the_consumer_they_share(servi
 
     def expected(partition: int, start: int, end: int) -> tuple[int, list[int], list[bytes]]:
         offsets = list(range(start, end))
-        return partition, offsets, [f"{partition}-{o}".encode() for o in offsets]
+        return partition, offsets, [f"{partition}-{o}-{'x' * 200}".encode() for o in offsets]
 
     try:
-        assert read((0, 10, 60), (1, 0, 150)) == [expected(0, 10, 60), expected(1, 0, 150)]
+        assert read((0, 10, 9_000), (1, 0, 12_000)) == [
+            expected(0, 10, 9_000),
+            expected(1, 0, 12_000),
+        ]
         assert read((1, 140, 150), (0, 0, 5)) == [expected(1, 140, 150), expected(0, 0, 5)]
-        assert read((0, 5, 150)) == [expected(0, 5, 150)]
-        assert read((0, 60, 61), (1, 149, 150)) == [expected(0, 60, 61), expected(1, 149, 150)]
+        assert read((0, 5, 12_000)) == [expected(0, 5, 12_000)]
+        assert read((0, 60, 61), (1, 11_999, 12_000)) == [
+            expected(0, 60, 61),
+            expected(1, 11_999, 12_000),
+        ]
     finally:
         close_reading_consumer(bootstrap)
 
@@ -683,13 +694,8 @@ def test_read_tasks_read_exactly_their_ranges_with_the_consumer_they_share(servi
 def test_end_offsets_keep_up_with_a_producer_between_calls(services):
     """Each planning call sees every event acknowledged before it (a consumer reused between
     calls answered with the high watermarks of its earlier fetches, ~10,000 events behind)."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-
     bootstrap = list(services.kafka_bootstrap_servers)
-    topic = "discorecs-test-watermarks"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-    admin.close()
+    topic = create_topic(bootstrap, "discorecs-test-watermarks", partitions=3)
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     start: dict[str, int] = {}
     produced = 0
