@@ -125,35 +125,7 @@ def _consumer(bootstrap: list[str], client_id: str) -> Any:
     )
 
 
-_READING: dict[tuple[str, ...], Any] = {}
 MAX_POLL_RECORDS = 5000
-
-
-def reading_consumer(bootstrap: list[str]) -> Any:
-    """The consumer a Python worker's read tasks share (Spark reuses its workers): a new one
-    per task cost a connection, a metadata request and kafka-python's setup every
-    micro-batch. Reading by offset range is safe with a used consumer: each task assigns its
-    own partitions and seeks to its starts, and a record at an offset never changes."""
-    key = tuple(bootstrap)
-    consumer = _READING.get(key)
-    if consumer is None:
-        from kafka import KafkaConsumer
-
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            group_id=None,
-            client_id="discorecs-stream-reader",
-            max_poll_records=MAX_POLL_RECORDS,
-        )
-        _READING[key] = consumer
-    return consumer
-
-
-def close_reading_consumer(bootstrap: list[str]) -> None:
-    consumer = _READING.pop(tuple(bootstrap), None)
-    if consumer is not None:
-        consumer.close()
 
 
 def fetch_high_watermarks(
@@ -271,23 +243,27 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return read_tasks(ranges, self.tasks)
 
     def read(self, partition: ReadTask) -> Iterator[pa.RecordBatch]:
+        from kafka import KafkaConsumer
+
         task_started()
-        consumer = reading_consumer(self.bootstrap)
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            client_id="discorecs-stream-reader",
+            max_poll_records=MAX_POLL_RECORDS,
+        )
         try:
             # A list, not a generator: the reader is pickled into a Python worker (see the
-            # notes), and the whole task is read before Spark takes the batches.
-            return iter(self._read_ranges(consumer, partition.ranges))
-        except BaseException:
-            close_reading_consumer(self.bootstrap)  # the next task starts from a fresh one
-            raise
-
-    def _read_ranges(self, consumer: Any, ranges: list[OffsetRange]) -> list[pa.RecordBatch]:
-        """Every record of ``ranges``, one batch per range, in their order."""
-        return [self._read_range(consumer, r) for r in ranges]
+            # notes), and the consumer is closed before Spark takes the batches.
+            return iter([self._read_range(consumer, r) for r in partition.ranges])
+        finally:
+            consumer.close()
 
     def _read_range(self, consumer: Any, partition: OffsetRange) -> pa.RecordBatch:
         """One range, its partition alone assigned. (Assigning a task's partitions together and
-        pausing each once read stalled a partition on this project's broker.)"""
+        pausing each once read stalls a partition: kafka-python keeps a paused partition's
+        buffered fetch and does not fetch it again.)"""
         from kafka import TopicPartition
 
         tp = TopicPartition(partition.topic, partition.partition)
