@@ -126,6 +126,7 @@ def _consumer(bootstrap: list[str], client_id: str) -> Any:
 
 
 MAX_POLL_RECORDS = 5000
+"""Records a read task takes from its consumer per poll at most."""
 
 
 def fetch_high_watermarks(
