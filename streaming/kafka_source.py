@@ -13,20 +13,22 @@ micro-batch re-reads exactly the same offset range.
 - ``Trigger.AvailableNow`` is supported (reads what is there when the query starts, then
   stops), which the tests and bounded runs use.
 
-- **read tasks**: a micro-batch's offset ranges (one per topic partition with new events)
-  are shared out between at most ``readTasks`` Spark tasks, balanced by event count, each
-  reading its ranges with one consumer. Every task of a micro-batch costs a Python worker
-  round trip in each stage after it (and one master-dataset file), so a batch of a few
-  thousand events should be a task per core, not one per Kafka partition.
+- **co-partitioned read tasks**: a micro-batch's offset ranges go to at most ``readTasks``
+  Spark tasks, partition p of every topic to task ``p % tasks`` (see
+  :func:`co_partitioned_tasks`), so a user's events, keyed by user id, are all read by one
+  task, the same batch after batch: the stream applies them where they are read, with no
+  shuffle. Every task of a micro-batch also costs a Python worker round trip (and one
+  master-dataset file), so a task per core, not one per Kafka partition.
 
 Options: ``bootstrap`` (comma-separated host:port), ``topics`` (comma-separated),
 ``maxEventsPerTrigger`` (default 50,000), ``readTasks`` (default 0: one task per offset
-range), ``readTimeoutSeconds`` (default 60).
+range, not co-partitioned), ``readTimeoutSeconds`` (default 60).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,18 +76,35 @@ class ReadTask(InputPartition):
 
 
 def read_tasks(ranges: list[OffsetRange], tasks: int) -> list[ReadTask]:
-    """``ranges`` shared out between at most ``tasks`` read tasks (0: one task per range),
-    largest range first to the task with the fewest events so far, so the tasks finish
-    together; each task's ranges in topic, partition order."""
-    if tasks <= 0 or tasks >= len(ranges):
-        return [ReadTask([r]) for r in ranges]
-    groups: list[list[OffsetRange]] = [[] for _ in range(tasks)]
-    loads = [0] * tasks
-    for r in sorted(ranges, key=lambda r: (-r.events, r.topic, r.partition)):
-        lightest = loads.index(min(loads))
-        groups[lightest].append(r)
-        loads[lightest] += r.events
-    return [ReadTask(sorted(g, key=lambda r: (r.topic, r.partition))) for g in groups if g]
+    """``ranges`` as read tasks: partition p of every topic to task ``p % tasks``, always
+    ``tasks`` of them (some may have nothing to read), so task i reads the same partitions
+    batch after batch; 0: one task per range, in topic, partition order."""
+    ordered = sorted(ranges, key=lambda r: (r.topic, r.partition))
+    if tasks <= 0:
+        return [ReadTask([r]) for r in ordered]
+    return [ReadTask([r for r in ordered if r.partition % tasks == task]) for task in range(tasks)]
+
+
+def co_partitioned_tasks(requested: int, *positions: dict[str, int]) -> int:
+    """How many read tasks a micro-batch gets: the most, up to ``requested``, that divide the
+    partition count of every topic in every one of ``positions`` (``topic:partition`` ->
+    offset; a batch's start and end).
+
+    Why: events are keyed by user id, and a keyed record goes to partition ``hash(key) % n``
+    of a topic with n partitions (Kafka's partitioners), so with t tasks dividing n, task
+    ``partition % t`` is ``hash(key) % t``: a user's events always reach the same task,
+    however many partitions the topic has, as long as t divides each count (before and
+    after partitions are added: the batch that spans the change reads both). The stream
+    applies each task's users where they are read (see :mod:`streaming.job`)."""
+    counts: list[int] = []
+    for offsets in positions:
+        partitions: dict[str, int] = {}
+        for key in offsets:
+            topic, partition = _split(key)
+            partitions[topic] = max(partitions.get(topic, 0), partition + 1)
+        counts += partitions.values()
+    common = math.gcd(*counts) if counts else requested
+    return max(t for t in range(1, max(1, requested) + 1) if common % t == 0)
 
 
 def _key(topic: str, partition: int) -> str:
@@ -124,6 +143,11 @@ def _consumer(bootstrap: list[str], client_id: str) -> Any:
         fetch_max_wait_ms=10,
     )
 
+
+RETRY_BACKOFF_MS = 10
+"""kafka-python's ``retry_backoff_ms`` for the source's consumers. A new consumer's first
+poll finds its connection still opening and sleeps this long (default 100 ms): a tenth of a
+second of every micro-batch's read stage, and of its planning."""
 
 MAX_POLL_RECORDS = 5000
 """Records a read task takes from its consumer per poll at most."""
@@ -241,7 +265,9 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             if stop > begin:
                 topic, partition = _split(key)
                 ranges.append(OffsetRange(topic, partition, begin, stop))
-        return read_tasks(ranges, self.tasks)
+        if self.tasks <= 0:
+            return read_tasks(ranges, 0)
+        return read_tasks(ranges, co_partitioned_tasks(self.tasks, start, end))
 
     def read(self, partition: ReadTask) -> Iterator[pa.RecordBatch]:
         from kafka import KafkaConsumer
@@ -253,6 +279,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             group_id=None,
             client_id="discorecs-stream-reader",
             max_poll_records=MAX_POLL_RECORDS,
+            retry_backoff_ms=RETRY_BACKOFF_MS,
         )
         try:
             # A list, not a generator: the reader is pickled into a Python worker (see the

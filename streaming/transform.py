@@ -11,7 +11,7 @@ releases (sorted arrays broadcast once, a binary search per batch instead of a j
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -54,7 +54,9 @@ def mark_records(
 
     ``users`` and ``release_ids``: the known user and release ids, sorted int64 arrays. An
     event the contract rejects, or that names a user or release not among them, keeps its
-    payload and gets the reason it is dead-lettered."""
+    payload and gets the reason it is dead-lettered, as does an event whose Kafka key is not
+    its user id (the contract: the stream applies a user's events where they are read, which
+    holds because they all go to one partition)."""
     count = records.num_rows
     reasons: list[str | None] = [None] * count
     event_ids: list[str | None] = [None] * count
@@ -80,6 +82,14 @@ def mark_records(
             f"unknown user {user_ids[row]}"
             if not user_known[row]
             else f"unknown release {release[row]}"
+        )
+    keys = records.column("key")
+    user_keys = pc.cast(pc.cast(pa.array(user_ids), pa.string()), keys.type)
+    keyed = pc.fill_null(pc.equal(keys, user_keys), False).to_numpy(zero_copy_only=False)
+    for row in np.flatnonzero(parsed & user_known & release_known & ~keyed):
+        reasons[row] = (
+            f"Kafka key {keys[row].as_py()!r} is not the user id {user_ids[row]}: events are "
+            "keyed by user id (the stream relies on a user's events staying in one partition)"
         )
     payloads = [
         None if reason is None or value is None else value.decode("utf-8", "replace")
@@ -113,20 +123,33 @@ def mark(raw: DataFrame, users: Any, catalog: Any, seconds: Any = None) -> DataF
 
     def mark_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         task_started()
-        known_users, known_releases = users.value, catalog.value.release_ids
-        reading = marking = 0.0
-        clock = time.monotonic()
-        for batch in batches:
-            got = time.monotonic()
-            reading += got - clock
-            marked = mark_records(batch, known_users, known_releases)
-            marking += time.monotonic() - got
-            yield marked
-            clock = time.monotonic()  # not counting what downstream did with ``marked``
+        timings: dict[str, float] = {}
+        yield from marked_batches(batches, users.value, catalog.value.release_ids, timings)
         if seconds is not None:
-            seconds.add({"reading": reading + time.monotonic() - clock, "marking": marking})
+            seconds.add(timings)
 
     return raw.mapInArrow(mark_batches, MARKED_SPARK)
+
+
+def marked_batches(
+    batches: Iterable[pa.RecordBatch],
+    users: np.ndarray,
+    release_ids: np.ndarray,
+    seconds: dict[str, float],
+) -> Iterator[pa.RecordBatch]:
+    """:func:`mark_records` of each of a task's raw ``batches``; once they are all marked,
+    ``seconds`` holds the time spent waiting for them ("reading") and marking them
+    ("marking"), not counting what the caller did with each marked batch meanwhile."""
+    reading = marking = 0.0
+    clock = time.monotonic()
+    for batch in batches:
+        got = time.monotonic()
+        reading += got - clock
+        marked = mark_records(batch, users, release_ids)
+        marking += time.monotonic() - got
+        yield marked
+        clock = time.monotonic()
+    seconds.update(reading=reading + time.monotonic() - clock, marking=marking)
 
 
 def valid_events(marked: DataFrame) -> DataFrame:

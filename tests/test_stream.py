@@ -52,7 +52,7 @@ T = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 def raw_rows(spark, payloads):
     rows = [
-        ("collection_events", 0, offset, b"1", payload, T)
+        ("collection_events", 0, offset, user_key(payload), payload, T)
         for offset, payload in enumerate(payloads)
     ]
     return spark.createDataFrame(
@@ -88,15 +88,24 @@ def event(event_id, user, release, kind, minute=0):
     return Event(event_id, user, release, kind, T.replace(minute=minute)).to_json()
 
 
-def raw_records(payloads):
-    """Raw Kafka records as the source hands them over (one Arrow batch)."""
+def user_key(payload):
+    """The Kafka key a producer gives ``payload``: its user id (b"1" if it has none)."""
+    try:
+        return str(json.loads(payload)["user_id"]).encode()
+    except (TypeError, ValueError, KeyError):
+        return b"1"
+
+
+def raw_records(payloads, keys=None):
+    """Raw Kafka records as the source hands them over (one Arrow batch), keyed by user id
+    unless ``keys`` are given."""
     count = len(payloads)
     return pa.RecordBatch.from_pydict(
         {
             "topic": ["collection_events"] * count,
             "kafka_partition": pa.array([0] * count, pa.int32()),
             "kafka_offset": pa.array(range(count), pa.int64()),
-            "key": pa.array([b"1"] * count, pa.binary()),
+            "key": pa.array(keys or [user_key(p) for p in payloads], pa.binary()),
             "value": pa.array(payloads, pa.binary()),
             "timestamp": pa.array([T] * count, pa.timestamp("us", tz="UTC")),
         }
@@ -153,6 +162,22 @@ def test_mark_records_sends_each_kind_of_bad_event_to_the_dead_letters():
     assert marked[7]["payload"] == "\ufffd\ufffd not utf-8"
     assert marked[3]["payload"] == payloads[3].decode()
     assert [r["event_id"] for r in marked if r["reason"] is None] == ["ok"]
+
+
+def test_mark_records_dead_letters_an_event_not_keyed_by_its_user():
+    payloads = [event(f"e{i}", 1, 10, EventKind.COLLECTION_ADD) for i in range(4)]
+    payloads.append(event("bad-user", 99, 10, EventKind.COLLECTION_ADD))
+    keys = [b"1", b"2", None, b"01", b"99"]
+    marked = mark_records(
+        raw_records(payloads, keys), np.array([1, 2], np.int64), np.array([10], np.int64)
+    ).to_pylist()
+    reasons = [r["reason"] for r in marked]
+    assert reasons[0] is None
+    assert reasons[1].startswith("Kafka key b'2' is not the user id 1: events are keyed by")
+    assert reasons[2].startswith("Kafka key None is not the user id 1")
+    assert reasons[3].startswith("Kafka key b'01' is not the user id 1")
+    assert reasons[4] == "unknown user 99"  # the first reason found is the one given
+    assert marked[1]["payload"] == payloads[1].decode()
 
 
 def test_validate_splits_a_dataframe_into_valid_events_and_dead_letters(spark):
@@ -473,13 +498,21 @@ def test_a_bounded_run_applies_events_and_dead_letters_the_rest(spark, stream_wo
 
 
 @pytest.mark.services
-def test_a_replayed_micro_batch_changes_nothing(spark, stream_world):
+@pytest.mark.parametrize(
+    ("source", "ids", "batch"),
+    [("python", "r", 900), ("kafka", "k", 910)],
+    ids=["applied where read", "shuffled by user"],
+)
+def test_a_replayed_micro_batch_changes_nothing(spark, stream_world, source, ids, batch):
+    """Both ways a micro-batch is applied: where it is read (this project's source, whose
+    read tasks are co-partitioned) and shuffled by user first (Spark's Kafka source)."""
     settings, user, new, _ = stream_world
+    settings = replace(settings, stream_source=source)
     reference = load_reference(spark, settings)
-    payloads = [Event("r-1", user, new[1], EventKind.COLLECTION_ADD, T).to_json()]
+    payloads = [Event(f"{ids}-1", user, new[1], EventKind.COLLECTION_ADD, T).to_json()]
     raw = raw_rows(spark, payloads)
-    first = process_batch(spark, settings, reference, raw, 900, lambda m: None)
-    again = process_batch(spark, settings, reference, raw, 900, lambda m: None)
+    first = process_batch(spark, settings, reference, raw, batch, lambda m: None)
+    again = process_batch(spark, settings, reference, raw, batch, lambda m: None)
     assert first == again
     assert first == {
         "input_rows": 1,
@@ -493,7 +526,7 @@ def test_a_replayed_micro_batch_changes_nothing(spark, stream_world):
         .to_table()
         .to_pylist()
     )
-    assert [r["event_id"] for r in log].count("r-1") == 1
+    assert [r["event_id"] for r in log].count(f"{ids}-1") == 1
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         count = connection.session.execute(
             "SELECT COUNT(*) FROM collections WHERE user_id = %s AND release_id = %s",
@@ -501,15 +534,15 @@ def test_a_replayed_micro_batch_changes_nothing(spark, stream_world):
         ).one()[0]
     assert count == 1
 
-    # The next batch starts the user's profile from its task's cache (saved by batch 900),
-    # not from Cassandra, and gets the profile of the whole collection all the same.
+    # The next batch starts the user's profile from its task's cache (saved by the batch
+    # before), not from Cassandra, and gets the profile of the whole collection all the same.
     catalog = ds.dataset(paths.catalog_releases(settings.data_root)).to_table(
         columns=["release_id"]
     )
     release = next(r for r in catalog["release_id"].to_pylist() if r not in new)
     said: list[str] = []
-    payloads = [Event("r-2", user, release, EventKind.COLLECTION_ADD, T).to_json()]
-    process_batch(spark, settings, reference, raw_rows(spark, payloads), 901, said.append)
+    payloads = [Event(f"{ids}-2", user, release, EventKind.COLLECTION_ADD, T).to_json()]
+    process_batch(spark, settings, reference, raw_rows(spark, payloads), batch + 1, said.append)
     assert "1 live profiles (1 from the cache)" in said[0]
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         owned = [
@@ -525,7 +558,7 @@ def test_a_replayed_micro_batch_changes_nothing(spark, stream_world):
     whole = LiveProfile.of_collection(owned, load_reference(spark, settings).catalog.value)
     assert release in owned and new[1] in owned
     assert (live.holdings, live.genre_units) == (whole.holdings, whole.genre_units)
-    assert [Change(*c).event_id for c in live.changes][:2] == ["r-1", "r-2"]
+    assert [Change(*c).event_id for c in live.changes][:2] == [f"{ids}-1", f"{ids}-2"]
 
 
 def test_source_options_are_read_as_spark_hands_them_over_lower_cased():
@@ -537,24 +570,46 @@ def test_source_options_are_read_as_spark_hands_them_over_lower_cased():
     assert (reader.max_events, reader.topics, reader.tasks) == (7, ["a", "b"], 2)
 
 
-def test_offset_ranges_are_shared_between_read_tasks_by_event_count():
+def test_read_tasks_are_co_partitioned():
     from streaming.kafka_source import KafkaStreamReader, OffsetRange, ReadTask
 
     reader = KafkaStreamReader({"bootstrap": "127.0.0.1:1", "topics": "a,b", "readtasks": "2"})
-    start = {"a:0": 0, "a:1": 10, "b:0": 0, "b:1": 5}
-    end = {"a:0": 100, "a:1": 40, "b:0": 60, "b:1": 5, "b:2": 20}  # b:1 has nothing new
-    tasks = reader.partitions(start, end)
-    # 100 | 60 + 30 + 20: largest first, each to the task with the fewest events so far.
-    assert tasks == [
-        ReadTask([OffsetRange("a", 0, 0, 100)]),
+    start = {"a:0": 0, "a:1": 10, "a:2": 0, "a:3": 0, "b:0": 0, "b:1": 5}
+    end = {"a:0": 100, "a:1": 40, "a:2": 7, "a:3": 0, "b:0": 60, "b:1": 5}
+    # Partition p of every topic to task p % 2, whatever the ranges' sizes (b:1 and a:3 have
+    # nothing new).
+    assert reader.partitions(start, end) == [
         ReadTask(
-            [OffsetRange("a", 1, 10, 40), OffsetRange("b", 0, 0, 60), OffsetRange("b", 2, 0, 20)]
+            [OffsetRange("a", 0, 0, 100), OffsetRange("a", 2, 0, 7), OffsetRange("b", 0, 0, 60)]
         ),
+        ReadTask([OffsetRange("a", 1, 10, 40)]),
+    ]
+    # A task with nothing to read is still there: task 1 always reads the odd partitions.
+    assert reader.partitions(start, {**end, "a:1": 10}) == [
+        ReadTask(
+            [OffsetRange("a", 0, 0, 100), OffsetRange("a", 2, 0, 7), OffsetRange("b", 0, 0, 60)]
+        ),
+        ReadTask([]),
     ]
     every_range = KafkaStreamReader({"bootstrap": "127.0.0.1:1", "topics": "a,b"})
     assert [len(t.ranges) for t in every_range.partitions(start, end)] == [1, 1, 1, 1]
-    many = KafkaStreamReader({"bootstrap": "127.0.0.1:1", "topics": "a", "readtasks": "9"})
-    assert len(many.partitions(start, end)) == 4
+
+
+def test_the_read_task_count_divides_every_partition_count_before_and_after():
+    from streaming.kafka_source import co_partitioned_tasks
+
+    def offsets(**partitions):
+        return {f"{topic}:{p}": 0 for topic, count in partitions.items() for p in range(count)}
+
+    assert co_partitioned_tasks(2, offsets(a=4, b=4)) == 2
+    assert co_partitioned_tasks(8, offsets(a=4, b=4)) == 4  # no more than a topic's partitions
+    assert co_partitioned_tasks(8, offsets(a=12, b=18)) == 6
+    assert co_partitioned_tasks(2, offsets(a=4, b=3)) == 1
+    # A topic grown from 4 to 6 partitions: user u's events were in hash(u) % 4 and are now in
+    # hash(u) % 6, both read by task hash(u) % 2.
+    assert co_partitioned_tasks(4, offsets(a=4), offsets(a=6)) == 2
+    assert co_partitioned_tasks(4, offsets(a=3), offsets(a=6)) == 3
+    assert co_partitioned_tasks(2, {}) == 2
 
 
 def test_the_source_verifies_record_checksums_in_c():
@@ -677,6 +732,41 @@ def test_read_tasks_read_exactly_their_ranges(services):
         expected(0, 60, 61),
         expected(1, 11_999, 12_000),
     ]
+
+
+@pytest.mark.services
+def test_a_users_events_reach_one_read_task_whatever_the_partition_count(services):
+    """What the stream's co-partitioned read tasks rely on, with the producers' own client
+    and settings: events keyed by user id, in a topic of 4 partitions (before partitions
+    were added) and one of 6 (after), reach read task hash(user) % 2 in both."""
+    from kafka_cluster_scripts.producer import make_producer
+    from streaming.kafka_source import KafkaStreamReader
+
+    bootstrap = list(services.kafka_bootstrap_servers)
+    before = create_topic(bootstrap, "discorecs-test-users-before", partitions=4)
+    after = create_topic(bootstrap, "discorecs-test-users-after", partitions=6)
+    producer = make_producer(services, say=lambda message: None)
+    for user in range(1, 301):
+        for topic in (before, after):
+            event = Event(f"{topic}-{user}", user, 10, EventKind.COLLECTION_ADD, T)
+            producer.produce(topic, event.to_json(), event.key)
+    assert producer.flush(30) == 0
+    reader = KafkaStreamReader(
+        {"bootstrap": ",".join(bootstrap), "topics": f"{before},{after}", "readtasks": "2"}
+    )
+    start = reader.initialOffset()
+    tasks = reader.partitions(start, fetch_high_watermarks(bootstrap, [before, after], start, "t"))
+    users_of_task = [
+        [
+            json.loads(value)["user_id"]
+            for b in reader.read(task)
+            for value in b["value"].to_pylist()
+        ]
+        for task in tasks
+    ]
+    assert sorted(u for users in users_of_task for u in users) == sorted([*range(1, 301)] * 2)
+    first, second = (set(users) for users in users_of_task)
+    assert first and second and not first & second
 
 
 @pytest.mark.services
