@@ -2,16 +2,16 @@
 micro-batches, so a user who is active batch after batch is not read back from Cassandra
 every time (on two shared cores those reads were the largest part of a small batch).
 
-Why the copy can be trusted: every micro-batch shuffles its events by user into the same
-number of partitions, so partition p always holds the same users, and partition p's task is
-the only writer of their live rows. When the task has applied a batch (live rows and every
-other write done) it saves the profiles it wrote, tagged with the batch id. The next batch's
-task for p trusts the copy only if it was saved by the batch just before, so the chain of
-saves has no gap: in the same Spark application (the copy lives in its scratch directory,
-which Spark deletes when the application ends), query and number of partitions. Anything
-else (p's previous batch ran on another executor, a restart, a new checkpoint) starts again
-from Cassandra. A copy saved by the batch being run means the batch is a replay whose live
-rows are already written.
+Why the copy can be trusted: with the same number of tasks, task p of every micro-batch
+holds the same users (the source's co-partitioned read tasks, or a shuffle by user into a
+fixed number of partitions), and is the only writer of their live rows. When the task has
+applied a batch (live rows and every other write done) it saves the profiles it wrote,
+tagged with the batch id. The next batch's task p trusts the copy only if it was saved by the
+batch just before, so the chain of saves has no gap: in the same Spark application (the copy
+lives in its scratch directory, which Spark deletes when the application ends), query and
+number of tasks. Anything else (p's previous batch ran on another executor, a restart, a new
+checkpoint, another task count) starts again from Cassandra. A copy saved by the batch being
+run means the batch is a replay whose live rows are already written.
 """
 
 from __future__ import annotations
