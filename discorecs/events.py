@@ -63,22 +63,23 @@ class Event:
         return str(self.user_id).encode()
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "event_id": self.event_id,
-                "user_id": self.user_id,
-                "release_id": self.release_id,
-                "kind": self.kind.value,
-                "event_time": format_event_time(self.event_time),
-            },
-            separators=(",", ":"),
+        """The compact JSON object (``EVENT_FIELDS`` in order). Written out rather than
+        through ``json.dumps``: the producers encode every event they send, and this is a
+        fifth of the cost (only the event id can need escaping; the ids are ints)."""
+        return (
+            f'{{"event_id":{_json_string(self.event_id)},"user_id":{self.user_id:d},'
+            f'"release_id":{self.release_id:d},"kind":"{self.kind.value}",'
+            f'"event_time":"{format_event_time(self.event_time)}"}}'
         ).encode()
+
+
+_json_string = json.encoder.encode_basestring_ascii
+"""A str as a JSON string literal, quotes included (what ``json.dumps`` writes)."""
 
 
 def format_event_time(moment: datetime) -> str:
     """ISO 8601 in UTC with milliseconds and a ``Z``."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_event(payload: bytes | str | None) -> Event:

@@ -1,3 +1,4 @@
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -25,6 +26,21 @@ def test_round_trip_through_json():
         b'{"event_id":"e-1","user_id":42,"release_id":1234,"kind":"wantlist_remove",'
         b'"event_time":"2026-11-25T07:04:21.123Z"}'
     )
+
+
+def test_the_json_escapes_the_event_id_and_keeps_every_field():
+    for event_id in ('quote " and \\ backslash', "é\n\u2028", "plain"):
+        event = sample_event(
+            event_id=event_id, event_time=datetime(1999, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
+        )
+        assert parse_event(event.to_json()) == event
+        assert json.loads(event.to_json()) == {
+            "event_id": event_id,
+            "user_id": 42,
+            "release_id": 1234,
+            "kind": "collection_add",
+            "event_time": "1999-01-02T03:04:05.006Z",
+        }
 
 
 def test_key_and_topic():
