@@ -299,9 +299,18 @@ HOLDING_KINDS = pa.array(list(sink.HOLDING_WRITES))
 
 
 def change_times(times: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """Event times as :func:`streaming.live.change_time` writes them, for a whole column at
-    once (Arrow prints the microseconds of a ``timestamp[us]`` with the seconds)."""
-    return pc.strftime(times, format="%Y-%m-%dT%H:%M:%S+00:00")
+    """Event times (UTC) as :func:`streaming.live.change_time` writes them, for a whole
+    column at once: Arrow's text of a ``timestamp[us]`` is ``2026-11-25 12:03:00.000000``
+    (always six digits of microseconds). A cast, not ``strftime``, which formats each value
+    on its own and took ~8 times as long."""
+    text = pc.cast(pc.cast(times, pa.timestamp("us")), pa.string())
+    return pc.binary_join_element_wise(pc.utf8_replace_slice(text, 10, 11, "T"), "+00:00", "")
+
+
+def ingest_dates(times: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """``YYYY-MM-DD`` of UTC timestamps (a cast to date and then to text: ~15 times as fast
+    as ``strftime``)."""
+    return pc.cast(pc.cast(times, pa.date32()), pa.string())
 
 
 def holding_events(marked: pa.Table) -> list[HoldingEvent]:
@@ -322,7 +331,7 @@ def logged_events(marked: pa.Table, batch_id: int) -> pa.Table:
     the Kafka record's timestamp)."""
     valid = valid_rows(marked).select(list(LOG_COLUMNS))
     return valid.append_column(
-        EVENT_LOG_PARTITION, pc.strftime(valid.column("ingested_at"), "%Y-%m-%d")
+        EVENT_LOG_PARTITION, ingest_dates(valid.column("ingested_at"))
     ).append_column(EVENT_LOG_BATCH, pa.array([batch_id] * valid.num_rows, pa.int64()))
 
 

@@ -25,7 +25,9 @@ from kafka_cluster_scripts.topics import create_topics
 from spark_jobs.tastes import CatalogIndex
 from spark_jobs.transforms import latest_events
 from streaming.job import (
+    change_times,
     holding_events,
+    ingest_dates,
     load_reference,
     process_batch,
     read_collections,
@@ -255,6 +257,25 @@ def test_the_apply_pass_takes_the_valid_collection_and_wantlist_events():
     assert [tuple(e) for e in events] == [
         (1, 10, "collection_add", "a", 1_795_608_180_000_000, "2026-11-25T12:03:00.000000+00:00"),
         (2, 11, "wantlist_remove", "w", 1_795_608_005_120_000, change_time(moment)),
+    ]
+
+
+def test_change_times_and_ingest_dates_format_a_whole_column_as_python_does():
+    moments = [
+        T,
+        T.replace(microsecond=5),
+        datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2027, 1, 1, tzinfo=UTC),
+    ]
+    column = pa.array([*moments, None], pa.timestamp("us", tz="UTC"))
+    assert change_times(column).to_pylist() == [*map(change_time, moments), None]
+    assert change_times(column).to_pylist()[1] == "2026-11-25T12:00:00.000005+00:00"
+    assert ingest_dates(column).to_pylist() == [
+        "2026-11-25",
+        "2026-11-25",
+        "1999-12-31",
+        "2027-01-01",
+        None,
     ]
 
 
