@@ -145,9 +145,9 @@ def _consumer(bootstrap: list[str], client_id: str) -> Any:
 
 
 RETRY_BACKOFF_MS = 10
-"""kafka-python's ``retry_backoff_ms`` for the source's consumers. A new consumer's first
-poll finds its connection still opening and sleeps this long (default 100 ms): a tenth of a
-second of every micro-batch's read stage, and of its planning."""
+"""kafka-python's ``retry_backoff_ms`` for a read task's consumer. A new consumer's first
+poll finds its connection still opening and sleeps this long (default 100 ms: a tenth of a
+second of every micro-batch's read stage). The planner's polls wait 10 ms at most anyway."""
 
 MAX_POLL_RECORDS = 5000
 """Records a read task takes from its consumer per poll at most."""
