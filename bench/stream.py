@@ -156,6 +156,7 @@ def main() -> None:
             "DISCORECS_HOME": str(work / "home"),
             "DISCORECS_DATA_ROOT": str(work / "data"),
             "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "DISCORECS_KAFKA_CONTROLLER_PORT": str(free_port()),
             "DISCORECS_CASSANDRA_PORT": str(free_port()),
             "DISCORECS_CASSANDRA_STORAGE_PORT": str(free_port()),
             "DISCORECS_CASSANDRA_MAX_HEAP": "1G",

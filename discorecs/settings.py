@@ -57,10 +57,13 @@ class Settings:
     """Everything a discorecs process needs to know about where things are."""
 
     kafka_bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
+    # Only for the local broker `discorecs up` starts: its KRaft controller port and heap.
+    kafka_controller_port: int = 9093
+    kafka_max_heap: str = "512m"
     cassandra_contact_points: tuple[str, ...] = ("127.0.0.1",)
     cassandra_port: int = 9042
     cassandra_keyspace: str = "discorecs"
-    cassandra_protocol_version: int = 3
+    cassandra_protocol_version: int = 5
     cassandra_replication: Replication = Replication("SimpleStrategy", (("replication_factor", 1),))
     cassandra_local_dc: str | None = None
     cassandra_username: str | None = None
@@ -75,10 +78,10 @@ class Settings:
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 16
-    # The speed layer: which Kafka source ("python": this project's, needs only kafka-python;
-    # "kafka": Spark's connector, where a cluster has it), events per micro-batch at most, the
+    # The speed layer: which Kafka source ("kafka": Spark's connector; "python": this
+    # project's own Python data source), events per micro-batch at most, the
     # trigger interval, and how many failures in a row it restarts from before giving up.
-    stream_source: str = "python"
+    stream_source: str = "kafka"
     stream_max_events_per_trigger: int = 250_000
     stream_trigger_seconds: float = 2.0
     stream_restarts: int = 10
@@ -241,8 +244,8 @@ def _parse_protocol_version(name: str, value: Any) -> int:
     if version not in SUPPORTED_PROTOCOL_VERSIONS:
         raise SettingsError(
             f"{_env(name)}: {value!r} is not a supported CQL native protocol version; use one of "
-            f"{', '.join(map(str, SUPPORTED_PROTOCOL_VERSIONS))} (3 is the only one the local "
-            "Cassandra 2.1 speaks; 4 or 5 suit a Cassandra 4.1/5.0 cluster)"
+            f"{', '.join(map(str, SUPPORTED_PROTOCOL_VERSIONS))} (Cassandra 5.0 speaks all "
+            "three; 5 is its newest, 4 the newest of Cassandra 4.1)"
         )
     return version
 
@@ -329,6 +332,8 @@ def _parse_seconds(name: str, value: Any) -> float:
 
 _PARSERS = {
     "kafka_bootstrap_servers": _parse_bootstrap_servers,
+    "kafka_controller_port": _parse_port,
+    "kafka_max_heap": _parse_memory,
     "cassandra_contact_points": _parse_list,
     "cassandra_port": _parse_port,
     "cassandra_keyspace": _parse_keyspace,

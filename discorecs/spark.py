@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from pyspark.sql import SparkSession
 
+from discorecs.services.maven import SPARK_KAFKA, ensure_bundle
 from discorecs.settings import Settings
 
 
@@ -38,13 +39,25 @@ def build_spark_session(
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     options.update(conf or {})
     builder = SparkSession.builder.appName(app_name)
-    # spark-submit starts the Python driver with a gateway already configured (master and
-    # memory from its command line); only a plain `python` run takes the master from settings.
+    # spark-submit starts the Python driver with a gateway already configured (master, memory
+    # and jars from its command line: `--jars "$(discorecs jars)"` or `--packages`); only a
+    # plain `python` run takes the master from settings and the connector's jars from here.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(settings.spark_master)
+        options["spark.jars"] = ",".join(
+            filter(None, [options.get("spark.jars"), *spark_jars(settings)])
+        )
     for key, value in options.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def spark_jars(settings: Settings) -> list[str]:
+    """The jars every session gets: Spark's Kafka connector and what it needs beyond Spark
+    (installed from Maven Central into the cache on first use, checked against its lock), so
+    ``readStream.format("kafka")`` works offline and on a standalone cluster, whose
+    executors fetch ``spark.jars`` from the driver."""
+    return sorted(str(jar) for jar in ensure_bundle(SPARK_KAFKA, settings.cache_dir).glob("*.jar"))
 
 
 def check_spark(settings: Settings) -> str:

@@ -33,6 +33,7 @@ def test_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         {
             "DISCORECS_HOME": str(home),
             "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "DISCORECS_KAFKA_CONTROLLER_PORT": str(free_port()),
             "DISCORECS_CASSANDRA_PORT": str(free_port()),
             "DISCORECS_CASSANDRA_STORAGE_PORT": str(free_port()),
             "DISCORECS_CASSANDRA_KEYSPACE": "discorecs_test",

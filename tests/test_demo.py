@@ -37,6 +37,7 @@ def test_the_demo_serves_recommendations_and_streams_new_events(tmp_path):
         {
             "DISCORECS_HOME": str(tmp_path / "home"),
             "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "DISCORECS_KAFKA_CONTROLLER_PORT": str(free_port()),
             "DISCORECS_CASSANDRA_PORT": str(free_port()),
             "DISCORECS_CASSANDRA_STORAGE_PORT": str(free_port()),
             "DISCORECS_CASSANDRA_MAX_HEAP": "512m",
@@ -108,6 +109,7 @@ def demo_settings(tmp_path):
         {
             "DISCORECS_HOME": str(tmp_path / "home"),
             "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "DISCORECS_KAFKA_CONTROLLER_PORT": str(free_port()),
             "DISCORECS_CASSANDRA_PORT": str(free_port()),
             "DISCORECS_CASSANDRA_STORAGE_PORT": str(free_port()),
             "DISCORECS_CASSANDRA_MAX_HEAP": "512m",

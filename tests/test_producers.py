@@ -218,6 +218,7 @@ def test_broker_going_away_mid_run_is_reported_not_hidden(services, data_root, t
         {
             "DISCORECS_HOME": str(tmp_path / "home"),
             "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "DISCORECS_KAFKA_CONTROLLER_PORT": str(free_port()),
             "DISCORECS_DATA_ROOT": str(data_root),
         }
     )
@@ -277,6 +278,7 @@ def test_ctrl_c_stops_cleanly_with_everything_sent_flushed(services, data_root, 
         {
             "DISCORECS_HOME": str(tmp_path / "home"),
             "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "DISCORECS_KAFKA_CONTROLLER_PORT": str(free_port()),
             "DISCORECS_DATA_ROOT": str(data_root),
         }
     )
@@ -288,6 +290,7 @@ def test_ctrl_c_stops_cleanly_with_everything_sent_flushed(services, data_root, 
             **os.environ,
             "DISCORECS_HOME": str(tmp_path / "home"),
             "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "DISCORECS_KAFKA_CONTROLLER_PORT": str(free_port()),
             "DISCORECS_DATA_ROOT": str(data_root),
         }
         producer = subprocess.Popen(

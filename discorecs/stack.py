@@ -1,0 +1,32 @@
+"""The versions of the software discorecs runs on, in one place.
+
+The local installer (``discorecs up``), the Spark sessions the project builds and the cluster
+deployment all read these, so the laptop runs what a cluster runs. Each JVM bundle's exact
+files and checksums are locked in ``discorecs/services/locks/<bundle>.lock`` (regenerate with
+``python -m discorecs.services.maven lock <bundle>`` after changing a version here).
+"""
+
+from __future__ import annotations
+
+SPARK = "4.2.0"
+"""PySpark's version (the ``pyspark`` pin in requirements.txt, checked by a test). Spark's
+Kafka connector must match it exactly; Maven Central serves the connector up to 4.2.0."""
+
+SCALA = "2.13"
+"""The Scala line of Spark's and Kafka's jars."""
+
+KAFKA = "4.1.1"
+"""Apache Kafka, run in KRaft mode (no ZooKeeper)."""
+
+CASSANDRA = "5.0.6"
+"""Apache Cassandra."""
+
+JAVA = 17
+"""The Java release every JVM service runs on: Cassandra 5.0 supports 11 and 17, Spark 4 and
+Kafka 4 need 17 or newer."""
+
+CASSANDRA_NEWEST_JAVA = 17
+"""Cassandra 5.0 does not run on a Java newer than this."""
+
+SPARK_KAFKA_CONNECTOR = f"org.apache.spark:spark-sql-kafka-0-10_{SCALA}:{SPARK}"
+"""Spark's Kafka source (``readStream.format("kafka")``), as ``--packages`` names it."""
