@@ -148,6 +148,12 @@ def main() -> None:
         default=Settings.stream_max_events_per_trigger,
         help="events per micro-batch at most (default: the stream's own default)",
     )
+    parser.add_argument(
+        "--source",
+        choices=("kafka", "python"),
+        default=Settings.stream_source,
+        help="the stream's Kafka source (default: the stream's own default)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="discorecs-bench-stream-"))
@@ -165,6 +171,7 @@ def main() -> None:
             "DISCORECS_SPARK_SHUFFLE_PARTITIONS": "2",
             "DISCORECS_STREAM_TRIGGER_SECONDS": str(args.trigger_seconds),
             "DISCORECS_STREAM_MAX_EVENTS_PER_TRIGGER": str(args.max_events),
+            "DISCORECS_STREAM_SOURCE": args.source,
         }
     )
     services = LocalServices(settings)
@@ -301,6 +308,8 @@ def main() -> None:
         # The full-rate run is the headline; a run at another rate keeps its own file.
         offered = 2 * args.rate
         name = "stream" if args.rate == DEFAULT_RATE else f"stream_at_{offered:.0f}_per_s"
+        if args.source != Settings.stream_source:
+            name += f"_{args.source}_source"
         path = write_results(name, figures)
         lat = figures["latency_ms"]
         print(

@@ -111,8 +111,8 @@ def connect(
 ) -> CassandraConnection:
     """Open a session to the configured cluster, using ``keyspace`` if given.
 
-    The native protocol version is pinned from the settings: automatic negotiation fails
-    against Cassandra 2.1, and 4.1/5.0 accept an explicit v3 or v4 alike. Without
+    The native protocol version is pinned from the settings (v5 for Cassandra 5.0, v4 for
+    4.1), so a cluster that cannot speak it fails at once with that version named. Without
     ``schema_metadata`` the driver skips reading the cluster's schema tables, which makes
     connecting much cheaper for writers that only prepare statements.
     """
@@ -269,7 +269,7 @@ def upsert_batched(
     """Upsert ``rows`` like :func:`upsert_rows`, sent as UNLOGGED batches of up to
     ``batch_rows`` rows whose partitions live on the same replicas (token-aware grouping, so a
     batch never makes its coordinator fan out to other nodes; on one node every row shares
-    it). For bulk loads: per request Cassandra 2.1 and the driver cost far more than per row,
+    it). For bulk loads: per request Cassandra and the driver cost far more than per row,
     and batching cuts the requests by ``batch_rows``. Unlogged batches are not atomic; the
     writes are idempotent, so a failed load is simply run again. Returns the rows written."""
     insert = connection.prepare(insert_cql(table, columns))
@@ -495,7 +495,7 @@ def read_partitions(
 
 
 def release_version(connection: CassandraConnection) -> str:
-    """The Cassandra server version, e.g. ``2.1.0``."""
+    """The Cassandra server version as the node reports it, e.g. ``5.0.6``."""
     return str(connection.session.execute("SELECT release_version FROM system.local").one()[0])
 
 

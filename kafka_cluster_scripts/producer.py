@@ -89,7 +89,11 @@ class _Acks:
 # librdkafka settings (see its CONFIGURATION.md); make_producer's keyword arguments override
 # them with dots spelt as underscores (message_timeout_ms=3000).
 PRODUCER_DEFAULTS: dict[str, Any] = {
-    "acks": 1,
+    # Production settings: an event counts as sent only once every in-sync replica has it
+    # (acks=all), and the idempotent producer's sequence numbers let the broker drop the
+    # duplicates a retried request would otherwise write (exactly once per partition).
+    "acks": "all",
+    "enable.idempotence": True,
     # Up to 20 ms to fill a batch: a few hundred events per request at thousands of events/s,
     # so the broker and the client handle far fewer requests for the same events.
     "linger.ms": 20,
@@ -103,7 +107,6 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     # The Java client's partitioner (murmur2 of the key), so every client puts a user's
     # events in the same partition.
     "partitioner": "murmur2_random",
-    "enable.idempotence": False,
     "client.id": "discorecs-producer",
     "log_level": 0,  # connection trouble reaches the user through error_cb, once per change
 }

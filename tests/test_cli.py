@@ -1,5 +1,6 @@
 import pytest
 
+from discorecs import stack
 from discorecs.cli import main
 
 
@@ -27,6 +28,7 @@ def test_schema_prints_the_keyspace_with_configured_replication(monkeypatch, cap
 def test_init_schema_and_status_against_running_services(services, monkeypatch, capsys):
     monkeypatch.setenv("DISCORECS_HOME", str(services.home))
     monkeypatch.setenv("DISCORECS_KAFKA_BOOTSTRAP_SERVERS", services.kafka_bootstrap_servers[0])
+    monkeypatch.setenv("DISCORECS_KAFKA_CONTROLLER_PORT", str(services.kafka_controller_port))
     monkeypatch.setenv("DISCORECS_CASSANDRA_PORT", str(services.cassandra_port))
     monkeypatch.setenv("DISCORECS_CASSANDRA_STORAGE_PORT", str(services.cassandra_storage_port))
     monkeypatch.setenv("DISCORECS_CASSANDRA_KEYSPACE", services.cassandra_keyspace)
@@ -34,5 +36,6 @@ def test_init_schema_and_status_against_running_services(services, monkeypatch, 
     assert "13 tables" in capsys.readouterr().out
     assert main(["status"]) == 0
     out = capsys.readouterr().out
-    assert "tansu 0.6.0" in out and "Cassandra 2.1.0" in out
+    assert f"Apache Kafka {stack.KAFKA} (KRaft)" in out
+    assert f"Apache Cassandra {stack.CASSANDRA}" in out
     assert "\nbatch:  " in out and "\nstream: " in out

@@ -201,6 +201,24 @@ def test_bounded_runs_send_exactly_the_count_asked(services, data_root):
             for record, event in zip(records, events, strict=True)
         )
         assert len({event.event_id for event in events}) == expected
+        # Kafka's Java client puts a key in (murmur2(key) & 0x7fffffff) % partitions: so do
+        # the producers, so every client of the topics agrees on a user's partition.
+        assert all(
+            record.partition == (java_murmur2(record.key) & 0x7FFFFFFF) % 3 for record in records
+        )
+
+
+def java_murmur2(key: bytes) -> int:
+    """Kafka's murmur2 (kafka-python's implementation), checked against test vectors of
+    Kafka's own Java tests (org.apache.kafka.common.utils.UtilsTest)."""
+    import ctypes
+
+    from kafka.partitioner.default import murmur2
+
+    for text, expected in (("21", -973932308), ("foobar", -790332482), ("abc", 479470107)):
+        assert ctypes.c_int32(murmur2(text.encode())).value == expected
+    return murmur2(key)
+
 
 
 @pytest.mark.services
