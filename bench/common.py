@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from discorecs import stack
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -163,18 +165,46 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def write_results(name: str, figures: dict[str, Any]) -> Path:
+STACK = {
+    "kafka": f"Apache Kafka {stack.KAFKA} (KRaft)",
+    "cassandra": f"Apache Cassandra {stack.CASSANDRA}",
+    "spark": f"pyspark {stack.SPARK}, Spark's Kafka connector",
+}
+"""What the figures were measured on: a result measured on another stack is kept beside the
+new one (``previous_stack``), so a change of stack shows what it changed."""
+
+
+def write_results(
+    name: str, figures: dict[str, Any], headline: dict[str, Any] | None = None
+) -> Path:
+    """Write ``bench/results/<name>.json``: this run's ``figures``, the stack they were
+    measured on, the headline figures of every run on this stack so far (``runs``, to which
+    ``headline`` is added), and the last result measured on another stack
+    (``previous_stack``, kept as it was)."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    same_stack = old.get("stack") == STACK
+    if same_stack:
+        previous, runs = old.get("previous_stack"), old.get("runs", [])
+    else:
+        previous = {k: v for k, v in old.items() if k not in ("runs", "previous_stack")} or None
+        runs = []
+    measured_at = datetime.now(UTC).isoformat(timespec="seconds")
+    if headline is not None:
+        runs = [*runs, {"measured_at": measured_at, **headline}]
     document = {
         "benchmark": name,
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "measured_at": measured_at,
         "machine": {
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
+        "stack": STACK,
         **figures,
+        "runs": runs,
+        "previous_stack": previous,
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path

@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 64
 DEFAULT_BATCH_ROWS = 32  # rows per unlogged batch in bulk loads (upsert_batched)
 BATCH_CONCURRENCY = 16  # batches in flight per connection
+BATCH_BYTES = 32 * 1024
+"""The most bytes of values an unlogged batch carries. Cassandra refuses a batch whose
+mutations exceed ``batch_size_fail_threshold`` (50 KiB by default, the whole batch's
+serialized size): a batch is closed at this many bytes of its values (text, blobs; 8 for any
+other value), which leaves room for the mutations' own overhead."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -267,15 +272,17 @@ def upsert_batched(
     concurrency: int = BATCH_CONCURRENCY,
 ) -> int:
     """Upsert ``rows`` like :func:`upsert_rows`, sent as UNLOGGED batches of up to
-    ``batch_rows`` rows whose partitions live on the same replicas (token-aware grouping, so a
-    batch never makes its coordinator fan out to other nodes; on one node every row shares
-    it). For bulk loads: per request Cassandra and the driver cost far more than per row,
-    and batching cuts the requests by ``batch_rows``. Unlogged batches are not atomic; the
-    writes are idempotent, so a failed load is simply run again. Returns the rows written."""
+    ``batch_rows`` rows (and :data:`BATCH_BYTES` of values) whose partitions live on the
+    same replicas (token-aware grouping, so a batch never makes its coordinator fan out to
+    other nodes; on one node every row shares it). For bulk loads: per request Cassandra and
+    the driver cost far more than per row, and batching cuts the requests by
+    ``batch_rows``. Unlogged batches are not atomic; the writes are idempotent, so a failed
+    load is simply run again. Returns the rows written."""
     insert = connection.prepare(insert_cql(table, columns))
     metadata = connection.session.cluster.metadata
     keyspace = connection.session.keyspace
     groups: dict[tuple[str, ...], BatchStatement] = {}
+    sizes: dict[tuple[str, ...], int] = {}
     chunk: list[tuple[Any, Sequence[Any] | None]] = []
     done = 0
     for row in rows:
@@ -288,10 +295,16 @@ def upsert_batched(
             ) from error
         owners = metadata.get_replicas(keyspace, bound.routing_key)
         replicas = tuple(sorted(str(host.endpoint) for host in owners))
+        size = values_bytes(row)
         batch = groups.get(replicas)
+        if batch is not None and sizes[replicas] + size > BATCH_BYTES:
+            chunk.append((groups.pop(replicas), None))
+            batch = None
         if batch is None:
             batch = groups[replicas] = BatchStatement(batch_type=BatchType.UNLOGGED)
+            sizes[replicas] = 0
         batch.add(bound)
+        sizes[replicas] += size
         done += 1
         if len(batch) >= batch_rows:
             chunk.append((groups.pop(replicas), None))
@@ -357,7 +370,8 @@ def execute_grouped(
     batch_size: int = 16,
 ) -> int:
     """Run groups of ``(cql, parameters)`` pairs, each group's statements sent together as
-    UNLOGGED batches of at most ``batch_size`` (a group should share one partition key, e.g.
+    UNLOGGED batches of at most ``batch_size`` statements and :data:`BATCH_BYTES` of values
+    (a group should share one partition key, e.g.
     one user's writes: one round trip to one replica set instead of one per statement).
     On a single node every partition has the same replica, so small groups are packed
     together into full batches: far fewer requests for the same writes (a user's handful of
@@ -388,22 +402,34 @@ def execute_grouped(
 Statements = Sequence[tuple[str, Sequence[Any]]]
 
 
+def values_bytes(values: Sequence[Any] | None) -> int:
+    """About how many bytes ``values`` take in a request: text and blobs their length, any
+    other value 8."""
+    return sum(len(v) if isinstance(v, str | bytes) else 8 for v in values or ())
+
+
 def _split(groups: Iterable[Statements], size: int) -> Iterator[Statements]:
-    """Each group cut into batches of at most ``size`` statements."""
+    """Each group cut into batches of at most ``size`` statements and BATCH_BYTES."""
     for group in groups:
-        for start in range(0, len(group), size):
-            yield group[start : start + size]
+        yield from _packed([group], size)
 
 
 def _packed(groups: Iterable[Statements], size: int) -> Iterator[Statements]:
-    """The groups' statements, in order, in batches of ``size`` (the last one smaller)."""
+    """The groups' statements, in order, in batches of at most ``size`` statements and
+    BATCH_BYTES of values (a statement larger than that alone in its batch)."""
     part: list[tuple[str, Sequence[Any]]] = []
+    part_bytes = 0
     for group in groups:
         for statement in group:
+            statement_bytes = values_bytes(statement[1])
+            if part and part_bytes + statement_bytes > BATCH_BYTES:
+                yield part
+                part, part_bytes = [], 0
             part.append(statement)
+            part_bytes += statement_bytes
             if len(part) == size:
                 yield part
-                part = []
+                part, part_bytes = [], 0
     if part:
         yield part
 

@@ -78,10 +78,8 @@ class Settings:
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 16
-    # The speed layer: which Kafka source ("kafka": Spark's connector; "python": this
-    # project's own Python data source), events per micro-batch at most, the
-    # trigger interval, and how many failures in a row it restarts from before giving up.
-    stream_source: str = "kafka"
+    # The speed layer: events per micro-batch at most, the trigger interval, and how many
+    # failures in a row it restarts from before giving up.
     stream_max_events_per_trigger: int = 250_000
     stream_trigger_seconds: float = 2.0
     stream_restarts: int = 10
@@ -310,16 +308,6 @@ def _parse_memory(name: str, value: Any) -> str:
     return text
 
 
-def _parse_choice(*choices: str) -> Any:
-    def parse(name: str, value: Any) -> str:
-        text = _parse_text(name, value)
-        if text not in choices:
-            raise SettingsError(f"{_env(name)}: {text!r} is not one of {', '.join(choices)}")
-        return text
-
-    return parse
-
-
 def _parse_seconds(name: str, value: Any) -> float:
     try:
         seconds = float(str(value).strip())
@@ -349,7 +337,6 @@ _PARSERS = {
     "spark_master": _parse_text,
     "spark_driver_memory": _parse_memory,
     "spark_shuffle_partitions": lambda name, value: _parse_int(name, value, 1, 100_000),
-    "stream_source": _parse_choice("python", "kafka"),
     "stream_max_events_per_trigger": lambda name, value: _parse_int(name, value, 1, 10_000_000),
     "stream_trigger_seconds": _parse_seconds,
     "stream_restarts": lambda name, value: _parse_int(name, value, 0, 1000),

@@ -5,10 +5,9 @@
          collections / wantlists (upsert or delete), dead letters (Cassandra)
       -> valid events to the event log (master dataset); progress (Cassandra)
 
-All of it is one Spark stage per micro-batch (see :func:`process_batch`): each read task of
-this project's Kafka source holds every event of its users (events are keyed by user id;
-see :func:`streaming.kafka_source.co_partitioned_tasks`), so it applies them where it reads
-them. With Spark's own Kafka source the marked events are shuffled by user first.
+Spark's Kafka connector reads the records; they are shuffled by their Kafka key (events are
+keyed by user id) in the JVM, and each task of the one Python pass then marks and applies
+every event of its users (see :func:`process_batch`).
 
 Every write of a micro-batch is idempotent, so the batch Spark replays after a crash changes
 nothing: dead letters are keyed by (topic, partition, offset), the event log folder of a batch
@@ -44,7 +43,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQueryListener
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from discorecs import paths, tables, topics
+from discorecs import paths, stack, tables, topics
 from discorecs.cassandra import (
     connect,
     execute_grouped,
@@ -61,7 +60,7 @@ from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION, EVENT_
 from spark_jobs.tastes import CatalogIndex
 from spark_jobs.transforms import catalog_index
 from streaming import sink
-from streaming.kafka_source import NAME, KafkaSource, lag_behind, offset_positions
+from streaming.lag import lag_behind, offset_positions
 from streaming.live import (
     LiveProfile,
     deciding_events,
@@ -69,11 +68,10 @@ from streaming.live import (
     next_profile,
 )
 from streaming.live_cache import CopyState, LiveCache, entry, profile_of
-from streaming.transform import MARKED, mark, marked_batches, valid_rows
+from streaming.transform import MARKED, marked_batches, valid_rows
 
 QUERY_NAME = tables.STREAM_QUERY
 STARTED = "stream started"  # logged once the query runs (the local service waits for it)
-KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13"
 
 LOG_COLUMNS = ("event_id", "user_id", "release_id", "kind", "event_time", "ingested_at")
 
@@ -107,26 +105,15 @@ def load_reference(spark: SparkSession, settings: Settings) -> Reference:
 
 
 def read_events(spark: SparkSession, settings: Settings, max_events: int) -> DataFrame:
-    """The raw Kafka rows (topic, kafka_partition, kafka_offset, key, value, timestamp) from
-    the source ``settings.stream_source`` names: ``python`` (this project's, needs only
-    kafka-python) or ``kafka`` (Spark's connector, where the cluster has it)."""
-    bootstrap = ",".join(settings.kafka_bootstrap_servers)
-    subscribed = ",".join(topics.ALL_TOPICS)
-    if settings.stream_source == "python":
-        spark.dataSource.register(KafkaSource)
-        return (
-            spark.readStream.format(NAME)
-            .option("bootstrap", bootstrap)
-            .option("topics", subscribed)
-            .option("maxEventsPerTrigger", str(max_events))
-            .option("readTasks", str(spark.sparkContext.defaultParallelism))
-            .load()
-        )
+    """The raw Kafka rows (topic, kafka_partition, kafka_offset, key, value, timestamp) of
+    every event topic, from Spark's Kafka connector: at most ``max_events`` a micro-batch,
+    from the earliest offsets on a new checkpoint, failing (not skipping) if offsets the
+    checkpoint still needs were deleted from the broker."""
     try:
         raw = (
             spark.readStream.format("kafka")
-            .option("kafka.bootstrap.servers", bootstrap)
-            .option("subscribe", subscribed)
+            .option("kafka.bootstrap.servers", ",".join(settings.kafka_bootstrap_servers))
+            .option("subscribe", ",".join(topics.ALL_TOPICS))
             .option("startingOffsets", "earliest")
             .option("maxOffsetsPerTrigger", str(max_events))
             .option("failOnDataLoss", "true")
@@ -134,9 +121,9 @@ def read_events(spark: SparkSession, settings: Settings, max_events: int) -> Dat
         )
     except AnalysisException as error:
         raise StreamError(
-            f"stream_source = kafka needs Spark's Kafka connector ({error.getErrorClass()}): "
-            f"spark-submit with --packages {KAFKA_PACKAGE}:<your Spark version>, or set "
-            "DISCORECS_STREAM_SOURCE=python"
+            f"the stream needs Spark's Kafka connector ({error.getErrorClass()}): sessions "
+            "built by discorecs get it; with spark-submit pass --packages "
+            f"{stack.SPARK_KAFKA_CONNECTOR}"
         ) from None
     return raw.select(
         "topic",
@@ -158,9 +145,9 @@ USERS_PER_READ = 20
 BATCH_COUNTS = ("input_rows", "valid_rows", "dead_lettered", "upserts", "live_profiles")
 """What each micro-batch counts (logged, and kept in its ``stream_progress`` row)."""
 TASK_SECONDS = ("reading", "marking", "live reads", "live profiles", "writes")
-"""Where the tasks' time goes, summed over a micro-batch's tasks (logged): the read tasks
-wait for Kafka's records and mark them (:func:`streaming.transform.mark`), the apply tasks
-read live profiles, compute and write them, then write the rest (:func:`apply_partition`)."""
+"""Where the tasks' time goes, summed over a micro-batch's tasks (logged): each task waits
+for its shuffled records and marks them (:func:`streaming.transform.marked_batches`), then
+reads live profiles, computes and writes them, and writes the rest (:func:`apply_partition`)."""
 CACHED = "cached users"
 """Users whose live profile came from their task's cache, not Cassandra (logged)."""
 
@@ -412,6 +399,12 @@ def apply_partition(
     }
 
 
+def by_user(raw: DataFrame, tasks: int) -> DataFrame:
+    """``raw`` Kafka rows shuffled by their key, the user id, into ``tasks`` partitions: each
+    user's events in one partition, the same one for every batch of the same ``tasks``."""
+    return raw.repartition(tasks, "key")
+
+
 def process_batch(
     spark: SparkSession,
     settings: Settings,
@@ -425,16 +418,14 @@ def process_batch(
     """Apply one micro-batch; returns its counts (also written to ``stream_progress``, over
     ``progress``'s connection if given, else over one of its own).
 
-    One Spark job whatever the batch size: the raw rows are marked (parsed and validated,
-    :func:`streaming.transform.mark_records`) and applied to Cassandra
-    (:func:`apply_partition`) where they are read, each task holding every event of its
-    users (this project's source; Spark's is shuffled by user in between), the valid events
-    going on to the master dataset (one folder per ingest date and batch, overwritten on
-    replay). Fixed costs per micro-batch are what bound the stream's latency, hence one job
-    and one Python pass, not one per output: on two shared cores, leaving out the shuffle
-    and the second pass took a 26,000-event batch from ~1.7 to ~1.4 s. With ``python`` as
-    ``settings.stream_source``, each partition of ``raw`` must hold every event of its users,
-    the same users batch after batch (this project's source reads them so). ``stream_id``
+    One Spark job whatever the batch size: the raw rows are shuffled by user in the JVM
+    (:func:`by_user`), then each task marks its rows (parsed and validated,
+    :func:`streaming.transform.mark_records`) and applies them to Cassandra
+    (:func:`apply_partition`) in one Python pass, the valid events going on to the master
+    dataset (one folder per ingest date and batch, overwritten on replay). Fixed costs per
+    micro-batch are what bound the stream's latency, hence one job and one Python pass, not
+    one per output: on two shared cores, a second Python pass and a shuffle of the marked
+    rows cost a 26,000-event batch ~0.3 s. ``stream_id``
     (the query's id, kept in its checkpoint) and ``batch_id`` mark the live profiles, so a
     replayed batch updates them once."""
     started = time.monotonic()
@@ -444,7 +435,20 @@ def process_batch(
     )
     users, catalog = reference.users, reference.catalog
 
-    def apply(marked: pa.Table, tasks: int) -> Iterator[pa.RecordBatch]:
+    # Every event of a user in one task, the same task batch after batch (its live cache
+    # relies on that): the raw records are shuffled by their Kafka key, the user id, in the
+    # JVM, before any Python sees them; an event whose key is not its user id is
+    # dead-lettered when marked.
+    tasks = max(2, spark.sparkContext.defaultParallelism)
+
+    def mark_and_apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        task_started()
+        seconds: dict[str, float] = {}
+        marked = pa.Table.from_batches(
+            list(marked_batches(batches, users.value, catalog.value.release_ids, seconds)),
+            schema=MARKED,
+        )
+        tally.add(seconds)
         cache = LiveCache.for_task(stream_id, tasks, TaskContext.get().partitionId())
         with collector_paused():
             counts = apply_partition(
@@ -453,35 +457,7 @@ def process_batch(
         tally.add(counts)
         yield from logged_events(marked, batch_id).to_batches()
 
-    if settings.stream_source == "python":
-        # Co-partitioned (see streaming.kafka_source.co_partitioned_tasks): each read task
-        # holds every event of its users, so it applies them where it reads them. The task
-        # count keys the live cache: it changes only when a topic's partition count does,
-        # and then task i holds other users. (Asking for it plans the read: ~10-40 ms.)
-        tasks = raw.rdd.getNumPartitions()
-
-        def mark_and_apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            task_started()
-            seconds: dict[str, float] = {}
-            marked = pa.Table.from_batches(
-                list(marked_batches(batches, users.value, catalog.value.release_ids, seconds)),
-                schema=MARKED,
-            )
-            tally.add(seconds)
-            yield from apply(marked, tasks)
-
-        applied = raw.mapInArrow(mark_and_apply, LOGGED)
-    else:
-        # Spark's Kafka source reads a partition in one or several tasks, as it sees fit:
-        # the marked events are shuffled by user, each user's to one of ``shuffled`` tasks.
-        shuffled = max(2, spark.sparkContext.defaultParallelism)
-
-        def apply_shuffled(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            task_started()
-            yield from apply(pa.Table.from_batches(list(batches), schema=MARKED), shuffled)
-
-        marked = mark(raw, reference.users, reference.catalog, tally)
-        applied = marked.repartition(shuffled, "user_id").mapInArrow(apply_shuffled, LOGGED)
+    applied = by_user(raw, tasks).mapInArrow(mark_and_apply, LOGGED)
     applied.write.mode("overwrite").partitionBy(EVENT_LOG_PARTITION, EVENT_LOG_BATCH).parquet(
         paths.event_log(settings.data_root)
     )
@@ -702,7 +678,7 @@ def run_stream(
             )
             say(
                 f"{STARTED}: {', '.join(topics.ALL_TOPICS)} from "
-                f"{','.join(settings.kafka_bootstrap_servers)} (source: {settings.stream_source})"
+                f"{','.join(settings.kafka_bootstrap_servers)}"
             )
             try:
                 query.awaitTermination()

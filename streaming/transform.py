@@ -2,10 +2,10 @@
 
 :func:`mark_records` works on one Arrow batch with numpy and the event contract's own
 validator (``discorecs.events.parse_event_fields``), so the producers, the stream and the tests
-agree by construction, and it is tested without Spark. :func:`mark` runs it on every batch
-of a DataFrame of raw Kafka rows (this project's source or Spark's ``kafka`` format alike):
-one pass in the Python workers, which also checks every id against the known users and
-releases (sorted arrays broadcast once, a binary search per batch instead of a join).
+agree by construction, and it is tested without Spark. The stream runs it on every batch of
+raw Kafka rows in its Python pass (:func:`marked_batches`), which also checks every id
+against the known users and releases (sorted arrays broadcast once, a binary search per
+batch instead of a join).
 """
 
 from __future__ import annotations
@@ -17,12 +17,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from discorecs.events import InvalidEvent, parse_event_fields
-from discorecs.python_workers import task_started
 from spark_jobs.picks import contains
 
 MARKED = pa.schema(
@@ -55,8 +52,8 @@ def mark_records(
     ``users`` and ``release_ids``: the known user and release ids, sorted int64 arrays. An
     event the contract rejects, or that names a user or release not among them, keeps its
     payload and gets the reason it is dead-lettered, as does an event whose Kafka key is not
-    its user id (the contract: the stream applies a user's events where they are read, which
-    holds because they all go to one partition)."""
+    its user id (the contract: the stream sends each record to the task its key names, and
+    applies a user's events in one task)."""
     count = records.num_rows
     reasons: list[str | None] = [None] * count
     event_ids: list[str | None] = [None] * count
@@ -89,7 +86,7 @@ def mark_records(
     for row in np.flatnonzero(parsed & user_known & release_known & ~keyed):
         reasons[row] = (
             f"Kafka key {keys[row].as_py()!r} is not the user id {user_ids[row]}: events are "
-            "keyed by user id (the stream relies on a user's events staying in one partition)"
+            "keyed by user id (the stream applies a user's events in the task their key names)"
         )
     payloads = [
         None if reason is None or value is None else value.decode("utf-8", "replace")
@@ -113,24 +110,6 @@ def mark_records(
     )
 
 
-def mark(raw: DataFrame, users: Any, catalog: Any, seconds: Any = None) -> DataFrame:
-    """:func:`mark_records` over every Arrow batch of ``raw`` (the Kafka source's rows).
-
-    ``users``: a broadcast of the known user ids (sorted int64 array); ``catalog``: a
-    broadcast of the catalog's ``CatalogIndex`` (the known releases). ``seconds``: an
-    accumulator of dicts that, if given, adds up the tasks' seconds waiting for the raw rows
-    ("reading") and marking them ("marking")."""
-
-    def mark_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        task_started()
-        timings: dict[str, float] = {}
-        yield from marked_batches(batches, users.value, catalog.value.release_ids, timings)
-        if seconds is not None:
-            seconds.add(timings)
-
-    return raw.mapInArrow(mark_batches, MARKED_SPARK)
-
-
 def marked_batches(
     batches: Iterable[pa.RecordBatch],
     users: np.ndarray,
@@ -150,26 +129,6 @@ def marked_batches(
         yield marked
         clock = time.monotonic()
     seconds.update(reading=reading + time.monotonic() - clock, marking=marking)
-
-
-def valid_events(marked: DataFrame) -> DataFrame:
-    """event_id, user_id, release_id, kind, event_time, ingested_at of the valid rows."""
-    return marked.filter(F.col("reason").isNull()).select(
-        "event_id", "user_id", "release_id", "kind", "event_time", "ingested_at"
-    )
-
-
-def dead_letters(marked: DataFrame) -> DataFrame:
-    """topic, kafka_partition, kafka_offset, payload, reason of the invalid rows."""
-    return marked.filter(F.col("reason").isNotNull()).select(
-        "topic", "kafka_partition", "kafka_offset", "payload", "reason"
-    )
-
-
-def validate(raw: DataFrame, users: Any, catalog: Any) -> tuple[DataFrame, DataFrame]:
-    """(valid events, dead letters): see :func:`mark`."""
-    marked = mark(raw, users, catalog)
-    return valid_events(marked), dead_letters(marked)
 
 
 def valid_rows(marked: pa.Table) -> pa.Table:

@@ -1,11 +1,13 @@
 """Round trips through the project's Cassandra data layer against the real local node."""
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
 from discorecs import tables
 from discorecs.cassandra import (
+    BATCH_BYTES,
     CassandraError,
     _packed,
     _split,
@@ -13,6 +15,7 @@ from discorecs.cassandra import (
     execute_grouped,
     upsert_batched,
     upsert_rows,
+    values_bytes,
 )
 from discorecs.settings import load_settings
 
@@ -87,6 +90,34 @@ def test_groups_are_split_per_partition_or_packed_across_them():
     packed = list(_packed(groups, 4))
     assert [len(part) for part in packed] == [4, 4, 2]
     assert [s for part in packed for s in part] == [s for group in groups for s in group]
+
+
+def test_batches_stop_short_of_cassandras_batch_size_limit():
+    """Cassandra refuses a batch over batch_size_fail_threshold (50 KiB by default)."""
+    document = "x" * 9_000
+    groups = [[("a", (i, document)) for i in range(10)], [("b", (1, document))]]
+    packed = list(_packed(groups, 32))
+    assert [len(part) for part in packed] == [3, 3, 3, 2]  # 3 x 9,008 bytes fit 32 KiB
+    assert all(sum(values_bytes(p) for _, p in part) <= BATCH_BYTES for part in packed)
+    assert [len(part) for part in _split(groups, 32)] == [3, 3, 3, 1, 1]
+    assert list(_packed([[("big", ("y" * 100_000,))]], 32)) == [[("big", ("y" * 100_000,))]]
+
+
+def test_large_documents_load_in_batches_cassandra_accepts(services):
+    """Real 6 KB documents, 32 rows a batch asked for: without the byte bound that is a
+    ~190 KB batch, which Cassandra refuses ("Batch too large")."""
+    rows = [(user, "run-1", json.dumps({"user": user, "pad": "p" * 6_000})) for user in range(64)]
+    columns = ("user_id", "run_id", "profile")
+    with connect(services, keyspace=services.cassandra_keyspace) as connection:
+        assert (
+            upsert_batched(connection, tables.USER_GENRE_PROFILES, columns, rows, batch_rows=32)
+            == 64
+        )
+        count = connection.prepare(
+            f"SELECT COUNT(*) FROM {tables.USER_GENRE_PROFILES} WHERE user_id IN ?"
+        )
+        loaded = connection.session.execute(count, (list(range(64)),)).one()[0]
+    assert loaded == 64
 
 
 def test_grouped_writes_on_one_node_pack_users_together_and_keep_every_write(services):

@@ -220,7 +220,6 @@ def java_murmur2(key: bytes) -> int:
     return murmur2(key)
 
 
-
 @pytest.mark.services
 def test_broker_going_away_mid_run_is_reported_not_hidden(services, data_root, tmp_path):
     """A broker that dies mid-run: failures are counted, nothing unacknowledged counts as sent,

@@ -115,14 +115,8 @@ def test_settings_survive_the_trip_through_the_environment():
             "DISCORECS_CASSANDRA_REPLICATION": "NetworkTopologyStrategy:dc1=3,dc2=2",
             "DISCORECS_CASSANDRA_USERNAME": "reader",
             "DISCORECS_STREAM_TRIGGER_SECONDS": "0.5",
-            "DISCORECS_STREAM_SOURCE": "kafka",
         }
     )
     again = load_settings(settings.to_environment())
     assert again == settings
     assert again.cassandra_local_dc is None and again.stream_trigger_seconds == 0.5
-
-
-def test_stream_source_is_checked():
-    with pytest.raises(SettingsError, match=r"DISCORECS_STREAM_SOURCE.*'spark' is not one of"):
-        load_settings({"DISCORECS_STREAM_SOURCE": "spark"})

@@ -25,6 +25,7 @@ from kafka_cluster_scripts.topics import create_topics
 from spark_jobs.tastes import CatalogIndex
 from spark_jobs.transforms import latest_events
 from streaming.job import (
+    by_user,
     change_times,
     holding_events,
     ingest_dates,
@@ -34,7 +35,7 @@ from streaming.job import (
     read_live_rows,
     start_stream,
 )
-from streaming.kafka_source import fetch_high_watermarks, lag_behind
+from streaming.lag import end_offsets, lag_behind, offset_positions
 from streaming.live import (
     GENRE_UNITS,
     LATEST_CHANGES,
@@ -45,7 +46,7 @@ from streaming.live import (
     latest_changes,
     next_profile,
 )
-from streaming.transform import mark_records, validate
+from streaming.transform import mark_records
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.spark
@@ -77,13 +78,6 @@ def catalog_of(genres: dict[int, list[str]]) -> CatalogIndex:
     """A catalog index of the given releases and their genres (no styles)."""
     rows = [{"release_id": r, "genres": g, "styles": []} for r, g in genres.items()]
     return CatalogIndex.from_arrow(pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA))
-
-
-def known(spark, users, releases):
-    """Broadcasts of the known user ids and of a catalog of ``releases`` (no genres)."""
-    broadcast = spark.sparkContext.broadcast
-    users = np.sort(np.array(users, dtype=np.int64))
-    return broadcast(users), broadcast(catalog_of({release: [] for release in releases}))
 
 
 def event(event_id, user, release, kind, minute=0):
@@ -182,16 +176,6 @@ def test_mark_records_dead_letters_an_event_not_keyed_by_its_user():
     assert marked[1]["payload"] == payloads[1].decode()
 
 
-def test_validate_splits_a_dataframe_into_valid_events_and_dead_letters(spark):
-    payloads = [event("ok", 1, 10, EventKind.COLLECTION_ADD), b"{not json"]
-    users, catalog = known(spark, users=[1], releases=[10])
-    valid, dead = validate(raw_rows(spark, payloads), users, catalog)
-    assert [
-        (r.event_id, r.user_id, r.release_id, r.kind, r.event_time) for r in valid.collect()
-    ] == [("ok", 1, 10, "collection_add", T.replace(tzinfo=None))]
-    assert [(r.kafka_offset, r.payload) for r in dead.collect()] == [(1, "{not json")]
-
-
 def test_add_then_remove_in_one_batch_is_a_remove(spark):
     payloads = [
         event("a", 1, 10, EventKind.COLLECTION_ADD, 1),
@@ -200,8 +184,15 @@ def test_add_then_remove_in_one_batch_is_a_remove(spark):
         event("d", 1, 11, EventKind.COLLECTION_ADD, 3),
         event("d", 1, 11, EventKind.COLLECTION_ADD, 3),
     ]
-    users, catalog = known(spark, users=[1], releases=[11, 10])
-    valid, _ = validate(raw_rows(spark, payloads), users, catalog)
+    marked = mark_records(raw_records(payloads), np.array([1]), np.array([10, 11]))
+    valid = spark.createDataFrame(
+        [
+            (r["event_id"], r["user_id"], r["release_id"], r["kind"], r["event_time"])
+            for r in marked.to_pylist()
+            if r["reason"] is None
+        ],
+        "event_id string, user_id long, release_id long, kind string, event_time timestamp",
+    )
     changes = latest_events(valid, "collection_add", "collection_remove")
     assert sorted((r.release_id, r.kind) for r in changes.collect()) == [
         (10, "collection_remove"),
@@ -438,6 +429,7 @@ def stream_world(services, small_catalog, tmp_path_factory):
     settings = services.replace(
         data_root=str(root),
         kafka_bootstrap_servers=(f"127.0.0.1:{free_port()}",),
+        kafka_controller_port=free_port(),
         home=tmp_path_factory.mktemp("stream-home"),
     )
     broker = KafkaBroker(settings)
@@ -519,16 +511,9 @@ def test_a_bounded_run_applies_events_and_dead_letters_the_rest(spark, stream_wo
 
 
 @pytest.mark.services
-@pytest.mark.parametrize(
-    ("source", "ids", "batch"),
-    [("python", "r", 900), ("kafka", "k", 910)],
-    ids=["applied where read", "shuffled by user"],
-)
-def test_a_replayed_micro_batch_changes_nothing(spark, stream_world, source, ids, batch):
-    """Both ways a micro-batch is applied: where it is read (this project's source, whose
-    read tasks are co-partitioned) and shuffled by user first (Spark's Kafka source)."""
+def test_a_replayed_micro_batch_changes_nothing(spark, stream_world):
     settings, user, new, _ = stream_world
-    settings = replace(settings, stream_source=source)
+    ids, batch = "k", 910
     reference = load_reference(spark, settings)
     payloads = [Event(f"{ids}-1", user, new[1], EventKind.COLLECTION_ADD, T).to_json()]
     raw = raw_rows(spark, payloads)
@@ -582,106 +567,42 @@ def test_a_replayed_micro_batch_changes_nothing(spark, stream_world, source, ids
     assert [Change(*c).event_id for c in live.changes][:2] == [f"{ids}-1", f"{ids}-2"]
 
 
-def test_source_options_are_read_as_spark_hands_them_over_lower_cased():
-    from streaming.kafka_source import KafkaStreamReader
+def test_a_users_events_go_to_one_task_the_same_one_batch_after_batch(spark):
+    """What the apply pass and the live cache rely on: a batch's records, shuffled by their
+    Kafka key (the user id), put every event of a user in one task, and a later batch puts
+    them in the same task, whichever topic and partition they came from."""
+    from pyspark.sql import functions as F
 
-    reader = KafkaStreamReader(
-        {"bootstrap": "127.0.0.1:1", "topics": "a,b", "maxeventspertrigger": "7", "readtasks": "2"}
-    )
-    assert (reader.max_events, reader.topics, reader.tasks) == (7, ["a", "b"], 2)
+    def tasks_of_users(rows):
+        frame = spark.createDataFrame(rows, "topic string, kafka_partition int, key binary")
+        placed = by_user(frame, 2).select("key", F.spark_partition_id().alias("task"))
+        tasks: dict[bytes, set[int]] = {}
+        for row in placed.collect():
+            tasks.setdefault(bytes(row.key), set()).add(row.task)
+        return tasks
 
-
-def test_read_tasks_are_co_partitioned():
-    from streaming.kafka_source import KafkaStreamReader, OffsetRange, ReadTask
-
-    reader = KafkaStreamReader({"bootstrap": "127.0.0.1:1", "topics": "a,b", "readtasks": "2"})
-    start = {"a:0": 0, "a:1": 10, "a:2": 0, "a:3": 0, "b:0": 0, "b:1": 5}
-    end = {"a:0": 100, "a:1": 40, "a:2": 7, "a:3": 0, "b:0": 60, "b:1": 5}
-    # Partition p of every topic to task p % 2, whatever the ranges' sizes (b:1 and a:3 have
-    # nothing new).
-    assert reader.partitions(start, end) == [
-        ReadTask(
-            [OffsetRange("a", 0, 0, 100), OffsetRange("a", 2, 0, 7), OffsetRange("b", 0, 0, 60)]
-        ),
-        ReadTask([OffsetRange("a", 1, 10, 40)]),
-    ]
-    # A task with nothing to read is still there: task 1 always reads the odd partitions.
-    assert reader.partitions(start, {**end, "a:1": 10}) == [
-        ReadTask(
-            [OffsetRange("a", 0, 0, 100), OffsetRange("a", 2, 0, 7), OffsetRange("b", 0, 0, 60)]
-        ),
-        ReadTask([]),
-    ]
-    every_range = KafkaStreamReader({"bootstrap": "127.0.0.1:1", "topics": "a,b"})
-    assert [len(t.ranges) for t in every_range.partitions(start, end)] == [1, 1, 1, 1]
-
-
-def test_the_read_task_count_divides_every_partition_count_before_and_after():
-    from streaming.kafka_source import co_partitioned_tasks
-
-    def offsets(**partitions):
-        return {f"{topic}:{p}": 0 for topic, count in partitions.items() for p in range(count)}
-
-    assert co_partitioned_tasks(2, offsets(a=4, b=4)) == 2
-    assert co_partitioned_tasks(8, offsets(a=4, b=4)) == 4  # no more than a topic's partitions
-    assert co_partitioned_tasks(8, offsets(a=12, b=18)) == 6
-    assert co_partitioned_tasks(2, offsets(a=4, b=3)) == 1
-    # A topic grown from 4 to 6 partitions: user u's events were in hash(u) % 4 and are now in
-    # hash(u) % 6, both read by task hash(u) % 2.
-    assert co_partitioned_tasks(4, offsets(a=4), offsets(a=6)) == 2
-    assert co_partitioned_tasks(4, offsets(a=3), offsets(a=6)) == 3
-    assert co_partitioned_tasks(2, {}) == 2
-
-
-def test_the_source_verifies_record_checksums_in_c():
-    """kafka-python checks the CRC-32C of every record batch it fetches; with its pure-Python
-    fallback that was over half of the source's read CPU (requirements.txt pins crc32c)."""
-    import crc32c
-    from kafka.record import util
-
-    data = b"discorecs" * 1000
-    assert util.crc32c_c is crc32c.crc32c
-    assert util.calc_crc32c(memoryview(data)) == util.crc32c_py(data)
-
-
-def test_read_records_become_one_arrow_batch_typed_as_spark_expects():
-    from pyspark.sql import types
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    from streaming.kafka_source import ARROW_SCHEMA, SCHEMA, OffsetRange, record_batch
-
-    spark_types = {
-        "string": types.StringType(),
-        "int": types.IntegerType(),
-        "long": types.LongType(),
-        "binary": types.BinaryType(),
-        "timestamp": types.TimestampType(),
-    }
-    declared = types.StructType(
+    first = tasks_of_users(
         [
-            types.StructField(name, spark_types[kind])
-            for name, kind in (column.split() for column in SCHEMA.split(","))
+            (topic, user % partitions, str(user).encode())
+            for user in range(1, 201)
+            for topic, partitions in (("collection_events", 4), ("activity_events", 6))
         ]
     )
-
-    at_ms = int(T.timestamp() * 1000) + 7
-    batch = record_batch(
-        OffsetRange("collection_events", 2, 40, 42),
-        [40, 41],
-        [b"k", None],
-        [b"{}", b"x"],
-        [at_ms, at_ms],
+    later = tasks_of_users(
+        [("activity_events", user % 3, str(user).encode()) for user in range(1, 201, 7)]
     )
-    assert batch.schema == to_arrow_schema(declared, timezone="UTC")
-    assert batch.schema == ARROW_SCHEMA
-    assert batch.to_pylist()[1] == {
-        "topic": "collection_events",
-        "kafka_partition": 2,
-        "kafka_offset": 41,
-        "key": None,
-        "value": b"x",
-        "timestamp": T.replace(microsecond=7000),
+    assert all(len(tasks) == 1 for tasks in first.values())
+    assert all(later[key] == first[key] for key in later)
+    assert {task for tasks in first.values() for task in tasks} == {0, 1}  # both tasks used
+
+
+def test_spark_kafka_end_offsets_become_positions():
+    assert offset_positions('{"a": {"0": 5, "1": 7}, "b": {"0": 0}}') == {
+        "a:0": 5,
+        "a:1": 7,
+        "b:0": 0,
     }
+    assert offset_positions(None) == {}
 
 
 def test_the_write_plan_of_each_kind_of_row():
@@ -716,86 +637,9 @@ def create_topic(bootstrap: list[str], topic: str, partitions: int) -> str:
 
 
 @pytest.mark.services
-def test_read_tasks_read_exactly_their_ranges(services):
-    """Each read task reads exactly its ranges, of one fetch or several, whatever the task
-    before read (the same partitions, earlier offsets)."""
-    from streaming.kafka_source import KafkaStreamReader, OffsetRange, ReadTask
-
+def test_the_lag_is_what_the_broker_holds_beyond_the_positions(services):
     bootstrap = list(services.kafka_bootstrap_servers)
-    topic = create_topic(bootstrap, "discorecs-test-read-ranges", partitions=2)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    pad = "x" * 200  # ranges of several fetches (1 MB each)
-    for i in range(24_000):
-        producer.send(topic, value=f"{i % 2}-{i // 2}-{pad}".encode(), partition=i % 2)
-    producer.flush()
-    producer.close()
-    reader = KafkaStreamReader({"bootstrap": ",".join(bootstrap), "topics": topic})
-
-    def read(*ranges: tuple[int, int, int]) -> list[tuple[int, list[int], list[bytes]]]:
-        task = ReadTask([OffsetRange(topic, p, start, end) for p, start, end in ranges])
-        return [
-            (
-                batch.column("kafka_partition")[0].as_py(),
-                batch.column("kafka_offset").to_pylist(),
-                batch.column("value").to_pylist(),
-            )
-            for batch in reader.read(task)
-        ]
-
-    def expected(partition: int, start: int, end: int) -> tuple[int, list[int], list[bytes]]:
-        offsets = list(range(start, end))
-        return partition, offsets, [f"{partition}-{o}-{'x' * 200}".encode() for o in offsets]
-
-    assert read((0, 10, 9_000), (1, 0, 12_000)) == [expected(0, 10, 9_000), expected(1, 0, 12_000)]
-    assert read((1, 140, 150), (0, 0, 5)) == [expected(1, 140, 150), expected(0, 0, 5)]
-    assert read((0, 5, 12_000)) == [expected(0, 5, 12_000)]
-    assert read((0, 60, 61), (1, 11_999, 12_000)) == [
-        expected(0, 60, 61),
-        expected(1, 11_999, 12_000),
-    ]
-
-
-@pytest.mark.services
-def test_a_users_events_reach_one_read_task_whatever_the_partition_count(services):
-    """What the stream's co-partitioned read tasks rely on, with the producers' own client
-    and settings: events keyed by user id, in a topic of 4 partitions (before partitions
-    were added) and one of 6 (after), reach read task hash(user) % 2 in both."""
-    from kafka_cluster_scripts.producer import make_producer
-    from streaming.kafka_source import KafkaStreamReader
-
-    bootstrap = list(services.kafka_bootstrap_servers)
-    before = create_topic(bootstrap, "discorecs-test-users-before", partitions=4)
-    after = create_topic(bootstrap, "discorecs-test-users-after", partitions=6)
-    producer = make_producer(services, say=lambda message: None)
-    for user in range(1, 301):
-        for topic in (before, after):
-            event = Event(f"{topic}-{user}", user, 10, EventKind.COLLECTION_ADD, T)
-            producer.produce(topic, event.to_json(), event.key)
-    assert producer.flush(30) == 0
-    reader = KafkaStreamReader(
-        {"bootstrap": ",".join(bootstrap), "topics": f"{before},{after}", "readtasks": "2"}
-    )
-    start = reader.initialOffset()
-    tasks = reader.partitions(start, fetch_high_watermarks(bootstrap, [before, after], start, "t"))
-    users_of_task = [
-        [
-            json.loads(value)["user_id"]
-            for b in reader.read(task)
-            for value in b["value"].to_pylist()
-        ]
-        for task in tasks
-    ]
-    assert sorted(u for users in users_of_task for u in users) == sorted([*range(1, 301)] * 2)
-    first, second = (set(users) for users in users_of_task)
-    assert first and second and not first & second
-
-
-@pytest.mark.services
-def test_end_offsets_keep_up_with_a_producer_between_calls(services):
-    """Each planning call sees every event acknowledged before it (a consumer reused between
-    calls answered with the high watermarks of its earlier fetches, ~10,000 events behind)."""
-    bootstrap = list(services.kafka_bootstrap_servers)
-    topic = create_topic(bootstrap, "discorecs-test-watermarks", partitions=3)
+    topic = create_topic(bootstrap, "discorecs-test-lag", partitions=3)
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     start: dict[str, int] = {}
     produced = 0
@@ -804,7 +648,7 @@ def test_end_offsets_keep_up_with_a_producer_between_calls(services):
             producer.send(topic, key=str(i).encode(), value=b"x" * 150)
         producer.flush()
         produced += round_size
-        ends = fetch_high_watermarks(bootstrap, [topic], start, "test-planner")
+        ends = end_offsets(bootstrap, [topic])
         assert sorted(ends) == [f"{topic}:{p}" for p in range(3)]
         assert sum(ends.values()) == produced
         assert lag_behind(bootstrap, [topic], start) == round_size

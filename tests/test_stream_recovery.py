@@ -54,6 +54,7 @@ def world(services, small_catalog, tmp_path_factory):
     settings = services.replace(
         data_root=str(root),
         kafka_bootstrap_servers=(f"127.0.0.1:{free_port()}",),
+        kafka_controller_port=free_port(),
         home=base / "home",
     )
     broker = KafkaBroker(settings)

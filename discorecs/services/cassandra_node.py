@@ -47,7 +47,8 @@ read_request_timeout: 10000ms
 range_request_timeout: 10000ms
 write_request_timeout: 5000ms
 request_timeout: 20000ms
-batch_size_warn_threshold: 64KiB
+batch_size_warn_threshold: 40KiB
+batch_size_fail_threshold: 50KiB
 compaction_throughput: 64MiB/s
 """
 
