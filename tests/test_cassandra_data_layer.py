@@ -106,7 +106,9 @@ def test_batches_stop_short_of_cassandras_batch_size_limit():
 def test_large_documents_load_in_batches_cassandra_accepts(services):
     """Real 6 KB documents, 32 rows a batch asked for: without the byte bound that is a
     ~190 KB batch, which Cassandra refuses ("Batch too large")."""
-    rows = [(user, "run-1", json.dumps({"user": user, "pad": "p" * 6_000})) for user in range(64)]
+    rows = [
+        (user, "run-bytes", json.dumps({"user": user, "pad": "p" * 6_000})) for user in range(64)
+    ]
     columns = ("user_id", "run_id", "profile")
     with connect(services, keyspace=services.cassandra_keyspace) as connection:
         assert (
@@ -114,7 +116,8 @@ def test_large_documents_load_in_batches_cassandra_accepts(services):
             == 64
         )
         count = connection.prepare(
-            f"SELECT COUNT(*) FROM {tables.USER_GENRE_PROFILES} WHERE user_id IN ?"
+            f"SELECT COUNT(*) FROM {tables.USER_GENRE_PROFILES} WHERE user_id IN ? "
+            "AND run_id = 'run-bytes'"
         )
         loaded = connection.session.execute(count, (list(range(64)),)).one()[0]
     assert loaded == 64

@@ -10,7 +10,7 @@ def test_defaults_run_locally():
     assert settings.kafka_bootstrap_servers == ("127.0.0.1:9092",)
     assert settings.cassandra_contact_points == ("127.0.0.1",)
     assert settings.cassandra_port == 9042
-    assert settings.cassandra_protocol_version == 3
+    assert settings.cassandra_protocol_version == 5
     assert settings.cassandra_replication.as_cql_map() == (
         "{'class': 'SimpleStrategy', 'replication_factor': 1}"
     )

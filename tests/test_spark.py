@@ -3,6 +3,8 @@ import sys
 
 import pytest
 
+from discorecs import stack
+
 
 @pytest.mark.spark
 def test_spark_local_mode_runs_a_job(tmp_path):
@@ -25,7 +27,7 @@ def test_spark_local_mode_runs_a_job(tmp_path):
         },
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "4.3.0"
+    assert result.stdout.strip().splitlines()[-1] == stack.SPARK
 
 
 @pytest.mark.spark
