@@ -313,3 +313,11 @@ def test_cli_cycle_up_status_down_up_keeps_data_and_leaves_nothing_running(tmp_p
     for pid in pids:
         assert process.start_ticks(pid) is None, f"pid {pid} still running after down"
         assert process.group_members(pid) == [], f"children of {pid} left after down"
+
+
+def test_kafka_cluster_ids_never_read_as_options():
+    from discorecs.services.broker import new_cluster_id
+
+    ids = {new_cluster_id() for _ in range(2_000)}  # ~1 in 64 random ids starts with "-"
+    assert len(ids) == 2_000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)

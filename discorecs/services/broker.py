@@ -75,6 +75,15 @@ Configuration:
 _VERSION_LINE = re.compile(r"Kafka version: (\S+)")
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes in URL-safe base64 without padding, never starting
+    with "-" (a command line would read it as an option; Kafka's own ids avoid it too)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
 class KafkaBroker(LocalService):
     name = "kafka broker"
     key = "broker"
@@ -121,8 +130,7 @@ class KafkaBroker(LocalService):
         """Format the KRaft log folder once, with a cluster id kept beside the data."""
         id_file = self.dir / "cluster-id"
         if not id_file.exists():
-            # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding.
-            id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+            id_file.write_text(new_cluster_id())
         result = subprocess.run(
             [
                 *self._java_command(),
