@@ -107,18 +107,26 @@ def tiny_bundle(tmp_path: Path, content: bytes, locked: bytes) -> maven.Bundle:
     return maven.Bundle("tiny", "tiny service", ("com.example:tiny:1.0",))
 
 
-def test_a_jar_failing_its_checksum_is_reported_and_nothing_is_installed(tmp_path, monkeypatch):
-    bundle = tiny_bundle(tmp_path, b"tampered", locked=b"the real jar")
+def tiny_bundle_with_fake_maven(tmp_path, monkeypatch, mvn_script: str, content=b"x", locked=b"x"):
+    """A tiny bundle whose lock is the one discorecs reads, and ``mvn`` replaced by a script
+    (Maven at the boundary)."""
+    bundle = tiny_bundle(tmp_path, content, locked)
     monkeypatch.setattr(maven, "LOCKS", tmp_path / "locks")
-    # Maven at the boundary: "downloads" the tampered jar into the output folder it is given.
-    bin_dir = tmp_path / "bin"
-    fake_program(
-        bin_dir,
-        "mvn",
+    fake_program(tmp_path / "bin", "mvn", mvn_script)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    return bundle
+
+
+def test_a_jar_failing_its_checksum_is_reported_and_nothing_is_installed(tmp_path, monkeypatch):
+    # Maven "downloads" the tampered jar into the output folder it is given.
+    bundle = tiny_bundle_with_fake_maven(
+        tmp_path,
+        monkeypatch,
         f'for a in "$@"; do case "$a" in -DoutputDirectory=*) '
         f'cp {tmp_path / "tiny-1.0.jar"} "${{a#-DoutputDirectory=}}/";; esac; done\n',
+        content=b"tampered",
+        locked=b"the real jar",
     )
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     cache = tmp_path / "cache"
     with pytest.raises(
         install.InstallError, match=r"tiny service: com\.example:tiny:1\.0 failed its checksum"
@@ -128,26 +136,18 @@ def test_a_jar_failing_its_checksum_is_reported_and_nothing_is_installed(tmp_pat
 
 
 def test_a_locked_jar_maven_did_not_deliver_is_reported(tmp_path, monkeypatch):
-    bundle = tiny_bundle(tmp_path, b"x", locked=b"x")
-    monkeypatch.setattr(maven, "LOCKS", tmp_path / "locks")
-    bin_dir = tmp_path / "bin"
-    fake_program(bin_dir, "mvn", "exit 0\n")
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    bundle = tiny_bundle_with_fake_maven(tmp_path, monkeypatch, "exit 0\n")
     with pytest.raises(install.InstallError, match=r"tiny service: Maven did not deliver tiny-1.0"):
         maven.ensure_bundle(bundle, tmp_path / "cache", say=lambda m: None)
 
 
 def test_maven_central_unreachable_names_the_service_and_the_fix(tmp_path, monkeypatch):
-    bundle = tiny_bundle(tmp_path, b"x", locked=b"x")
-    monkeypatch.setattr(maven, "LOCKS", tmp_path / "locks")
-    bin_dir = tmp_path / "bin"
-    fake_program(
-        bin_dir,
-        "mvn",
+    bundle = tiny_bundle_with_fake_maven(
+        tmp_path,
+        monkeypatch,
         'echo "[ERROR] Failed to execute goal on project tiny: Could not transfer artifact '
         'com.example:tiny:jar:1.0 from/to central: Connection refused"\nexit 1\n',
     )
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     with pytest.raises(install.InstallError) as raised:
         maven.ensure_bundle(bundle, tmp_path / "cache", say=lambda m: None)
     message = str(raised.value)

@@ -188,12 +188,16 @@ class KafkaBroker(LocalService):
         return f"Apache Kafka {self.reported_version()} (KRaft)"
 
     def reported_version(self) -> str:
-        """The version the broker logged at start ("Kafka version: 4.1.1"), else the pinned one."""
+        """The version the broker logged at start ("Kafka version: 4.1.1"), else the pinned one.
+        The log starts anew with each start and says it within its first lines: only its
+        head is read, however long the broker has run."""
         try:
-            found = _VERSION_LINE.findall(self.log_path.read_text(errors="replace"))
+            with self.log_path.open("rb") as log:
+                head = log.read(1 << 20).decode(errors="replace")
         except FileNotFoundError:
-            found = []
-        return found[-1] if found else stack.KAFKA
+            head = ""
+        found = _VERSION_LINE.search(head)
+        return found.group(1) if found else stack.KAFKA
 
     def hint(self) -> str:
         return (

@@ -27,6 +27,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from discorecs import stack
+from discorecs.progress import say_to_stderr
 from discorecs.services.install import InstallError, apt_install, file_checksum
 
 LOCKS = Path(__file__).with_name("locks")
@@ -122,7 +123,7 @@ def ensure_bundle(
     target = cache_dir / "jvm" / f"{bundle.name}-{lock_digest(jars)}"
     if (target / ".complete").exists():
         return target
-    (say or _say)(
+    (say or say_to_stderr)(
         f"discorecs: installing {bundle.service} ({len(jars)} jars from Maven Central, "
         "first run only)"
     )
@@ -275,10 +276,6 @@ def _in_pyspark(artifact: str) -> bool:
         path.name.startswith(f"{artifact}-") and path.name[len(artifact) + 1 :][:1].isdigit()
         for path in jars.glob("*.jar")
     )
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str]) -> int:
