@@ -68,6 +68,7 @@ bench: venv
 	$(call install_missing,wrk,for the site benchmark)
 	$(BIN)/python -m bench.catalog_ingest
 	$(BIN)/python -m bench.users_and_producers
+	$(BIN)/python -m bench.cassandra_load
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.stream --rate 1000
 	$(BIN)/python -m bench.stream --rate 5000

@@ -254,12 +254,22 @@ def upsert_rows(
     Any failed row raises :class:`CassandraError` naming the table and the row, after the rest
     of the chunk has been tried.
     """
-    cql = insert_cql(table, columns)
-    if write_time_column is not None:
-        at = list(columns).index(write_time_column)
-        cql += " USING TIMESTAMP ?"
-        rows = ((*row, write_time_micros(row[at])) for row in rows)
+    cql, rows = _upsert(table, columns, rows, write_time_column)
     return execute_many(connection, cql, rows, what=table, concurrency=concurrency)
+
+
+def _upsert(
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    write_time_column: str | None,
+) -> tuple[str, Iterable[Sequence[Any]]]:
+    """The INSERT of ``columns`` and its rows' values (with the write time last)."""
+    cql = insert_cql(table, columns)
+    if write_time_column is None:
+        return cql, rows
+    at = list(columns).index(write_time_column)
+    return cql + " USING TIMESTAMP ?", ((*row, write_time_micros(row[at])) for row in rows)
 
 
 def upsert_batched(
@@ -270,15 +280,17 @@ def upsert_batched(
     *,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     concurrency: int = BATCH_CONCURRENCY,
+    write_time_column: str | None = None,
 ) -> int:
-    """Upsert ``rows`` like :func:`upsert_rows`, sent as UNLOGGED batches of up to
-    ``batch_rows`` rows (and :data:`BATCH_BYTES` of values) whose partitions live on the
-    same replicas (token-aware grouping, so a batch never makes its coordinator fan out to
-    other nodes; on one node every row shares it). For bulk loads: per request Cassandra and
-    the driver cost far more than per row, and batching cuts the requests by
+    """Upsert ``rows`` like :func:`upsert_rows` (``write_time_column`` too), sent as UNLOGGED
+    batches of up to ``batch_rows`` rows (and :data:`BATCH_BYTES` of values) whose partitions
+    live on the same replicas (token-aware grouping, so a batch never makes its coordinator fan
+    out to other nodes; on one node every row shares it). For bulk loads: per request Cassandra
+    and the driver cost far more than per row, and batching cuts the requests by
     ``batch_rows``. Unlogged batches are not atomic; the writes are idempotent, so a failed
     load is simply run again. Returns the rows written."""
-    insert = connection.prepare(insert_cql(table, columns))
+    cql, rows = _upsert(table, columns, rows, write_time_column)
+    insert = connection.prepare(cql)
     metadata = connection.session.cluster.metadata
     keyspace = connection.session.keyspace
     groups: dict[tuple[str, ...], BatchStatement] = {}

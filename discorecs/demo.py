@@ -133,6 +133,6 @@ def _user_with_recommendations(settings: Settings) -> int:
             found = tables.decode_document(
                 tables.RECOMMENDATION_FIELDS, row.recommendation if row else None
             )
-            if found["friend_id"] and found["release_ids"]:
+            if found["friend"] and found["releases"]:
                 return user_id
     raise RuntimeError("no user with recommendations was found after the batch")

@@ -69,17 +69,23 @@ PROFILE_FIELDS = (
     "top_styles",
 )
 PROFILE_COLUMNS = ("user_id", "run_id", "profile")
-RECOMMENDATION_FIELDS = (
-    "friend_id",
-    "friend_match",
-    "friend_reason",
-    "shared_genres",
-    "other_friend_ids",
-    "other_friend_matches",
-    "release_ids",
-    "release_scores",
-    "release_reasons",
-    "generated_at",
+# A recommendation document is the API's answer itself (GET /api/users/<id>/recommendations,
+# webapp.models.Recommendations as JSON): the batch renders it whole, with the friends' names
+# and the releases' details in it, so the site answers with one single-partition read and
+# sends the text as stored. Its keys are RECOMMENDATION_FIELDS; a friend pick is
+# {"user": USER_FIELDS, "match", "shared_genres", "reason"}, a release pick
+# {"release": RELEASE_FIELDS, "score", "reason"}; times are document_time() text.
+RECOMMENDATION_FIELDS = ("run_id", "generated_at", "friend", "other_friends", "releases")
+USER_FIELDS = ("user_id", "name", "location", "joined_at")
+RELEASE_FIELDS = (
+    "release_id",
+    "title",
+    "artists",
+    "year",
+    "genres",
+    "styles",
+    "country",
+    "formats",
 )
 RECOMMENDATION_COLUMNS = ("user_id", "run_id", "recommendation")
 # The stream's live profile of a user (one JSON document per user, like the batch's): the
@@ -99,19 +105,31 @@ def live_change(listed: list | dict) -> dict[str, Any]:
     return dict(zip(LIVE_CHANGE_FIELDS, listed, strict=True))
 
 
+DOCUMENT_TIME_PATTERN = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSxxx"
+"""Spark's ``date_format`` pattern of :func:`document_time` (in a UTC session)."""
+
+
+def document_time(moment: datetime) -> str:
+    """A time as serving documents and the API write it: ISO 8601 in UTC, always with
+    microseconds and the offset (``2026-11-25T03:00:00.000000+00:00``); a naive time (as the
+    Cassandra driver returns them) is UTC."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 def encode_document(fields: tuple[str, ...], values: dict[str, Any]) -> str:
-    """A serving document as the batch writes it (JSON; datetimes as ISO 8601 in UTC). For
-    code outside Spark (fixtures, benchmarks); the batch builds the same with ``to_json``."""
+    """A serving document as the batch writes it (JSON; datetimes as :func:`document_time`).
+    For code outside Spark (fixtures, benchmarks); the batch builds the same with
+    ``to_json``."""
     if set(values) != set(fields):
         raise ValueError(f"a document has exactly the fields {fields}, got {sorted(values)}")
 
     def encode(value: Any) -> str:
         if isinstance(value, datetime):
-            moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-            return moment.astimezone(UTC).isoformat()
+            return document_time(value)
         raise TypeError(f"cannot store {value!r} in a serving document")
 
-    return json.dumps(values, default=encode)
+    return json.dumps({field: values[field] for field in fields}, default=encode)
 
 
 def decode_document(fields: tuple[str, ...], text: str | None) -> dict[str, Any]:

@@ -35,7 +35,6 @@ from discorecs.tables import (
     PROFILE_COLUMNS,
     PROFILE_FIELDS,
     RECOMMENDATION_COLUMNS,
-    RECOMMENDATION_FIELDS,
 )
 from spark_jobs import transforms as t
 
@@ -114,12 +113,13 @@ def read_text(spark: SparkSession, path: str) -> str:
 @dataclass
 class Inputs:
     releases: DataFrame
-    users: DataFrame
+    users: DataFrame  # user_id, name, location, joined_at
     collections: DataFrame
     wantlists: DataFrame
     events: DataFrame
     snapshot_id: str | None
     watermark: datetime | None
+    release_details: DataFrame  # tables.RELEASE_FIELDS: what a recommendation shows
 
 
 def read_inputs(spark: SparkSession, settings: Settings) -> Inputs:
@@ -133,7 +133,10 @@ def read_inputs(spark: SparkSession, settings: Settings) -> Inputs:
         if not exists(spark, paths.join(path, "_SUCCESS")):
             raise FileNotFoundError(f"the batch needs {path}; {how} first")
     releases = spark.read.parquet(catalog).select("release_id", "title", "genres", "styles")
-    users = spark.read.parquet(paths.join(root, paths.USER_PROFILES)).select("user_id", "name")
+    users = spark.read.parquet(paths.join(root, paths.USER_PROFILES)).select(
+        "user_id", "name", "location", "joined_at"
+    )
+    release_details = spark.read.parquet(catalog).select(*tables.RELEASE_FIELDS)
     snapshot_id, watermark = latest_snapshot(spark, settings)
     if snapshot_id:
         base = paths.join(paths.snapshots(root), snapshot_id)
@@ -150,7 +153,9 @@ def read_inputs(spark: SparkSession, settings: Settings) -> Inputs:
             for dataset in (paths.INITIAL_COLLECTIONS, paths.INITIAL_WANTLISTS)
         )
     events = read_events(spark, settings, watermark)
-    return Inputs(releases, users, collections, wantlists, events, snapshot_id, watermark)
+    return Inputs(
+        releases, users, collections, wantlists, events, snapshot_id, watermark, release_details
+    )
 
 
 def read_events(spark: SparkSession, settings: Settings, since: datetime | None) -> DataFrame:
@@ -279,41 +284,117 @@ def leaderboard_rows(
     )
 
 
+def _as_text_time(column: str) -> Column:
+    return F.date_format(column, tables.DOCUMENT_TIME_PATTERN).alias(column)
+
+
+def _no_list(column: str) -> Column:
+    """``column`` (a list of text), empty where null: the site's models hold lists."""
+    return F.coalesce(F.col(column), F.array().cast("array<string>")).alias(column)
+
+
 def recommendation_rows(
-    friends: DataFrame, releases: DataFrame, run_id: str, generated_at: datetime
+    friends: DataFrame,
+    picks: DataFrame,
+    users: DataFrame,
+    releases: DataFrame,
+    run_id: str,
+    generated_at: datetime,
 ) -> DataFrame:
-    best = friends.filter("rank = 1").select(
+    """user_id, run_id, recommendation for every user with a friend: the API's answer
+    (:data:`tables.RECOMMENDATION_FIELDS`) rendered whole, the friends' names (``users``:
+    user_id, name, location, joined_at) and the releases' details (``releases``: the
+    catalog's RELEASE_FIELDS) joined in, so that serving it is one read. A friend missing
+    from ``users`` is "collector #<id>"; a release missing from the catalog has only its id.
+    Only the best friend carries a reason and shared genres."""
+    people = users.select(
+        F.col("user_id").alias("friend_id"),
+        F.struct("user_id", "name", "location", _as_text_time("joined_at")).alias("known"),
+    )
+    unknown = F.struct(
+        F.col("friend_id").alias("user_id"),
+        F.concat(F.lit("collector #"), F.col("friend_id").cast("string")).alias("name"),
+        F.lit(None).cast("string").alias("location"),
+        F.lit(None).cast("string").alias("joined_at"),
+    )
+    best = F.col("rank") == 1
+    friend_picks = friends.join(people, "friend_id", "left").select(
         "user_id",
-        "friend_id",
-        F.col("similarity").alias("friend_match"),
-        F.col("reason").alias("friend_reason"),
-        "shared_genres",
+        "rank",
+        F.struct(
+            F.coalesce("known", unknown).alias("user"),
+            F.col("similarity").alias("match"),
+            F.when(best, _no_list("shared_genres"))
+            .otherwise(F.array().cast("array<string>"))
+            .alias("shared_genres"),
+            F.when(best, F.coalesce("reason", F.lit(""))).otherwise(F.lit("")).alias("reason"),
+        ).alias("pick"),
     )
-    others = (
-        friends.filter("rank > 1")
-        .groupBy("user_id")
-        .agg(F.sort_array(F.collect_list(F.struct("rank", "friend_id", "similarity"))).alias("o"))
+    details = releases.select(
+        "release_id",
+        F.struct(
+            "release_id",
+            "title",
+            _no_list("artists"),
+            "year",
+            _no_list("genres"),
+            _no_list("styles"),
+            "country",
+            _no_list("formats"),
+        ).alias("known"),
     )
-    picks = releases.groupBy("user_id").agg(
-        F.sort_array(F.collect_list(F.struct("rank", "release_id", "score", "reason"))).alias("p")
+    only_id = F.struct(
+        "release_id",
+        F.lit(None).cast("string").alias("title"),
+        *(
+            F.array().cast("array<string>").alias(name)
+            if kind == "list"
+            else F.lit(None).cast(kind).alias(name)
+            for name, kind in (
+                ("artists", "list"),
+                ("year", "int"),
+                ("genres", "list"),
+                ("styles", "list"),
+                ("country", "string"),
+                ("formats", "list"),
+            )
+        ),
     )
-    return (
-        best.join(others, "user_id", "left")
-        .join(picks, "user_id", "left")
-        .select(
-            "user_id",
-            "friend_id",
-            "friend_match",
-            "friend_reason",
-            "shared_genres",
-            F.col("o.friend_id").alias("other_friend_ids"),
-            F.col("o.similarity").alias("other_friend_matches"),
-            F.col("p.release_id").alias("release_ids"),
-            F.col("p.score").alias("release_scores"),
-            F.col("p.reason").alias("release_reasons"),
-            F.lit(generated_at).alias("generated_at"),
+    release_picks = picks.join(details, "release_id", "left").select(
+        "user_id",
+        "rank",
+        F.struct(F.coalesce("known", only_id).alias("release"), "score", "reason").alias("pick"),
+    )
+
+    def in_rank_order(frame: DataFrame, name: str) -> DataFrame:
+        return frame.groupBy("user_id").agg(
+            F.sort_array(F.collect_list(F.struct("rank", "pick"))).getField("pick").alias(name)
         )
-        .select(*_document(run_id, "recommendation", RECOMMENDATION_FIELDS))
+
+    others = in_rank_order(friend_picks.filter("rank > 1"), "other_friends")
+    chosen = in_rank_order(release_picks, "releases")
+    answers = (
+        friend_picks.filter(best)
+        .select("user_id", F.col("pick").alias("friend"))
+        .join(others, "user_id", "left")
+        .join(chosen, "user_id", "left")
+    )
+    none = {name: answers.schema[name].dataType for name in ("other_friends", "releases")}
+    return answers.select(
+        "user_id",
+        F.lit(run_id).alias("run_id"),
+        F.to_json(
+            F.struct(
+                F.lit(run_id).alias("run_id"),
+                F.lit(tables.document_time(generated_at)).alias("generated_at"),
+                "friend",
+                *(
+                    F.coalesce(F.col(name), F.array().cast(kind)).alias(name)
+                    for name, kind in none.items()
+                ),
+            ),
+            {"ignoreNullFields": "false"},
+        ).alias("recommendation"),
     )
 
 
@@ -486,7 +567,14 @@ def _run_steps(
             )
             write_to_cassandra(
                 settings,
-                recommendation_rows(friends, picks, report.run_id, report.started_at),
+                recommendation_rows(
+                    friends,
+                    picks,
+                    inputs.users,
+                    inputs.release_details,
+                    report.run_id,
+                    report.started_at,
+                ),
                 tables.RECOMMENDATIONS,
                 RECOMMENDATION_COLUMNS,
             )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from discorecs import tables
 from discorecs.cassandra import connect, upsert_rows
 from discorecs.settings import Settings
+from webapp.models import FriendPick, Recommendations, Release, ReleasePick, User, to_json
 
 RUN = "20261125T030000Z-seeded"
 OLD_RUN = "20261124T030000Z-older1"
@@ -24,17 +26,44 @@ LIVE_DOCUMENT = tables.encode_document(
 """User 7001's live row: the stream has applied one change (Kind of Blue added)."""
 
 
+USERS = {
+    7001: User(7001, "Ada Lovelace", "London, UK", WHEN),
+    7002: User(7002, "Charles Babbage", "London, UK", WHEN),
+    7003: User(7003, "Grace Hopper", "New York, USA", WHEN),
+}
+HEAD_HUNTERS = Release(
+    9102,
+    "Head Hunters",
+    ["Herbie Hancock"],
+    1973,
+    ["Jazz", "Funk / Soul"],
+    ["Jazz-Funk"],
+    "US",
+    ["Vinyl"],
+)
+FRIENDS = {RUN: 7002, OLD_RUN: 7003}
+"""User 7001's recommended friend in each seeded run."""
+
+
+def recommendation_document(run: str, friend: int) -> str:
+    """User 7001's answer in ``run``, as the batch renders it (the models' JSON)."""
+    answer = Recommendations(
+        run,
+        WHEN,
+        FriendPick(USERS[friend], 0.91, ["Jazz"], "you both collect Jazz, 91% taste match"),
+        [FriendPick(USERS[7003], 0.5, [], "")],
+        [ReleasePick(HEAD_HUNTERS, 0.3, "popular among Jazz-Funk collectors like you")],
+    )
+    return json.dumps(to_json(answer))
+
+
 def seed_serving(settings: Settings) -> None:
     with connect(settings, keyspace=settings.cassandra_keyspace) as c:
         upsert_rows(
             c,
             tables.USERS,
             ("user_id", "name", "location", "joined_at"),
-            [
-                (7001, "Ada Lovelace", "London, UK", WHEN),
-                (7002, "Charles Babbage", "London, UK", WHEN),
-                (7003, "Grace Hopper", "New York, USA", WHEN),
-            ],
+            [(u.user_id, u.name, u.location, u.joined_at) for u in USERS.values()],
         )
         upsert_rows(
             c,
@@ -94,33 +123,12 @@ def seed_serving(settings: Settings) -> None:
                 ),
             ],
         )
-        for run, friend in ((RUN, 7002), (OLD_RUN, 7003)):
-            upsert_rows(
-                c,
-                tables.RECOMMENDATIONS,
-                tables.RECOMMENDATION_COLUMNS,
-                [
-                    (
-                        7001,
-                        run,
-                        tables.encode_document(
-                            tables.RECOMMENDATION_FIELDS,
-                            {
-                                "friend_id": friend,
-                                "friend_match": 0.91,
-                                "friend_reason": "you both collect Jazz, 91% taste match",
-                                "shared_genres": ["Jazz"],
-                                "other_friend_ids": [7003],
-                                "other_friend_matches": [0.5],
-                                "release_ids": [9102],
-                                "release_scores": [0.3],
-                                "release_reasons": ["popular among Jazz-Funk collectors like you"],
-                                "generated_at": WHEN,
-                            },
-                        ),
-                    ),
-                ],
-            )
+        upsert_rows(
+            c,
+            tables.RECOMMENDATIONS,
+            tables.RECOMMENDATION_COLUMNS,
+            [(7001, run, recommendation_document(run, friend)) for run, friend in FRIENDS.items()],
+        )
         upsert_rows(
             c,
             tables.GENRE_LEADERBOARDS,

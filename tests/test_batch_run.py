@@ -72,7 +72,10 @@ def recommendations(settings, run_id):
         for row in rows:
             if row.run_id == run_id:
                 document = tables.decode_document(tables.RECOMMENDATION_FIELDS, row.recommendation)
-                found[row.user_id] = (document["friend_id"], list(document["release_ids"] or []))
+                found[row.user_id] = (
+                    document["friend"]["user"]["user_id"],
+                    [pick["release"]["release_id"] for pick in document["releases"]],
+                )
         return found
 
 
@@ -285,3 +288,32 @@ def test_evaluation_reports_every_recommender(first_run, spark, batch_root):
     # Hidden records are drawn by taste: the taste model must find some of them.
     assert ours["hit_rate_at_10"] > 0.05
     assert "discorecs" in format_table(result)
+
+
+def test_the_stored_answer_names_friends_and_releases_as_the_inputs_do(first_run, batch_root):
+    settings, report = first_run
+    root, *_ = batch_root
+    names = {
+        row["user_id"]: row["name"]
+        for row in ds.dataset(root / "users" / "users").to_table().to_pylist()
+    }
+    titles = {
+        row["release_id"]: row["title"]
+        for row in ds.dataset(root / "catalog" / "releases")
+        .to_table(columns=["release_id", "title"])
+        .to_pylist()
+    }
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        rows = list(
+            connection.session.execute(
+                f"SELECT user_id, run_id, recommendation FROM {tables.RECOMMENDATIONS}"
+            )
+        )
+    answers = [json.loads(r.recommendation) for r in rows if r.run_id == report.run_id]
+    assert answers
+    for answer in answers:
+        assert answer["run_id"] == report.run_id
+        for pick in [answer["friend"], *answer["other_friends"]]:
+            assert pick["user"]["name"] == names[pick["user"]["user_id"]]
+        for pick in answer["releases"]:
+            assert pick["release"]["title"] == titles[pick["release"]["release_id"]]

@@ -1,6 +1,7 @@
 """The batch's pure transforms on tiny inline data, with exact expected rows."""
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -198,3 +199,95 @@ def test_holdout_hides_a_share_but_never_a_users_last_record(spark):
     assert again == hidden_rows
     with pytest.raises(ValueError, match="between 0 and 1"):
         split_holdout(holdings(spark, rows), 1.5, seed=3)
+
+
+def test_a_recommendation_is_the_apis_whole_answer(spark):
+    from discorecs import tables
+    from spark_jobs.nightly import recommendation_rows
+    from webapp.models import to_json
+    from webapp.repository import recommendations_of
+
+    when = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+    joined = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    friends = spark.createDataFrame(
+        [(1, 1, 2, 0.9, "you both collect Jazz", ["Jazz"]), (1, 2, 99, 0.5, "unused", ["Rock"])],
+        "user_id long, rank int, friend_id long, similarity double, reason string, "
+        "shared_genres array<string>",
+    )
+    picks = spark.createDataFrame(
+        [(1, 2, 77, 0.25, "second"), (1, 1, 10, 0.75, "first")],
+        "user_id long, rank int, release_id long, score double, reason string",
+    )
+    users = spark.createDataFrame(
+        [(2, "Bo", "Oslo", joined)],
+        "user_id long, name string, location string, joined_at timestamp",
+    )
+    releases = spark.createDataFrame(
+        [(10, "Blue", ["Miles"], 1959, ["Jazz"], None, "US", ["Vinyl"])],
+        "release_id long, title string, artists array<string>, year int, genres array<string>, "
+        "styles array<string>, country string, formats array<string>",
+    )
+    rows = recommendation_rows(friends, picks, users, releases, "run-1", when).collect()
+    assert [(row.user_id, row.run_id) for row in rows] == [(1, "run-1")]
+    answer = json.loads(rows[0].recommendation)
+    assert answer == {
+        "run_id": "run-1",
+        "generated_at": "2026-11-25T03:00:00.000000+00:00",
+        "friend": {
+            "user": {
+                "user_id": 2,
+                "name": "Bo",
+                "location": "Oslo",
+                "joined_at": "2020-01-02T03:04:05.000000+00:00",
+            },
+            "match": 0.9,
+            "shared_genres": ["Jazz"],
+            "reason": "you both collect Jazz",
+        },
+        "other_friends": [  # not in the users: named by id; only the best has a reason
+            {
+                "user": {
+                    "user_id": 99,
+                    "name": "collector #99",
+                    "location": None,
+                    "joined_at": None,
+                },
+                "match": 0.5,
+                "shared_genres": [],
+                "reason": "",
+            }
+        ],
+        "releases": [  # in rank order; 77 is not in the catalog
+            {
+                "release": {
+                    "release_id": 10,
+                    "title": "Blue",
+                    "artists": ["Miles"],
+                    "year": 1959,
+                    "genres": ["Jazz"],
+                    "styles": [],
+                    "country": "US",
+                    "formats": ["Vinyl"],
+                },
+                "score": 0.75,
+                "reason": "first",
+            },
+            {
+                "release": {
+                    "release_id": 77,
+                    "title": None,
+                    "artists": [],
+                    "year": None,
+                    "genres": [],
+                    "styles": [],
+                    "country": None,
+                    "formats": [],
+                },
+                "score": 0.25,
+                "reason": "second",
+            },
+        ],
+    }
+    assert list(answer) == list(tables.RECOMMENDATION_FIELDS)
+    # The page's models read from it render back to the same answer.
+    assert to_json(recommendations_of(rows[0].recommendation)) == answer

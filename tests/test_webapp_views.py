@@ -1,5 +1,6 @@
 """Views and API with the Flask test client over a fake repository (no Cassandra)."""
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -20,6 +21,7 @@ from webapp.models import (
     StreamHealth,
     User,
     UserPage,
+    to_json,
 )
 from webapp.repository import ServingUnavailable
 
@@ -51,9 +53,14 @@ class FakeRepository:
         self._check()
         return self.run
 
-    def recommendations(self, user_id, run_id):
+    def recommendation_document(self, user_id, run_id):
         self._check()
         self.recommendation_reads += 1
+        found = self.recommendations(user_id, run_id)
+        return json.dumps(to_json(found)) if found else None
+
+    def recommendations(self, user_id, run_id):
+        self._check()
         if user_id not in self.users_:
             return None
         friend = FriendPick(
@@ -184,7 +191,7 @@ def test_api_user_and_recommendations(client):
     recs = client.get("/api/users/7/recommendations").get_json()
     assert recs["friend"]["user"]["user_id"] == 8
     assert recs["releases"][0]["release"]["title"] == "Kind of Blue"
-    assert recs["generated_at"] == "2026-11-25T03:00:00+00:00"
+    assert recs["generated_at"] == "2026-11-25T03:00:00.000000+00:00"
 
 
 def test_api_recommendations_cached_per_published_run(fake):

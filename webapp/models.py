@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from discorecs.tables import document_time
+
 
 def to_json(value: Any) -> Any:
     """Dataclasses (and lists of them) as JSON-ready dicts, datetimes as ISO 8601.
@@ -21,7 +23,7 @@ def to_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: to_json(item) for key, item in value.items()}
     if isinstance(value, datetime):
-        return value.isoformat()
+        return document_time(value)
     return value
 
 

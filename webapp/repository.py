@@ -66,7 +66,7 @@ STATEMENTS = {
     "published": f"SELECT run_id FROM {tables.PUBLISHED_RUNS} WHERE scope = ?",
     "profile": f"SELECT run_id, profile FROM {tables.USER_GENRE_PROFILES} "
     "WHERE user_id = ? AND run_id = ?",
-    "recommendations": f"SELECT run_id, recommendation FROM {tables.RECOMMENDATIONS} "
+    "recommendations": f"SELECT recommendation FROM {tables.RECOMMENDATIONS} "
     "WHERE user_id = ? AND run_id = ?",
     "releases": f"SELECT release_id, title, artists, year, genres, styles, country, formats "
     f"FROM {tables.RELEASES} WHERE release_id IN ?",
@@ -231,50 +231,15 @@ class CassandraRepository:
         )
         return Profile(row.run_id, row.collection_size or 0, standings, list(row.top_styles or []))
 
-    def recommendations(self, user_id: int, run_id: str) -> Recommendations | None:
+    def recommendation_document(self, user_id: int, run_id: str) -> str | None:
+        """The API's answer for ``user_id`` in ``run_id`` as the batch rendered it (see
+        ``tables.RECOMMENDATION_FIELDS``): one single-partition read, nothing rebuilt."""
         rows = self._run("recommendations", [user_id, run_id])
-        if not rows:
-            return None
-        row = SimpleNamespace(
-            run_id=rows[0].run_id,
-            **tables.decode_document(tables.RECOMMENDATION_FIELDS, rows[0].recommendation),
-        )
-        friend_ids = ([row.friend_id] if row.friend_id else []) + list(row.other_friend_ids or [])
-        friends = self.users(friend_ids)
-        release_ids = list(row.release_ids or [])
-        releases = self.releases(release_ids)
+        return rows[0].recommendation if rows else None
 
-        def pick(friend_id: int, match: float, reason: str, shared: list[str]) -> FriendPick:
-            return FriendPick(
-                friends.get(friend_id, User(friend_id, f"collector #{friend_id}")),
-                match,
-                shared,
-                reason,
-            )
-
-        best = (
-            pick(
-                row.friend_id,
-                row.friend_match or 0.0,
-                row.friend_reason or "",
-                list(row.shared_genres or []),
-            )
-            if row.friend_id
-            else None
-        )
-        others = [
-            pick(f, m, "", [])
-            for f, m in zip(
-                row.other_friend_ids or [], row.other_friend_matches or [], strict=False
-            )
-        ]
-        picks = [
-            ReleasePick(releases.get(r, Release(r, None)), s, why)
-            for r, s, why in zip(
-                release_ids, row.release_scores or [], row.release_reasons or [], strict=False
-            )
-        ]
-        return Recommendations(row.run_id, _timestamp(row.generated_at), best, others, picks)
+    def recommendations(self, user_id: int, run_id: str) -> Recommendations | None:
+        document = self.recommendation_document(user_id, run_id)
+        return recommendations_of(document) if document else None
 
     def live_collection_size(self, user_id: int) -> int:
         return int(self._run("collection_size", [user_id])[0][0])
@@ -372,3 +337,40 @@ class CassandraRepository:
 def _user(row: Any) -> User:
     joined = row.joined_at if isinstance(row.joined_at, datetime) else None
     return User(row.user_id, row.name, row.location, joined)
+
+
+def recommendations_of(document: str) -> Recommendations:
+    """The models of a stored recommendation document (for the user page)."""
+    fields = tables.decode_document(tables.RECOMMENDATION_FIELDS, document)
+
+    def user(values: dict) -> User:
+        return User(
+            values["user_id"],
+            values["name"],
+            values.get("location"),
+            _timestamp(values.get("joined_at")),
+        )
+
+    def friend(values: dict) -> FriendPick:
+        return FriendPick(
+            user(values["user"]),
+            values["match"],
+            list(values.get("shared_genres") or []),
+            values.get("reason") or "",
+        )
+
+    def release(values: dict) -> ReleasePick:
+        details = values["release"]
+        return ReleasePick(
+            Release(**{name: details.get(name) for name in tables.RELEASE_FIELDS}),
+            values["score"],
+            values.get("reason") or "",
+        )
+
+    return Recommendations(
+        fields["run_id"],
+        _timestamp(fields["generated_at"]),
+        friend(fields["friend"]) if fields["friend"] else None,
+        [friend(values) for values in fields["other_friends"] or []],
+        [release(values) for values in fields["releases"] or []],
+    )

@@ -259,7 +259,7 @@ def load_releases_into_cassandra(
     settings: Settings, catalog: Path, *, say: Callable[[str], None] = say_to_stderr
 ) -> int:
     """Upsert every release of the published catalog into the ``releases`` table."""
-    from discorecs.cassandra import connect, upsert_rows
+    from discorecs.cassandra import connect, upsert_batched
 
     total = read_manifest(catalog)["releases"]
     progress = Progress("loading releases into Cassandra", total, say, unit="rows")
@@ -272,8 +272,12 @@ def load_releases_into_cassandra(
                 rows = zip(
                     *(batch.column(name).to_pylist() for name in RELEASE_COLUMNS), strict=True
                 )
-                written += upsert_rows(
-                    connection, tables.RELEASES, RELEASE_COLUMNS, rows, concurrency=96
+                written += upsert_batched(
+                    connection,
+                    tables.RELEASES,
+                    RELEASE_COLUMNS,
+                    rows,
+                    batch_rows=settings.cassandra_batch_rows,
                 )
                 progress.update(written)
     progress.finish(written)

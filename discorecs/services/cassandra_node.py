@@ -50,6 +50,20 @@ request_timeout: 20000ms
 batch_size_warn_threshold: 40KiB
 batch_size_fail_threshold: 50KiB
 compaction_throughput: 64MiB/s
+# Cassandra 5.0's storage engine: trie memtables (less heap and GC per write than the skip
+# lists before them) and trie-indexed (BTI) sstables; both need storage_compatibility_mode
+# NONE, which a node created by 5.0 has.
+memtable:
+  configurations:
+    skiplist:
+      class_name: SkipListMemtable
+    trie:
+      class_name: TrieMemtable
+    default:
+      inherits: trie
+memtable_allocation_type: offheap_objects
+sstable:
+  selected_format: bti
 """
 
 _LOGBACK = """\

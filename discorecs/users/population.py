@@ -133,7 +133,7 @@ def load_population_into_cassandra(
     settings: Settings, folder: Path, *, say: Callable[[str], None] = say_to_stderr
 ) -> dict[str, int]:
     """Upsert users (and the name-prefix index), collections and wantlists."""
-    from discorecs.cassandra import connect, upsert_rows
+    from discorecs.cassandra import connect, upsert_batched
 
     require_published(folder, "generated users", "run `discorecs generate-users` first")
     written = {}
@@ -153,21 +153,21 @@ def load_population_into_cassandra(
                     columns = tuple(rows)
                     # Holdings are written as of when they were added, so any later event
                     # the stream applies wins over them (see streaming.job).
-                    count += upsert_rows(
+                    count += upsert_batched(
                         connection,
                         table,
                         columns,
                         zip(*rows.values(), strict=True),
-                        concurrency=96,
+                        batch_rows=settings.cassandra_batch_rows,
                         write_time_column="added_at" if dataset != "users" else None,
                     )
                     if dataset == "users":
-                        upsert_rows(
+                        upsert_batched(
                             connection,
                             tables.USERS_BY_NAME,
                             ("name_prefix", "name_lower", "user_id", "name"),
                             _name_index_rows(rows["user_id"], rows["name"]),
-                            concurrency=96,
+                            batch_rows=settings.cassandra_batch_rows,
                         )
                     progress.update(count)
             progress.finish(count)

@@ -21,9 +21,10 @@ def user(user_id: int):
 
 @blueprint.get("/users/<int:user_id>/recommendations")
 def recommendations(user_id: int):
-    """A published run's recommendations never change (the run id is part of their key), so
-    each worker keeps the rendered answer per user and run (``web_response_cache`` entries):
-    a repeat costs no Cassandra read, and publishing a new run changes every key."""
+    """The batch stored the answer whole (``tables.RECOMMENDATION_FIELDS``), so it is sent as
+    read. A published run's answers never change (the run id is part of their key), so each
+    worker also keeps the latest ``web_response_cache`` of them: a repeat costs no read, and
+    publishing a new run changes every key."""
     store = repository()
     run_id = store.published_run()
     cache = current_app.extensions["response_cache"]
@@ -31,12 +32,11 @@ def recommendations(user_id: int):
     body = cache.get(key) if run_id else None
     cached = body is not None
     if body is None:
-        found = store.recommendations(user_id, run_id) if run_id else None
-        if found is None:  # only then tell an unknown user from one the batch has not seen
+        body = store.recommendation_document(user_id, run_id) if run_id else None
+        if body is None:  # only then tell an unknown user from one the batch has not seen
             if store.user(user_id) is None:
                 abort(404, f"There is no user {user_id}.")
             abort(404, f"There are no recommendations for user {user_id} yet; run the batch.")
-        body = current_app.json.dumps(to_json(found))
         cache.put(key, body)
     response = current_app.response_class(body, mimetype="application/json")
     response.headers["X-Cache"] = "hit" if cached else "miss"
