@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 SCHEMA_FILE = Path(__file__).with_name("schema.cql")
@@ -14,3 +15,25 @@ def table_statements(schema_file: Path = SCHEMA_FILE) -> list[str]:
     ]
     statements = (" ".join(chunk.split()) for chunk in "\n".join(lines).split(";"))
     return [statement for statement in statements if statement]
+
+
+def declared_columns(statement: str) -> dict[str, str]:
+    """The columns a ``CREATE TABLE`` statement declares, name -> CQL type as written
+    (``map<text, int>``), in order."""
+    opened = statement.index("(")
+    parts, depth, start = [], 0, opened + 1
+    for at in range(opened + 1, len(statement)):
+        char = statement[at]
+        if char in ",)" and depth == 0:
+            parts.append(statement[start:at])
+            start = at + 1
+            if char == ")":  # the column list's own closing parenthesis
+                break
+        depth += char in "(<"
+        depth -= char in ")>"
+    columns = {}
+    for part in (part.strip() for part in parts):
+        if part and not part.upper().startswith("PRIMARY KEY"):
+            name, declared = part.split(None, 1)
+            columns[name] = re.sub(r"\s+(PRIMARY KEY|STATIC)$", "", declared, flags=re.I)
+    return columns

@@ -36,7 +36,7 @@ from cassandra.policies import (
 from cassandra.protocol import OverloadedErrorMessage
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
-from cassandra_schema import table_statements
+from cassandra_schema import declared_columns, table_statements
 from discorecs import tables
 from discorecs.errors import DiscorecsError
 from discorecs.settings import Settings
@@ -44,7 +44,7 @@ from discorecs.settings import Settings
 log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 64
-DEFAULT_BATCH_ROWS = 32  # rows per unlogged batch in bulk loads (upsert_batched)
+DEFAULT_BATCH_ROWS = Settings.cassandra_batch_rows  # rows per unlogged batch (upsert_batched)
 BATCH_CONCURRENCY = 16  # batches in flight per connection
 BATCH_BYTES = 32 * 1024
 """The most bytes of values an unlogged batch carries. Cassandra refuses a batch whose
@@ -224,7 +224,29 @@ def apply_schema(settings: Settings) -> list[str]:
         connection.cluster.control_connection.wait_for_schema_agreement()
         connection.cluster.refresh_schema_metadata()
         keyspace = connection.cluster.metadata.keyspaces.get(settings.cassandra_keyspace)
-        return sorted(keyspace.tables) if keyspace else []
+        if keyspace is None:
+            return []
+        _check_columns(keyspace)
+        return sorted(keyspace.tables)
+
+
+def _check_columns(keyspace: Any) -> None:
+    """Fail if a table made by an earlier release has columns the schema no longer declares
+    as they are (``CREATE TABLE IF NOT EXISTS`` leaves such a table as it was, and writes of
+    the new types would fail batch after batch)."""
+    for statement in table_statements():
+        name = re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", statement).group(1)
+        table = keyspace.tables.get(name)
+        existing = {} if table is None else table.columns
+        for column, declared in declared_columns(statement).items():
+            found = existing[column].cql_type if column in existing else "missing"
+            if found.replace(" ", "") != declared.replace(" ", ""):
+                raise CassandraError(
+                    f"Cassandra table {keyspace.name}.{name} is from an earlier release: its "
+                    f"column {column} is {found}, the schema declares {declared}. Drop the "
+                    f"table (cqlsh: DROP TABLE {keyspace.name}.{name}; its rows are lost) or "
+                    "set cassandra_keyspace to a new keyspace, then run again."
+                )
 
 
 def insert_cql(table: str, columns: Sequence[str]) -> str:

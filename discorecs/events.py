@@ -39,6 +39,8 @@ TOPIC_OF_KIND: dict[EventKind, str] = {
 
 EVENT_FIELDS = ("event_id", "user_id", "release_id", "kind", "event_time")
 MAX_EVENT_ID_LENGTH = 64
+MAX_ID = 2**63 - 1
+"""The largest user or release id: the tables hold ids as CQL ``bigint`` (signed 64 bits)."""
 
 
 class InvalidEvent(ValueError):
@@ -98,9 +100,11 @@ def parse_event_fields(payload: bytes | str | None) -> EventFields:
     event it reads and only needs the fields."""
     if payload is None:
         raise InvalidEvent("empty payload")
+    if isinstance(payload, bytes):
+        payload = _utf8_text(payload)
     try:
         data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as error:
+    except ValueError as error:
         raise InvalidEvent(f"not JSON: {error}") from None
     if not isinstance(data, dict):
         raise InvalidEvent(f"not a JSON object but {type(data).__name__}")
@@ -110,11 +114,18 @@ def parse_event_fields(payload: bytes | str | None) -> EventFields:
     event_id = data["event_id"]
     if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID_LENGTH:
         raise InvalidEvent(f"event_id must be a string of 1-{MAX_EVENT_ID_LENGTH} characters")
+    if not event_id.isascii():
+        try:
+            event_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEvent(
+                "event_id is not valid Unicode (it holds a lone surrogate escape such as \\ud800)"
+            ) from None
     kind = data["kind"]
     kind = _KIND_OF_VALUE.get(kind) if isinstance(kind, str) else None
     if kind is None:
         kinds = ", ".join(kind.value for kind in EventKind)
-        raise InvalidEvent(f"unknown kind {data['kind']!r}; expected one of {kinds}")
+        raise InvalidEvent(f"unknown kind {_shown(data['kind'])}; expected one of {kinds}")
     return (
         event_id,
         _positive_id(data, "user_id"),
@@ -124,21 +135,44 @@ def parse_event_fields(payload: bytes | str | None) -> EventFields:
     )
 
 
+def _utf8_text(payload: bytes) -> str:
+    """The payload as text: events are UTF-8 JSON. Decoded here rather than by ``json.loads``,
+    which would guess UTF-16 or UTF-32 from the first bytes and blame that codec."""
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        byte = payload[error.start]
+        raise InvalidEvent(
+            f"not UTF-8: byte 0x{byte:02x} at offset {error.start} ({error.reason})"
+        ) from None
+
+
 def parse_event_time(value: Any) -> datetime:
     """An ISO 8601 timestamp with a zone (``Z`` or an offset), as an aware UTC datetime."""
     if not isinstance(value, str):
-        raise InvalidEvent(f"event_time must be an ISO 8601 string, got {value!r}")
+        raise InvalidEvent(f"event_time must be an ISO 8601 string, got {_shown(value)}")
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidEvent(f"event_time {value!r} is not ISO 8601") from None
+        raise InvalidEvent(f"event_time {_shown(value)} is not ISO 8601") from None
     if moment.tzinfo is None:
         raise InvalidEvent(f"event_time {value!r} has no time zone (add Z or an offset)")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent(
+            f"event_time {value!r} is outside years 1-9999 once converted to UTC"
+        ) from None
 
 
 def _positive_id(data: dict[str, Any], name: str) -> int:
     value = data[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidEvent(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise InvalidEvent(f"{name} must be an integer from 1 to 2^63-1, got {_shown(value)}")
     return value
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for a dead-letter reason, cut short: the payload itself is kept whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

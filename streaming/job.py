@@ -29,7 +29,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -440,12 +440,15 @@ def process_batch(
     # JVM, before any Python sees them; an event whose key is not its user id is
     # dead-lettered when marked.
     tasks = max(2, spark.sparkContext.defaultParallelism)
+    max_ahead = timedelta(seconds=settings.stream_max_seconds_ahead)
 
     def mark_and_apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         task_started()
         seconds: dict[str, float] = {}
         marked = pa.Table.from_batches(
-            list(marked_batches(batches, users.value, catalog.value.release_ids, seconds)),
+            list(
+                marked_batches(batches, users.value, catalog.value.release_ids, seconds, max_ahead)
+            ),
             schema=MARKED,
         )
         tally.add(seconds)

@@ -70,17 +70,17 @@ def test_offsets_are_normalised_to_utc():
         (
             b'{"event_id":"x","user_id":0,"release_id":2,"kind":"play",'
             b'"event_time":"2026-01-01T00:00:00Z"}',
-            "user_id must be a positive integer",
+            "user_id must be an integer from 1 to 2\\^63-1",
         ),
         (
             b'{"event_id":"x","user_id":"7","release_id":2,"kind":"play",'
             b'"event_time":"2026-01-01T00:00:00Z"}',
-            "user_id must be a positive integer",
+            "user_id must be an integer from 1 to 2\\^63-1",
         ),
         (
             b'{"event_id":"x","user_id":1,"release_id":true,"kind":"play",'
             b'"event_time":"2026-01-01T00:00:00Z"}',
-            "release_id must be a positive integer",
+            "release_id must be an integer from 1 to 2\\^63-1",
         ),
         (
             b'{"event_id":"x","user_id":1,"release_id":2,"kind":"steal",'
@@ -100,6 +100,33 @@ def test_offsets_are_normalised_to_utc():
             b'{"event_id":"","user_id":1,"release_id":2,"kind":"play",'
             b'"event_time":"2026-01-01T00:00:00Z"}',
             "event_id must be a string",
+        ),
+        (  # one more than a CQL bigint holds
+            b'{"event_id":"x","user_id":9223372036854775808,"release_id":2,"kind":"play",'
+            b'"event_time":"2026-01-01T00:00:00Z"}',
+            "user_id must be an integer from 1 to 2\\^63-1",
+        ),
+        (
+            b'{"event_id":"x","user_id":1,"release_id":2,"kind":"play",'
+            b'"event_time":"9999-12-31T23:59:59-01:00"}',
+            "outside years 1-9999",
+        ),
+        (
+            b'{"event_id":"x","user_id":1,"release_id":2,"kind":"play",'
+            b'"event_time":"0001-01-01T00:00:00+01:00"}',
+            "outside years 1-9999",
+        ),
+        (b"\xff\xfe{}", "not UTF-8: byte 0xff at offset 0"),
+        (  # json.loads of bytes would take UTF-16 and blame that codec for a bad byte
+            '{"event_id":"x","user_id":1,"release_id":2,"kind":"play",'
+            '"event_time":"2026-01-01T00:00:00Z"}'.encode("utf-16"),
+            "not UTF-8: byte 0xff at offset 0",
+        ),
+        (b'{"event_id": "caf\xc3"}', "not UTF-8: byte 0xc3 at offset 17"),
+        (
+            b'{"event_id":"\\ud800","user_id":1,"release_id":2,"kind":"play",'
+            b'"event_time":"2026-01-01T00:00:00Z"}',
+            "not valid Unicode",
         ),
     ],
 )

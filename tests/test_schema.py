@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from cassandra_schema import SCHEMA_FILE, table_statements
+from cassandra_schema import SCHEMA_FILE, declared_columns, table_statements
 from discorecs import tables
-from discorecs.cassandra import apply_schema, connect, schema_script
+from discorecs.cassandra import CassandraError, apply_schema, connect, schema_script
 
 # Cassandra 5.0 syntax that 4.1 rejects: the schema targets 5.0 but must stay valid on 4.1.
 REJECTED_BY_4_1 = [
@@ -88,3 +88,45 @@ def test_schema_applies_twice_against_real_cassandra(services):
         ).one()
     assert columns == set(tables.RECOMMENDATION_COLUMNS)
     assert compaction.compaction["class"].endswith("TimeWindowCompactionStrategy")
+
+
+def test_column_types_are_read_from_the_statements():
+    statement = next(s for s in table_statements() if f" {tables.DEAD_LETTERS} (" in s)
+    assert declared_columns(statement) == {
+        "day": "text",
+        "topic": "text",
+        "kafka_partition": "int",
+        "kafka_offset": "bigint",
+        "payload": "blob",
+        "reason": "text",
+        "received_at": "timestamp",
+    }
+    runs = next(s for s in table_statements() if f" {tables.BATCH_RUNS} (" in s)
+    assert declared_columns(runs)["step_counts"] == "map<text, bigint>"
+
+
+@pytest.mark.services
+def test_a_table_from_an_earlier_release_is_named_with_the_fix(services):
+    """dead_letters.payload was text; CREATE TABLE IF NOT EXISTS would keep it so, and every
+    dead letter's write would then fail."""
+    old = services.replace(cassandra_keyspace="discorecs_schema_upgrade")
+    with connect(old) as connection:
+        connection.session.execute(
+            "CREATE KEYSPACE IF NOT EXISTS discorecs_schema_upgrade WITH replication = "
+            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+        )
+        connection.session.execute(
+            "CREATE TABLE IF NOT EXISTS discorecs_schema_upgrade.dead_letters (day text, "
+            "topic text, kafka_partition int, kafka_offset bigint, payload text, reason text, "
+            "received_at timestamp, PRIMARY KEY ((day), topic, kafka_partition, kafka_offset))"
+        )
+    try:
+        with pytest.raises(CassandraError) as raised:
+            apply_schema(old)
+        assert str(raised.value).startswith(
+            "Cassandra table discorecs_schema_upgrade.dead_letters is from an earlier release: "
+            "its column payload is text, the schema declares blob. Drop the table"
+        )
+    finally:
+        with connect(old) as connection:
+            connection.session.execute("DROP KEYSPACE discorecs_schema_upgrade")

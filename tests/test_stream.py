@@ -48,9 +48,9 @@ from streaming.live import (
 )
 from streaming.transform import mark_records
 from tests.conftest import free_port
+from tests.test_stream_marking import T, event, raw_records, user_key
 
 pytestmark = pytest.mark.spark
-T = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def raw_rows(spark, payloads):
@@ -78,102 +78,6 @@ def catalog_of(genres: dict[int, list[str]]) -> CatalogIndex:
     """A catalog index of the given releases and their genres (no styles)."""
     rows = [{"release_id": r, "genres": g, "styles": []} for r, g in genres.items()]
     return CatalogIndex.from_arrow(pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA))
-
-
-def event(event_id, user, release, kind, minute=0):
-    return Event(event_id, user, release, kind, T.replace(minute=minute)).to_json()
-
-
-def user_key(payload):
-    """The Kafka key a producer gives ``payload``: its user id (b"1" if it has none)."""
-    try:
-        return str(json.loads(payload)["user_id"]).encode()
-    except (TypeError, ValueError, KeyError):
-        return b"1"
-
-
-def raw_records(payloads, keys=None):
-    """Raw Kafka records as the source hands them over (one Arrow batch), keyed by user id
-    unless ``keys`` are given."""
-    count = len(payloads)
-    return pa.RecordBatch.from_pydict(
-        {
-            "topic": ["collection_events"] * count,
-            "kafka_partition": pa.array([0] * count, pa.int32()),
-            "kafka_offset": pa.array(range(count), pa.int64()),
-            "key": pa.array(keys or [user_key(p) for p in payloads], pa.binary()),
-            "value": pa.array(payloads, pa.binary()),
-            "timestamp": pa.array([T] * count, pa.timestamp("us", tz="UTC")),
-        }
-    )
-
-
-def test_mark_records_sends_each_kind_of_bad_event_to_the_dead_letters():
-    payloads = [
-        event("ok", 1, 10, EventKind.COLLECTION_ADD),
-        b"{not json",
-        json.dumps(
-            {"event_id": "m", "user_id": 1, "kind": "play", "event_time": "2026-11-25T12:00:00Z"}
-        ).encode(),
-        event("u", 99, 10, EventKind.COLLECTION_ADD),
-        event("r", 1, 77, EventKind.COLLECTION_ADD),
-        json.dumps(
-            {
-                "event_id": "k",
-                "user_id": 1,
-                "release_id": 10,
-                "kind": "sell",
-                "event_time": "2026-11-25T12:00:00Z",
-            }
-        ).encode(),
-        None,
-        b"\xff\xfe not utf-8",
-    ]
-    marked = mark_records(
-        raw_records(payloads), np.array([1], np.int64), np.array([10], np.int64)
-    ).to_pylist()
-    assert [r["kafka_offset"] for r in marked] == list(range(len(payloads)))
-    assert marked[0] == {
-        "topic": "collection_events",
-        "kafka_partition": 0,
-        "kafka_offset": 0,
-        "payload": None,
-        "reason": None,
-        "event_id": "ok",
-        "user_id": 1,
-        "release_id": 10,
-        "kind": "collection_add",
-        "event_time": T,
-        "ingested_at": T,
-    }
-    reasons = [r["reason"] for r in marked]
-    assert reasons[1].startswith("not JSON")
-    assert reasons[2] == "missing field(s): release_id"
-    assert reasons[3] == "unknown user 99"
-    assert reasons[4] == "unknown release 77"
-    assert reasons[5].startswith("unknown kind 'sell'")
-    assert reasons[6] == "empty payload"
-    assert reasons[7].startswith("not JSON")
-    assert marked[1]["payload"] == "{not json"
-    assert marked[7]["payload"] == "\ufffd\ufffd not utf-8"
-    assert marked[3]["payload"] == payloads[3].decode()
-    assert [r["event_id"] for r in marked if r["reason"] is None] == ["ok"]
-
-
-def test_mark_records_dead_letters_an_event_not_keyed_by_its_user():
-    payloads = [event(f"e{i}", 1, 10, EventKind.COLLECTION_ADD) for i in range(4)]
-    payloads.append(event("bad-user", 99, 10, EventKind.COLLECTION_ADD))
-    keys = [b"1", b"2", None, b"01", b"99"]
-    marked = mark_records(
-        raw_records(payloads, keys), np.array([1, 2], np.int64), np.array([10], np.int64)
-    ).to_pylist()
-    reasons = [r["reason"] for r in marked]
-    assert reasons[0] is None
-    assert reasons[1].startswith("Kafka key b'2' is not the user id 1: events are keyed by")
-    assert reasons[2].startswith("Kafka key None is not the user id 1")
-    assert reasons[3].startswith("Kafka key b'01' is not the user id 1")
-    assert reasons[4] == "unknown user 99"  # the first reason found is the one given
-    assert marked[1]["payload"] == payloads[1].decode()
 
 
 def test_add_then_remove_in_one_batch_is_a_remove(spark):
@@ -420,6 +324,25 @@ def test_live_row_and_collection_reads_agree_on_one_node_and_on_a_cluster(servic
         assert (live[7101].stream_id, live[7101].batch_id) == ("query-1", 4)
 
 
+def poison(user: int, release: int) -> dict[bytes, str]:
+    """Records that once stopped the stream for good (or were applied where they should not
+    be), each with the topic it is sent to."""
+
+    def raw(**fields):
+        values = {"event_id": "p", "user_id": user, "release_id": release}
+        return json.dumps({**values, "kind": "collection_add", **fields}).encode()
+
+    return {
+        raw(event_id="p-big", user_id=2**63): topics.COLLECTION_EVENTS,
+        raw(event_id="p-early", event_time="0001-01-01T00:00:00+01:00"): topics.COLLECTION_EVENTS,
+        raw(event_id="p-future", event_time="2999-01-01T00:00:00Z"): topics.COLLECTION_EVENTS,
+        raw(event_id="p-topic", kind="wantlist_add"): topics.COLLECTION_EVENTS,
+        raw(event_id="\ud800", event_time=T.isoformat()): topics.COLLECTION_EVENTS,
+        b'{"event_id": ' + b"[" * 5000 + b"]" * 5000 + b"}": topics.ACTIVITY_EVENTS,
+        b"\xff\xfe\x00 not utf-8": topics.ACTIVITY_EVENTS,
+    }
+
+
 @pytest.fixture(scope="module")
 def stream_world(services, small_catalog, tmp_path_factory):
     """A data root with catalog and users, a broker of its own with known events in it."""
@@ -451,6 +374,8 @@ def stream_world(services, small_catalog, tmp_path_factory):
     for e in events:
         producer.send(e.topic, key=e.key, value=e.to_json())
     producer.send(topics.COLLECTION_EVENTS, key=b"x", value=b"{broken")
+    for payload, topic in poison(user, new[0]).items():
+        producer.send(topic, key=str(user).encode(), value=payload)
     producer.send(
         topics.COLLECTION_EVENTS,
         key=b"1",
@@ -499,9 +424,12 @@ def test_a_bounded_run_applies_events_and_dead_letters_the_rest(spark, stream_wo
     assert new[0] in owned and removed not in owned
     assert new[1] in wanted
     assert [Change(*c).event_id for c in live.changes] == ["s-1", "s-2", "s-3"]  # no plays
-    reasons = {d.reason for d in dead if d.payload in ("{broken",) or "s-5" in d.payload}
-    assert any(r.startswith("not JSON") for r in reasons)
-    assert f"unknown user {10**9}" in reasons
+    reasons = {d.payload: d.reason for d in dead}
+    assert reasons[b"{broken"].startswith("not JSON")
+    assert [r for p, r in reasons.items() if b'"s-5"' in p] == [f"unknown user {10**9}"]
+    assert set(poison(user, new[0])) <= reasons.keys()  # each kept byte for byte
+    assert len(dead) == len(poison(user, new[0])) + 2
+    assert reasons[b"\xff\xfe\x00 not utf-8"].startswith("not UTF-8: byte 0xff at offset 0")
     log = (
         ds.dataset(paths.event_log(settings.data_root), format="parquet", partitioning="hive")
         .to_table()

@@ -10,6 +10,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
 
 from discorecs.services.cassandra_node import CassandraNode
 from discorecs.settings import load_settings
@@ -118,6 +120,30 @@ def test_api_over_gunicorn(site):
         assert error.code == 404 and error.headers["Content-Type"] == "application/json"
     else:
         raise AssertionError("expected a 404")
+
+
+def test_the_api_keeps_its_openapi_document(site):
+    """Schemathesis against the real site (gunicorn on loopback over the real Cassandra):
+    bounded generated requests per operation, within the document and outside it, checked
+    for server errors, documented status codes, content types, response schemas and
+    headers. (Driven through hypothesis directly: schemathesis' pytest plugin does not run
+    on this pytest.)"""
+    schema = schemathesis.openapi.from_url(f"{site}/api/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {operation.label for operation in operations} >= {
+        "GET /api/users/{user_id}",
+        "GET /api/users/{user_id}/recommendations",
+        "GET /api/genres/{genre}/leaderboard",
+        "GET /api/health",
+    }
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+        def keeps_the_document(case):
+            case.call_and_validate(timeout=10)
+
+        keeps_the_document()
 
 
 def test_cassandra_restart_gives_503_then_recovers(tmp_path):

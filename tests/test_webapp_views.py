@@ -178,6 +178,23 @@ def test_api_errors_are_json(client):
     assert client.get("/api/genres/Techno/leaderboard").status_code == 404
 
 
+def test_digits_that_are_not_ascii_are_a_400_or_a_search_not_a_500(client):
+    for path in ("/genres/Jazz?page=%C2%B2", "/api/genres/Jazz/leaderboard?page=%C2%B2"):
+        response = client.get(path)  # "²" is a digit to str.isdigit, not to int()
+        assert response.status_code == 400, path
+    search = client.get("/search?q=%C2%B2")  # a name search, not a user id
+    assert search.status_code == 200
+    assert "Nobody's name starts with" in search.get_data(as_text=True)
+
+
+def test_a_wrong_method_is_a_405_that_says_which_are_allowed(client):
+    for path in ("/api/users/7", "/users/7"):
+        response = client.post(path)
+        assert response.status_code == 405
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    assert client.delete("/api/health").get_json()["error"]["status"] == 405
+
+
 def test_api_user_and_recommendations(client):
     user = client.get("/api/users/7").get_json()
     assert user["user"]["name"] == "Ada <b>Lovelace</b>"

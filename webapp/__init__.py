@@ -79,10 +79,18 @@ def create_app(
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
         if wants_json():
-            return jsonify(error={"status": error.code, "message": error.description}), error.code
-        return render_template(
-            "error.html", status=error.code, title=error.name, message=error.description
-        ), error.code
+            response = jsonify(error={"status": error.code, "message": error.description})
+        else:
+            response = app.make_response(
+                render_template(
+                    "error.html", status=error.code, title=error.name, message=error.description
+                )
+            )
+        response.status_code = error.code
+        for name, value in error.get_headers():  # e.g. a 405's Allow
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):

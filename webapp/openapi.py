@@ -15,6 +15,7 @@ from typing import Any
 
 from discorecs.genres import GENRES
 from webapp import models
+from webapp.views.genres import MAX_PAGE
 
 _PRIMITIVES = {int: {"type": "integer"}, float: {"type": "number"}, str: {"type": "string"}}
 _PRIMITIVES[bool] = {"type": "boolean"}
@@ -120,7 +121,12 @@ def document() -> dict[str, Any]:
                     {
                         "name": "page",
                         "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "default": 1},
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_PAGE,
+                            "default": 1,
+                        },
                     },
                 ],
                 "responses": {

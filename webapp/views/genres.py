@@ -2,6 +2,7 @@ from flask import Blueprint, abort, render_template, request
 
 from discorecs.genres import GENRES, is_genre
 from webapp import repository
+from webapp.views import is_number
 
 blueprint = Blueprint("genres", __name__, url_prefix="/genres")
 
@@ -16,7 +17,7 @@ def checked_genre(genre: str) -> str:
 
 def checked_page() -> int:
     raw = request.args.get("page", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not is_number(raw) or not 1 <= int(raw) <= MAX_PAGE:
         abort(400, f"page must be a number from 1 to {MAX_PAGE}.")
     return int(raw)
 

@@ -2,6 +2,7 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 
 from discorecs.genres import GENRES
 from webapp import repository
+from webapp.views import is_number
 
 blueprint = Blueprint("home", __name__)
 
@@ -16,7 +17,7 @@ def index():
 @blueprint.get("/search")
 def search():
     query = request.args.get("q", "").strip()[:MAX_QUERY]
-    if query.isdigit():
+    if is_number(query):
         return redirect(url_for("users.page", user_id=int(query)))
     if not query:
         abort(400, "Type a user id or the start of a name.")
