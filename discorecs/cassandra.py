@@ -437,9 +437,24 @@ Statements = Sequence[tuple[str, Sequence[Any]]]
 
 
 def values_bytes(values: Sequence[Any] | None) -> int:
-    """About how many bytes ``values`` take in a request: text and blobs their length, any
-    other value 8."""
-    return sum(len(v) if isinstance(v, str | bytes) else 8 for v in values or ())
+    """About how many bytes ``values`` make in Cassandra's count of a batch's size (what
+    ``batch_size_fail_threshold`` is compared with): each cell its value (text and blobs their
+    length, any other value 8) plus its timestamp, TTL and deletion time (16 bytes); each
+    item of a list or set is a cell of its own with a 16-byte path (a list's time UUID)."""
+    return sum(_cell_bytes(value) for value in values or ())
+
+
+CELL_BYTES = 16
+"""What Cassandra counts for a cell besides its value and path (timestamp, TTL, deletion
+time)."""
+
+
+def _cell_bytes(value: Any) -> int:
+    if isinstance(value, list | tuple | set | frozenset):
+        return sum(16 + _cell_bytes(item) for item in value)
+    if isinstance(value, dict):  # a map's key is its cells' path
+        return sum(_cell_bytes(key) + _cell_bytes(item) for key, item in value.items())
+    return CELL_BYTES + (len(value) if isinstance(value, str | bytes) else 8)
 
 
 def _split(groups: Iterable[Statements], size: int) -> Iterator[Statements]:

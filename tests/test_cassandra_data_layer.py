@@ -103,6 +103,19 @@ def test_batches_stop_short_of_cassandras_batch_size_limit():
     assert list(_packed([[("big", ("y" * 100_000,))]], 32)) == [[("big", ("y" * 100_000,))]]
 
 
+def test_collections_count_by_what_they_hold():
+    """A release's artists, genres, styles, formats and labels are lists, each item a cell;
+    counted as 8 bytes each, 128 releases made a batch Cassandra refused ("Batch too
+    large")."""
+    artists = ["a" * 100] * 10
+    assert values_bytes((1, artists)) == (16 + 8) + 10 * (16 + 16 + 100)
+    assert values_bytes(({"k": "v" * 50},)) == (16 + 1) + (16 + 50)
+    release = (1, "t" * 50, artists, ["Jazz"], ["Modal"] * 3, ["Vinyl", "LP"])
+    packed = list(_packed([[("r", release)] for _ in range(128)], 128))
+    assert all(sum(values_bytes(p) for _, p in part) <= BATCH_BYTES for part in packed)
+    assert len(packed) > 1
+
+
 def test_large_documents_load_in_batches_cassandra_accepts(services):
     """Real 6 KB documents, 32 rows a batch asked for: without the byte bound that is a
     ~190 KB batch, which Cassandra refuses ("Batch too large")."""
