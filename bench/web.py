@@ -9,7 +9,8 @@ worker's response cache filled to its steady state):
 - ``api_recommendations``: the API as deployed, unpaced (the ceiling). A published run's
   answers are immutable, so each worker keeps the latest ``web_response_cache`` of them (its
   default size); the run reports its hit ratio, which with 1M users is a few per cent: the
-  figure is that of the read path, one single-partition read of the stored answer.
+  figure is that of the read path, one single-partition read of the stored answer and one of
+  the user's live row (the speed view merged into it; 10,000 users have one).
 - ``api_recommendations_at_target_rate``: the same site at ~1,100 requests/s offered
   (``--target-rate``), where the target is judged.
 - ``api_recommendations_uncached``: the cache off, every request a Cassandra read.
@@ -28,6 +29,7 @@ import os
 import random
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -96,9 +98,11 @@ GENRES = ["Jazz", "Rock", "Electronic", "Funk / Soul", "Pop"]
 
 
 def recommendation(user_id: int, users: int, rng: random.Random, now: datetime) -> str:
-    """A user's stored answer, the size the batch writes: a friend, four more, ten releases."""
+    """A user's stored answer, the size the batch writes: a friend, four more, ten releases
+    and the spares."""
     friends = [user_id % users + 1, *(rng.randint(1, users) for _ in range(4))]
-    releases = [rng.randint(1, RELEASES) for _ in range(10)]
+    picks = tables.RELEASES_SHOWN + tables.RELEASE_SPARES
+    releases = [rng.randint(1, RELEASES) for _ in range(picks)]
     return tables.encode_document(
         tables.RECOMMENDATION_FIELDS,
         {
@@ -124,6 +128,18 @@ def recommendation(user_id: int, users: int, rng: random.Random, now: datetime) 
             ],
         },
     )
+
+
+def live_row(user_id: int, rng: random.Random, now: datetime) -> tuple:
+    """The live row of a user the stream has applied changes of since the run: five records
+    held, three changes listed (the site merges both into the recommendations)."""
+    held = sorted(rng.sample(range(1, RELEASES + 1), 5))
+    changes = [[now, f"e-{user_id}-{i}", "collection_add", r] for i, r in enumerate(held[:3])]
+    document = tables.encode_document(
+        tables.LIVE_PROFILE_FIELDS,
+        {"collection_size": 5, "genre_units": {"House": 5 * 360360}, "latest_changes": changes},
+    )
+    return user_id, document, struct.pack(f">{len(held)}q", *held), now
 
 
 PROFILE = tables.encode_document(
@@ -192,6 +208,11 @@ def seed(settings, users: int) -> float:
                 for u in range(1, min(users, USERS_WITH_COLLECTIONS) + 1)
                 for _ in range(5)
             ],
+        )
+        load(
+            tables.USER_LIVE_PROFILES,
+            ("user_id", "profile", "holdings", "updated_at"),
+            [live_row(u, rng, now) for u in range(1, min(users, USERS_WITH_COLLECTIONS) + 1)],
         )
         load(tables.PUBLISHED_RUNS, ("scope", "run_id", "published_at"), [("nightly", RUN, now)])
     return time.monotonic() - started

@@ -7,6 +7,7 @@ schema file and that the schema creates nothing unnamed here.
 from __future__ import annotations
 
 import json
+import struct
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,6 +77,12 @@ PROFILE_COLUMNS = ("user_id", "run_id", "profile")
 # {"user": USER_FIELDS, "match", "shared_genres", "reason"}, a release pick
 # {"release": RELEASE_FIELDS, "score", "reason"}; times are document_time() text.
 RECOMMENDATION_FIELDS = ("run_id", "generated_at", "friend", "other_friends", "releases")
+# The document's "releases" hold up to RELEASES_SHOWN + RELEASE_SPARES picks in rank order;
+# the site shows the first RELEASES_SHOWN that the user neither holds nor wants as the
+# stream last applied it (webapp.models.merge_views): a record added since the run gives
+# its place to the next pick.
+RELEASES_SHOWN = 10
+RELEASE_SPARES = 5
 USER_FIELDS = ("user_id", "name", "location", "joined_at")
 RELEASE_FIELDS = (
     "release_id",
@@ -95,6 +102,16 @@ RECOMMENDATION_COLUMNS = ("user_id", "run_id", "recommendation")
 # every touched user's document every micro-batch).
 LIVE_PROFILE_FIELDS = ("collection_size", "genre_units", "latest_changes")
 LIVE_CHANGE_FIELDS = ("event_time", "event_id", "kind", "release_id")
+LATEST_CHANGES = 10
+"""How many of a user's latest collection and wantlist changes the live row keeps (what the
+user page lists): fewer listed means every change the stream applied is listed."""
+
+
+def held_releases(holdings: bytes | None) -> frozenset[int]:
+    """The release ids of a live row's ``holdings`` blob: the user's collection as the stream
+    last applied it (sorted ids, 8 bytes big-endian each)."""
+    data = holdings or b""
+    return frozenset(struct.unpack(f">{len(data) // 8}q", data))
 
 
 def live_change(listed: list | dict) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 
+from discorecs import tables
 from discorecs.events import EventKind
 from discorecs.genres import GENRES
 from spark_jobs import neighbours, picks
@@ -36,7 +37,7 @@ SHARED_GENRE_SHARE = 0.15
 TOP_STYLES = 3
 TOP_GENRES = 2
 POPULAR_PER_GROUP = 40
-RELEASES_KEPT = 10
+RELEASES_KEPT = tables.RELEASES_SHOWN + tables.RELEASE_SPARES  # spares: see tables
 FALLBACK_CANDIDATES = 200
 
 

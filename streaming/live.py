@@ -28,14 +28,11 @@ import numpy as np
 
 from discorecs import tables
 from discorecs.genres import GENRE_UNITS, scores_and_shares
+from discorecs.tables import LATEST_CHANGES
 from spark_jobs.tastes import GENRE_NAMES, CatalogIndex
 
 HOLDINGS_DTYPE = np.dtype(">i8")
 """How the holdings are stored (``holdings`` blob): sorted release ids, 8 bytes big-endian."""
-
-LATEST_CHANGES = 10
-"""How many of a user's latest collection and wantlist changes the live row keeps (what the
-user page lists)."""
 
 
 class Change(NamedTuple):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from datetime import UTC, datetime
 
 from discorecs import tables
@@ -98,8 +99,8 @@ def seed_serving(settings: Settings) -> None:
         upsert_rows(
             c,
             tables.USER_LIVE_PROFILES,
-            ("user_id", "profile", "updated_at"),
-            [(7001, LIVE_DOCUMENT, WHEN)],
+            ("user_id", "profile", "holdings", "updated_at"),
+            [(7001, LIVE_DOCUMENT, struct.pack(">q", 9101), WHEN)],
         )
         upsert_rows(
             c,

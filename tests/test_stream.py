@@ -14,12 +14,12 @@ import pyarrow.dataset as ds
 import pytest
 from kafka import KafkaProducer
 
-from discorecs import paths, topics
+from discorecs import paths, tables, topics
 from discorecs.cassandra import connect
 from discorecs.events import Event, EventKind
 from discorecs.genres import scores_and_shares
 from discorecs.services.broker import KafkaBroker
-from discorecs.tables import LIVE_CHANGE_FIELDS
+from discorecs.tables import LIVE_CHANGE_FIELDS, RELEASE_FIELDS
 from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
 from spark_jobs.tastes import CatalogIndex
@@ -49,6 +49,7 @@ from streaming.live import (
 from streaming.transform import mark_records
 from tests.conftest import free_port
 from tests.test_stream_marking import T, event, raw_records, user_key
+from webapp import create_app
 
 pytestmark = pytest.mark.spark
 
@@ -493,6 +494,81 @@ def test_a_replayed_micro_batch_changes_nothing(spark, stream_world):
     assert release in owned and new[1] in owned
     assert (live.holdings, live.genre_units) == (whole.holdings, whole.genre_units)
     assert [Change(*c).event_id for c in live.changes][:2] == [f"{ids}-1", f"{ids}-2"]
+
+
+def release_details(release_id: int, title: str) -> dict:
+    """A release as a stored answer holds it (``tables.RELEASE_FIELDS``)."""
+    listed = {"artists", "genres", "styles", "formats"}
+    values = {name: [] if name in listed else None for name in RELEASE_FIELDS}
+    return {**values, "release_id": release_id, "title": title}
+
+
+@pytest.mark.services
+def test_the_site_leaves_out_picks_the_stream_applied_since_the_run(spark, stream_world):
+    """The serving layer merges the views: the user's stored answer recommends the release
+    the stream then added (s-1) and the one it wantlisted (s-3); once the micro-batch is
+    applied, the API and the page show the next picks instead and say so."""
+    settings, user, new, _ = stream_world
+    query = start_stream(spark, settings, available_now=True, say=lambda m: None)
+    query.awaitTermination(240)  # (applied already if the bounded run came first)
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        held = {
+            row.release_id
+            for table in (tables.COLLECTIONS, tables.WANTLISTS)
+            for row in connection.session.execute(
+                f"SELECT release_id FROM {table} WHERE user_id = %s", (user,)
+            )
+        }
+    assert {new[0], new[1]} <= held
+    catalog = ds.dataset(paths.catalog_releases(settings.data_root)).to_table().to_pylist()
+    others = [r["release_id"] for r in catalog if r["release_id"] not in held][:12]
+    ranked = [others[0], new[0], new[1], *others[1:]]  # 14 picks: 10 shown and spares
+    run = "20261203T000000Z-merged"
+    answer = {
+        "run_id": run,
+        "generated_at": "2026-12-03T00:00:00.000000+00:00",
+        "friend": None,
+        "other_friends": [],
+        "releases": [
+            {"release": release_details(r, f"Release {r}"), "score": 1.0, "reason": ""}
+            for r in ranked
+        ],
+    }
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        session = connection.session
+        published = session.execute(
+            f"SELECT run_id, published_at FROM {tables.PUBLISHED_RUNS} WHERE scope = 'nightly'"
+        ).one()
+        session.execute(
+            f"INSERT INTO {tables.RECOMMENDATIONS} (user_id, run_id, recommendation) "
+            "VALUES (%s, %s, %s)",
+            (user, run, json.dumps(answer)),
+        )
+        session.execute(  # the page's user row (the population was not loaded here)
+            f"INSERT INTO {tables.USERS} (user_id, name) VALUES (%s, 'Stream Tester')", (user,)
+        )
+        session.execute(
+            f"INSERT INTO {tables.PUBLISHED_RUNS} (scope, run_id, published_at) VALUES "
+            "('nightly', %s, toTimestamp(now()))",
+            (run,),
+        )
+        try:
+            app = create_app({"TESTING": True}, settings=settings)
+            api = app.test_client().get(f"/api/users/{user}/recommendations").get_json()
+            page = app.test_client().get(f"/users/{user}").get_data(as_text=True)
+            app.extensions["repository"].close()
+        finally:
+            if published is not None:  # the run other tests serve
+                session.execute(
+                    f"INSERT INTO {tables.PUBLISHED_RUNS} (scope, run_id, published_at) VALUES "
+                    "('nightly', %s, %s)",
+                    (published.run_id, published.published_at),
+                )
+    shown = [pick["release"]["release_id"] for pick in api["releases"]]
+    assert shown == [others[0], *others[1:10]]  # the next picks took their places
+    assert api["left_out"] == [new[0], new[1]]
+    assert "Adjusted since the nightly run: 2 picks you have added or wanted" in page
+    assert f"Release {new[0]}<" not in page and f"Release {others[9]}<" in page
 
 
 def test_a_users_events_go_to_one_task_the_same_one_batch_after_batch(spark):

@@ -1,8 +1,22 @@
 """The site's repository against the real Cassandra (seeded rows), and its recovery."""
 
+import json
+import struct
+
 import pytest
 
-from tests.serving_fixtures import LIVE_DOCUMENT, OLD_RUN, RUN, WHEN, seed_serving
+from discorecs import tables
+from discorecs.cassandra import connect
+from discorecs.tables import LATEST_CHANGES, LIVE_PROFILE_FIELDS, encode_document
+from tests.serving_fixtures import (
+    FRIENDS,
+    LIVE_DOCUMENT,
+    OLD_RUN,
+    RUN,
+    WHEN,
+    recommendation_document,
+    seed_serving,
+)
 from webapp.repository import CassandraRepository, ServingUnavailable
 
 pytestmark = pytest.mark.services
@@ -90,3 +104,37 @@ def test_the_streams_live_scores_replace_the_batch_scores_but_keep_its_ranks(rep
     assert (standings["Jazz"].score, standings["Jazz"].rank) == (1.0, 2)  # rank of the run
     assert (standings["Rock"].share, standings["Rock"].rank) == (0.5, None)
     assert page.profile.run_id == RUN
+
+
+def test_picks_held_or_wanted_since_the_run_are_left_out(repo, services):
+    """User 7009's live row lists a full set of changes (older ones may have dropped off),
+    so the repository reads the wantlist for the picks; the collection comes from the
+    row's holdings."""
+    changes = [[WHEN, f"c-{i}", "collection_add", 5000 + i] for i in range(LATEST_CHANGES)]
+    document = encode_document(
+        LIVE_PROFILE_FIELDS, {"collection_size": 11, "genre_units": {}, "latest_changes": changes}
+    )
+    held = struct.pack(">11q", *sorted([9101, *range(5000, 5010)]))
+    stored = json.loads(recommendation_document(RUN, FRIENDS[RUN]))
+    head_hunters = stored["releases"][0]
+    kind_of_blue = {**head_hunters, "release": {**head_hunters["release"], "release_id": 9101}}
+    other = {**head_hunters, "release": {**head_hunters["release"], "release_id": 9103}}
+    stored["releases"] = [kind_of_blue, head_hunters, other]
+    with connect(services, keyspace=services.cassandra_keyspace) as connection:
+        session = connection.session
+        session.execute(
+            f"INSERT INTO {tables.USER_LIVE_PROFILES} (user_id, profile, holdings) "
+            "VALUES (7009, %s, %s)",
+            (document, held),
+        )
+        session.execute(f"INSERT INTO {tables.WANTLISTS} (user_id, release_id) VALUES (7009, 9102)")
+        session.execute(
+            f"INSERT INTO {tables.RECOMMENDATIONS} (user_id, run_id, recommendation) "
+            "VALUES (7009, %s, %s)",
+            (RUN, json.dumps(stored)),
+        )
+    recs = repo.recommendations(7009, RUN)
+    assert [pick.release.release_id for pick in recs.releases] == [9103]
+    assert recs.left_out == [9101, 9102]
+    assert repo.taken_since_run(7009, stored) == {9101, 9102}
+    assert repo.taken_since_run(7001, stored) == {9101}  # held; a short list: no wantlist read

@@ -21,14 +21,17 @@ from webapp.models import (
     StreamHealth,
     User,
     UserPage,
+    merge_views,
+    pick_ids,
     to_json,
 )
-from webapp.repository import ServingUnavailable
+from webapp.repository import ServingUnavailable, wanted_by_changes
 
 WHEN = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 KIND_OF_BLUE = Release(
     2, "Kind of Blue", ["Miles Davis"], 1959, ["Jazz"], ["Modal"], "US", ["Vinyl"]
 )
+BLUE_TRAIN = Release(3, "Blue Train", ["John Coltrane"], 1958, ["Jazz"], ["Hard Bop"])
 
 
 class FakeRepository:
@@ -36,6 +39,7 @@ class FakeRepository:
         self.down = False
         self.run = "20261125T030000Z-abcdef"
         self.recommendation_reads = 0
+        self.taken: dict[int, set[int]] = {}  # per user: picks added or wanted since the run
         self.users_ = {
             7: User(7, "Ada <b>Lovelace</b>", "London, UK", WHEN),
             8: User(8, "Charles Babbage", "London, UK", WHEN),
@@ -59,6 +63,10 @@ class FakeRepository:
         found = self.recommendations(user_id, run_id)
         return json.dumps(to_json(found)) if found else None
 
+    def taken_since_run(self, user_id, answer):
+        self._check()
+        return self.taken.get(user_id, set()) & set(pick_ids(answer))
+
     def recommendations(self, user_id, run_id):
         self._check()
         if user_id not in self.users_:
@@ -74,7 +82,11 @@ class FakeRepository:
             WHEN,
             friend,
             [],
-            [ReleasePick(KIND_OF_BLUE, 0.2, "popular among Modal collectors")],
+            [
+                ReleasePick(KIND_OF_BLUE, 0.2, "popular among Modal collectors"),
+                ReleasePick(BLUE_TRAIN, 0.1, "popular among Hard Bop collectors"),
+            ],
+            left_out=sorted(self.taken.get(user_id, set())),
         )
 
     def user_page(self, user_id):
@@ -229,6 +241,32 @@ def test_api_recommendations_cached_per_published_run(fake):
     assert client.get("/api/users/999/recommendations").status_code == 404  # not cached
 
 
+def pick(release_id):
+    return {"release": {"release_id": release_id}, "score": 1 / release_id, "reason": ""}
+
+
+def test_merging_views_skips_picks_taken_since_the_run_and_shows_the_next():
+    answer = {"run_id": "r", "releases": [pick(r) for r in range(1, 16)]}
+    merged = merge_views(answer, {2, 12, 99}, shown=10)
+    assert pick_ids(merged) == [1, *range(3, 12)]
+    assert merged["left_out"] == [2]  # 12 would not have been shown anyway
+    assert merged["run_id"] == "r" and pick_ids(answer) == list(range(1, 16))  # unchanged
+    assert merge_views(answer, set(), shown=10)["left_out"] == []
+    assert pick_ids(merge_views(answer, set(range(1, 14)), shown=10)) == [14, 15]
+
+
+def test_the_api_leaves_out_a_pick_added_since_the_run(client, fake):
+    before = client.get("/api/users/7/recommendations")
+    fake.taken[7] = {2}  # the stream applied user 7's add of Kind of Blue
+    after = client.get("/api/users/7/recommendations")
+    assert [p["release"]["release_id"] for p in before.get_json()["releases"]] == [2, 3]
+    assert [p["release"]["release_id"] for p in after.get_json()["releases"]] == [3]
+    assert (before.get_json()["left_out"], after.get_json()["left_out"]) == ([], [2])
+    assert before.headers["ETag"] != after.headers["ETag"]  # the answer changed
+    page = client.get("/users/7").get_data(as_text=True)
+    assert "Adjusted since the nightly run: 1 pick you have added or wanted" in page
+
+
 def test_api_recommendations_without_cache_always_read(client, fake):
     for _ in range(3):
         assert client.get("/api/users/7/recommendations").headers["X-Cache"] == "miss"
@@ -312,3 +350,14 @@ def test_openapi_document_describes_every_route_and_real_answers(client):
     _conforms(missing, {"$ref": "#/components/schemas/Error"}, components)
     with pytest.raises(AssertionError, match="undocumented field"):  # the checker can fail
         _conforms({"surprise": 1}, {"$ref": "#/components/schemas/Error"}, components)
+
+
+def test_the_latest_wantlist_change_of_a_release_decides_whether_it_is_wanted():
+    changes = [  # newest first, as a live row lists them
+        {"kind": "wantlist_remove", "release_id": 5},
+        {"kind": "wantlist_add", "release_id": 5},
+        {"kind": "wantlist_add", "release_id": 6},
+        {"kind": "collection_add", "release_id": 7},
+        {"kind": "wantlist_remove", "release_id": 6},
+    ]
+    assert wanted_by_changes(changes) == {6}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from discorecs.tables import document_time
+from discorecs.tables import RELEASES_SHOWN, document_time
 
 
 def to_json(value: Any) -> Any:
@@ -129,6 +130,34 @@ class Recommendations:
     friend: FriendPick | None
     other_friends: list[FriendPick]
     releases: list[ReleasePick]
+    # Ids of the run's picks left out because the user has added or wanted them since the
+    # run (per the stream); the next picks took their places.
+    left_out: list[int] = field(default_factory=list)
+
+
+def merge_views(
+    answer: dict[str, Any], taken: Collection[int], shown: int = RELEASES_SHOWN
+) -> dict[str, Any]:
+    """A stored recommendation answer (``tables.RECOMMENDATION_FIELDS``) as the site serves
+    it: the batch view merged with the speed view. ``taken``: the pick ids the user holds or
+    wants now, per the stream. The first ``shown`` picks not taken are kept, in rank order,
+    and ``left_out`` lists the taken ones that would have been shown."""
+    kept: list[dict[str, Any]] = []
+    left_out: list[int] = []
+    for pick in answer.get("releases") or []:
+        if len(kept) == shown:
+            break
+        release_id = pick["release"]["release_id"]
+        if release_id in taken:
+            left_out.append(release_id)
+        else:
+            kept.append(pick)
+    return {**answer, "releases": kept, "left_out": left_out}
+
+
+def pick_ids(answer: dict[str, Any]) -> list[int]:
+    """The release ids of a stored answer's picks, in rank order."""
+    return [pick["release"]["release_id"] for pick in answer.get("releases") or []]
 
 
 @dataclass(frozen=True)

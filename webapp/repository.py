@@ -8,13 +8,14 @@ site recovers by itself.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from cassandra import DriverException, OperationTimedOut, ReadTimeout, Unavailable
 from cassandra.cluster import NoHostAvailable
@@ -22,6 +23,7 @@ from cassandra.cluster import NoHostAvailable
 from discorecs import tables
 from discorecs.cassandra import CassandraConnection, CassandraError, connect
 from discorecs.errors import DiscorecsError
+from discorecs.events import EventKind
 from discorecs.genres import GENRES, scores_and_shares
 from discorecs.settings import Settings
 from discorecs.tables import STREAM_QUERY, leaderboard_bucket, name_prefix
@@ -42,6 +44,8 @@ from webapp.models import (
     StreamHealth,
     User,
     UserPage,
+    merge_views,
+    pick_ids,
     with_live_scores,
 )
 
@@ -71,7 +75,9 @@ STATEMENTS = {
     "releases": f"SELECT release_id, title, artists, year, genres, styles, country, formats "
     f"FROM {tables.RELEASES} WHERE release_id IN ?",
     "collection_size": f"SELECT COUNT(*) FROM {tables.COLLECTIONS} WHERE user_id = ?",
-    "live_row": f"SELECT profile, updated_at FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?",
+    "live_row": f"SELECT profile, holdings, updated_at FROM {tables.USER_LIVE_PROFILES} "
+    "WHERE user_id = ?",
+    "wanted_of": f"SELECT release_id FROM {tables.WANTLISTS} WHERE user_id = ? AND release_id IN ?",
     "leaderboard": f"SELECT rank, user_id, user_name, score, percentile "
     f"FROM {tables.GENRE_LEADERBOARDS} WHERE genre = ? AND run_id = ? "
     "AND bucket = ? AND rank >= ? AND rank <= ?",
@@ -238,18 +244,43 @@ class CassandraRepository:
         return rows[0].recommendation if rows else None
 
     def recommendations(self, user_id: int, run_id: str) -> Recommendations | None:
+        """The run's recommendations merged with what the stream applied since
+        (:func:`webapp.models.merge_views`)."""
+        return self._recommendations(user_id, run_id, self._live_view(user_id))
+
+    def _recommendations(
+        self, user_id: int, run_id: str, live: LiveView | None
+    ) -> Recommendations | None:
         document = self.recommendation_document(user_id, run_id)
-        return recommendations_of(document) if document else None
+        if not document:
+            return None
+        answer = json.loads(document)
+        return recommendations_of(merge_views(answer, self._taken(user_id, live, answer)))
+
+    def taken_since_run(self, user_id: int, answer: dict[str, Any]) -> set[int]:
+        """Which of a stored answer's picks the user holds or wants now, as the stream last
+        applied it: the speed view the site merges into the batch's (one read of the live
+        row; a second, of the wantlist, only for a user with a full list of changes)."""
+        return self._taken(user_id, self._live_view(user_id), answer)
+
+    def _taken(self, user_id: int, live: LiveView | None, answer: dict[str, Any]) -> set[int]:
+        picks = pick_ids(answer)
+        if live is None or not picks:  # the stream has applied nothing of theirs
+            return set()
+        if len(live.changes) < tables.LATEST_CHANGES:  # every change it applied is listed
+            wanted = wanted_by_changes(live.changes)
+        else:
+            wanted = {row.release_id for row in self._run("wanted_of", [user_id, picks])}
+        return {pick for pick in picks if pick in live.held or pick in wanted}
 
     def live_collection_size(self, user_id: int) -> int:
         return int(self._run("collection_size", [user_id])[0][0])
 
-    def live_row(self, user_id: int) -> tuple[LiveScores | None, list[CollectionChange]]:
-        """The stream's live scores of a user (None if the stream has not seen them change)
-        and their latest collection and wantlist changes, newest first: one row."""
+    def _live_view(self, user_id: int) -> LiveView | None:
+        """The user's live row: one read (None if the stream has not seen them change)."""
         rows = self._run("live_row", [user_id])
         if not rows:
-            return None, []
+            return None
         live = tables.decode_document(tables.LIVE_PROFILE_FIELDS, rows[0].profile)
         scores = LiveScores(
             live["collection_size"] or 0,
@@ -257,16 +288,24 @@ class CassandraRepository:
             rows[0].updated_at,
         )
         listed = [tables.live_change(change) for change in live["latest_changes"] or []]
-        releases = self.releases([change["release_id"] for change in listed])
-        changes = [
+        return LiveView(scores, listed, tables.held_releases(rows[0].holdings))
+
+    def live_row(self, user_id: int) -> tuple[LiveScores | None, list[CollectionChange]]:
+        """The stream's live scores of a user (None if the stream has not seen them change)
+        and their latest collection and wantlist changes, newest first: one row."""
+        live = self._live_view(user_id)
+        return (live.scores, self._changes(live)) if live else (None, [])
+
+    def _changes(self, live: LiveView) -> list[CollectionChange]:
+        releases = self.releases([change["release_id"] for change in live.changes])
+        return [
             CollectionChange(
                 _timestamp(change["event_time"]),
                 change["kind"],
                 releases.get(change["release_id"], Release(change["release_id"], None)),
             )
-            for change in listed
+            for change in live.changes
         ]
-        return scores, changes
 
     def user_page(self, user_id: int) -> UserPage | None:
         user = self.user(user_id)
@@ -274,17 +313,17 @@ class CassandraRepository:
             return None
         run_id = self.published_run()
         profile = self.profile(user_id, run_id) if run_id else None
-        live, changes = self.live_row(user_id)
+        live = self._live_view(user_id)
         if live is not None:  # the stream has seen this user's collection change
-            profile = with_live_scores(profile, live)
+            profile = with_live_scores(profile, live.scores)
         return UserPage(
             user=user,
             profile=profile,
             live_collection_size=(
-                live.collection_size if live else self.live_collection_size(user_id)
+                live.scores.collection_size if live else self.live_collection_size(user_id)
             ),
-            recommendations=self.recommendations(user_id, run_id) if run_id else None,
-            changes=changes,
+            recommendations=self._recommendations(user_id, run_id, live) if run_id else None,
+            changes=self._changes(live) if live else [],
         )
 
     def leaderboard(self, genre: str, page: int = 1, page_size: int = 50) -> Leaderboard:
@@ -339,9 +378,29 @@ def _user(row: Any) -> User:
     return User(row.user_id, row.name, row.location, joined)
 
 
-def recommendations_of(document: str) -> Recommendations:
-    """The models of a stored recommendation document (for the user page)."""
-    fields = tables.decode_document(tables.RECOMMENDATION_FIELDS, document)
+class LiveView(NamedTuple):
+    """A user's live row as the repository reads it."""
+
+    scores: LiveScores
+    changes: list[dict[str, Any]]  # LIVE_CHANGE_FIELDS, newest first
+    held: frozenset[int]  # the collection as the stream last applied it
+
+
+WANTLIST_KINDS = (EventKind.WANTLIST_ADD.value, EventKind.WANTLIST_REMOVE.value)
+
+
+def wanted_by_changes(changes: list[dict[str, Any]]) -> set[int]:
+    """The releases whose latest wantlist change among ``changes`` (newest first) is an add."""
+    latest: dict[int, str] = {}
+    for change in changes:
+        if change["kind"] in WANTLIST_KINDS:
+            latest.setdefault(change["release_id"], change["kind"])
+    return {release for release, kind in latest.items() if kind == EventKind.WANTLIST_ADD}
+
+
+def recommendations_of(answer: dict[str, Any]) -> Recommendations:
+    """The models of a recommendation answer (a stored document's JSON, merged)."""
+    fields = {name: answer.get(name) for name in (*tables.RECOMMENDATION_FIELDS, "left_out")}
 
     def user(values: dict) -> User:
         return User(
@@ -373,4 +432,5 @@ def recommendations_of(document: str) -> Recommendations:
         friend(fields["friend"]) if fields["friend"] else None,
         [friend(values) for values in fields["other_friends"] or []],
         [release(values) for values in fields["releases"] or []],
+        list(fields["left_out"] or []),
     )
