@@ -25,6 +25,7 @@ the API with p99 < 50 ms and no errors, with Cassandra on the same 2-core machin
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import re
@@ -97,13 +98,22 @@ def release_fields(release_id: int, genre: str) -> dict:
 GENRES = ["Jazz", "Rock", "Electronic", "Funk / Soul", "Pop"]
 
 
-def recommendation(user_id: int, users: int, rng: random.Random, now: datetime) -> str:
-    """A user's stored answer, the size the batch writes: a friend, four more, ten releases
-    and the spares."""
+def release_pick(release_id: int) -> dict:
+    return {
+        "release": release_fields(release_id, GENRES[release_id % len(GENRES)]),
+        "score": 0.1,
+        "reason": "popular among House collectors like you",
+    }
+
+
+def recommendation(user_id: int, users: int, rng: random.Random, now: datetime) -> tuple:
+    """A user's stored row, the size the batch writes: an answer with a friend, four more
+    and ten releases, the spare picks and every pick's id."""
     friends = [user_id % users + 1, *(rng.randint(1, users) for _ in range(4))]
     picks = tables.RELEASES_SHOWN + tables.RELEASE_SPARES
     releases = [rng.randint(1, RELEASES) for _ in range(picks)]
-    return tables.encode_document(
+    shown, spares = releases[: tables.RELEASES_SHOWN], releases[tables.RELEASES_SHOWN :]
+    answer = tables.encode_document(
         tables.RECOMMENDATION_FIELDS,
         {
             "run_id": RUN,
@@ -118,16 +128,12 @@ def recommendation(user_id: int, users: int, rng: random.Random, now: datetime) 
                 {"user": user_fields(f, now), "match": 0.8, "shared_genres": [], "reason": ""}
                 for f in friends[1:]
             ],
-            "releases": [
-                {
-                    "release": release_fields(r, GENRES[r % len(GENRES)]),
-                    "score": 0.1,
-                    "reason": "popular among House collectors like you",
-                }
-                for r in releases
-            ],
+            "releases": [release_pick(r) for r in shown],
+            "left_out": [],
         },
     )
+    spare_picks = json.dumps([release_pick(r) for r in spares], separators=(",", ":"))
+    return user_id, RUN, answer, spare_picks, releases
 
 
 def live_row(user_id: int, rng: random.Random, now: datetime) -> tuple:
@@ -197,7 +203,7 @@ def seed(settings, users: int) -> float:
             load(
                 tables.RECOMMENDATIONS,
                 tables.RECOMMENDATION_COLUMNS,
-                [(u, RUN, recommendation(u, users, rng, now)) for u in ids],
+                [recommendation(u, users, rng, now) for u in ids],
             )
             print(f"  seeded {ids[-1]:,} of {users:,} users", flush=True)
         load(

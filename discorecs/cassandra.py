@@ -226,27 +226,37 @@ def apply_schema(settings: Settings) -> list[str]:
         keyspace = connection.cluster.metadata.keyspaces.get(settings.cassandra_keyspace)
         if keyspace is None:
             return []
-        _check_columns(keyspace)
+        added = _upgrade_columns(connection, keyspace)
+        if added:
+            connection.cluster.control_connection.wait_for_schema_agreement()
+            connection.cluster.refresh_schema_metadata()
+            keyspace = connection.cluster.metadata.keyspaces[settings.cassandra_keyspace]
         return sorted(keyspace.tables)
 
 
-def _check_columns(keyspace: Any) -> None:
-    """Fail if a table made by an earlier release has columns the schema no longer declares
-    as they are (``CREATE TABLE IF NOT EXISTS`` leaves such a table as it was, and writes of
-    the new types would fail batch after batch)."""
+def _upgrade_columns(connection: CassandraConnection, keyspace: Any) -> list[str]:
+    """Bring tables made by an earlier release up to the schema: a column the schema added
+    is added (``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it was); a column
+    whose type changed cannot be, so that fails with the fix. Returns the columns added."""
+    added = []
     for statement in table_statements():
         name = re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", statement).group(1)
-        table = keyspace.tables.get(name)
-        existing = {} if table is None else table.columns
+        existing = keyspace.tables[name].columns
         for column, declared in declared_columns(statement).items():
-            found = existing[column].cql_type if column in existing else "missing"
-            if found.replace(" ", "") != declared.replace(" ", ""):
+            if column not in existing:
+                connection.session.execute(
+                    f"ALTER TABLE {keyspace.name}.{name} ADD {column} {declared}", timeout=60
+                )
+                added.append(f"{name}.{column}")
+            elif existing[column].cql_type.replace(" ", "") != declared.replace(" ", ""):
                 raise CassandraError(
                     f"Cassandra table {keyspace.name}.{name} is from an earlier release: its "
-                    f"column {column} is {found}, the schema declares {declared}. Drop the "
-                    f"table (cqlsh: DROP TABLE {keyspace.name}.{name}; its rows are lost) or "
-                    "set cassandra_keyspace to a new keyspace, then run again."
+                    f"column {column} is {existing[column].cql_type}, the schema declares "
+                    f"{declared}. Drop the table (cqlsh: DROP TABLE {keyspace.name}.{name}; "
+                    "its rows are lost) or set cassandra_keyspace to a new keyspace, then run "
+                    "again."
                 )
+    return added
 
 
 def insert_cql(table: str, columns: Sequence[str]) -> str:

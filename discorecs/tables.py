@@ -71,16 +71,25 @@ PROFILE_FIELDS = (
 )
 PROFILE_COLUMNS = ("user_id", "run_id", "profile")
 # A recommendation document is the API's answer itself (GET /api/users/<id>/recommendations,
-# webapp.models.Recommendations as JSON): the batch renders it whole, with the friends' names
-# and the releases' details in it, so the site answers with one single-partition read and
-# sends the text as stored. Its keys are RECOMMENDATION_FIELDS; a friend pick is
-# {"user": USER_FIELDS, "match", "shared_genres", "reason"}, a release pick
-# {"release": RELEASE_FIELDS, "score", "reason"}; times are document_time() text.
-RECOMMENDATION_FIELDS = ("run_id", "generated_at", "friend", "other_friends", "releases")
-# The document's "releases" hold up to RELEASES_SHOWN + RELEASE_SPARES picks in rank order;
-# the site shows the first RELEASES_SHOWN that the user neither holds nor wants as the
-# stream last applied it (webapp.models.merge_views): a record added since the run gives
-# its place to the next pick.
+# webapp.models.Recommendations as JSON) when nothing was added or wanted since the run: the
+# batch renders it whole, with the friends' names and the releases' details in it, so the
+# site answers with one single-partition read and sends the text as stored. Its keys are
+# RECOMMENDATION_FIELDS; a friend pick is {"user": USER_FIELDS, "match", "shared_genres",
+# "reason"}, a release pick {"release": RELEASE_FIELDS, "score", "reason"}; times are
+# document_time() text; "left_out" is empty as stored.
+RECOMMENDATION_FIELDS = (
+    "run_id",
+    "generated_at",
+    "friend",
+    "other_friends",
+    "releases",
+    "left_out",
+)
+# The document's "releases" are the first RELEASES_SHOWN picks; the row also keeps the next
+# RELEASE_SPARES (spare_picks: a JSON array of release picks) and every pick's release id in
+# rank order (pick_ids). The site shows the first RELEASES_SHOWN picks the user neither holds
+# nor wants as the stream last applied it (webapp.models.merge_views): a record added since
+# the run gives its place to the next pick, and only then is the answer rebuilt.
 RELEASES_SHOWN = 10
 RELEASE_SPARES = 5
 USER_FIELDS = ("user_id", "name", "location", "joined_at")
@@ -94,7 +103,7 @@ RELEASE_FIELDS = (
     "country",
     "formats",
 )
-RECOMMENDATION_COLUMNS = ("user_id", "run_id", "recommendation")
+RECOMMENDATION_COLUMNS = ("user_id", "run_id", "recommendation", "spare_picks", "pick_ids")
 # The stream's live profile of a user (one JSON document per user, like the batch's): the
 # collection size, the genre units (the site derives scores and shares from them with
 # genres.scores_and_shares; the next micro-batch starts from them) and the latest changes,

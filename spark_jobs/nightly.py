@@ -301,12 +301,14 @@ def recommendation_rows(
     run_id: str,
     generated_at: datetime,
 ) -> DataFrame:
-    """user_id, run_id, recommendation for every user with a friend: the API's answer
+    """``tables.RECOMMENDATION_COLUMNS`` for every user with a friend: the API's answer
     (:data:`tables.RECOMMENDATION_FIELDS`) rendered whole, the friends' names (``users``:
     user_id, name, location, joined_at) and the releases' details (``releases``: the
     catalog's RELEASE_FIELDS) joined in, so that serving it is one read. A friend missing
     from ``users`` is "collector #<id>"; a release missing from the catalog has only its id.
-    Only the best friend carries a reason and shared genres."""
+    Only the best friend carries a reason and shared genres. The picks after the first
+    ``tables.RELEASES_SHOWN`` are kept apart (``spare_picks``), with every pick's id in rank
+    order (``pick_ids``): what the site needs to replace a pick taken since the run."""
     people = users.select(
         F.col("user_id").alias("friend_id"),
         F.struct("user_id", "name", "location", _as_text_time("joined_at")).alias("known"),
@@ -371,15 +373,26 @@ def recommendation_rows(
             F.sort_array(F.collect_list(F.struct("rank", "pick"))).getField("pick").alias(name)
         )
 
+    shown = F.col("rank") <= tables.RELEASES_SHOWN
     others = in_rank_order(friend_picks.filter("rank > 1"), "other_friends")
-    chosen = in_rank_order(release_picks, "releases")
+    chosen = in_rank_order(release_picks.filter(shown), "releases")
+    spares = in_rank_order(release_picks.filter(~shown), "spares")
+    ids = picks.groupBy("user_id").agg(
+        F.sort_array(F.collect_list(F.struct("rank", "release_id")))
+        .getField("release_id")
+        .alias("pick_ids")
+    )
     answers = (
         friend_picks.filter(best)
         .select("user_id", F.col("pick").alias("friend"))
         .join(others, "user_id", "left")
         .join(chosen, "user_id", "left")
+        .join(spares, "user_id", "left")
+        .join(ids, "user_id", "left")
     )
-    none = {name: answers.schema[name].dataType for name in ("other_friends", "releases")}
+    lists = ("other_friends", "releases", "spares", "pick_ids")
+    none = {name: F.array().cast(answers.schema[name].dataType) for name in lists}
+    listed = {name: F.coalesce(F.col(name), none[name]) for name in lists}
     return answers.select(
         "user_id",
         F.lit(run_id).alias("run_id"),
@@ -388,13 +401,14 @@ def recommendation_rows(
                 F.lit(run_id).alias("run_id"),
                 F.lit(tables.document_time(generated_at)).alias("generated_at"),
                 "friend",
-                *(
-                    F.coalesce(F.col(name), F.array().cast(kind)).alias(name)
-                    for name, kind in none.items()
-                ),
+                listed["other_friends"].alias("other_friends"),
+                listed["releases"].alias("releases"),
+                F.array().cast("array<bigint>").alias("left_out"),
             ),
             {"ignoreNullFields": "false"},
         ).alias("recommendation"),
+        F.to_json(listed["spares"]).alias("spare_picks"),
+        listed["pick_ids"].alias("pick_ids"),
     )
 
 

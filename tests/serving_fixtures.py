@@ -128,7 +128,10 @@ def seed_serving(settings: Settings) -> None:
             c,
             tables.RECOMMENDATIONS,
             tables.RECOMMENDATION_COLUMNS,
-            [(7001, run, recommendation_document(run, friend)) for run, friend in FRIENDS.items()],
+            [
+                (7001, run, recommendation_document(run, friend), "[]", [9102])
+                for run, friend in FRIENDS.items()
+            ],
         )
         upsert_rows(
             c,

@@ -287,8 +287,40 @@ def test_a_recommendation_is_the_apis_whole_answer(spark):
                 "reason": "second",
             },
         ],
+        "left_out": [],
     }
     assert list(answer) == list(tables.RECOMMENDATION_FIELDS)
+    assert (json.loads(rows[0].spare_picks), rows[0].pick_ids) == ([], [10, 77])
     # The page's models read from it (merged, nothing taken since) render back to it.
-    merged = merge_views(answer, set())
-    assert to_json(recommendations_of(merged)) == {**answer, "left_out": []}
+    assert to_json(recommendations_of(merge_views(answer, [], set()))) == answer
+
+
+def test_picks_after_the_shown_ones_are_kept_as_spares(spark):
+    from discorecs import tables
+    from spark_jobs.nightly import recommendation_rows
+
+    when = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+    friends = spark.createDataFrame(
+        [(1, 1, 2, 0.9, "r", ["Jazz"])],
+        "user_id long, rank int, friend_id long, similarity double, reason string, "
+        "shared_genres array<string>",
+    )
+    count = tables.RELEASES_SHOWN + 2
+    picks = spark.createDataFrame(
+        [(1, rank, 100 + rank, 1.0 / rank, "") for rank in range(count, 0, -1)],
+        "user_id long, rank int, release_id long, score double, reason string",
+    )
+    users = spark.createDataFrame(
+        [], "user_id long, name string, location string, joined_at timestamp"
+    )
+    releases = spark.createDataFrame(
+        [],
+        "release_id long, title string, artists array<string>, year int, "
+        "genres array<string>, styles array<string>, country string, formats array<string>",
+    )
+    row = recommendation_rows(friends, picks, users, releases, "run-1", when).collect()[0]
+    shown = [p["release"]["release_id"] for p in json.loads(row.recommendation)["releases"]]
+    spares = [p["release"]["release_id"] for p in json.loads(row.spare_picks)]
+    assert shown == list(range(101, 101 + tables.RELEASES_SHOWN))
+    assert spares == [101 + tables.RELEASES_SHOWN, 102 + tables.RELEASES_SHOWN]
+    assert row.pick_ids == list(range(101, 101 + count))

@@ -130,3 +130,29 @@ def test_a_table_from_an_earlier_release_is_named_with_the_fix(services):
     finally:
         with connect(old) as connection:
             connection.session.execute("DROP KEYSPACE discorecs_schema_upgrade")
+
+
+@pytest.mark.services
+def test_columns_the_schema_added_are_added_to_a_table_from_an_earlier_release(services):
+    old = services.replace(cassandra_keyspace="discorecs_schema_added")
+    with connect(old) as connection:
+        connection.session.execute(
+            "CREATE KEYSPACE IF NOT EXISTS discorecs_schema_added WITH replication = "
+            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+        )
+        connection.session.execute(
+            f"CREATE TABLE IF NOT EXISTS discorecs_schema_added.{tables.RECOMMENDATIONS} "
+            "(user_id bigint, run_id text, recommendation text, PRIMARY KEY ((user_id), run_id))"
+        )
+    try:
+        assert apply_schema(old) == sorted(tables.ALL_TABLES)
+        with connect(old, keyspace="discorecs_schema_added") as connection:
+            row = connection.session.execute(
+                "SELECT column_name, type FROM system_schema.columns WHERE keyspace_name = "
+                "'discorecs_schema_added' AND table_name = %s AND column_name = 'pick_ids'",
+                (tables.RECOMMENDATIONS,),
+            ).one()
+        assert (row.column_name, row.type) == ("pick_ids", "list<bigint>")
+    finally:
+        with connect(old) as connection:
+            connection.session.execute("DROP KEYSPACE discorecs_schema_added")

@@ -523,26 +523,28 @@ def test_the_site_leaves_out_picks_the_stream_applied_since_the_run(spark, strea
     catalog = ds.dataset(paths.catalog_releases(settings.data_root)).to_table().to_pylist()
     others = [r["release_id"] for r in catalog if r["release_id"] not in held][:12]
     ranked = [others[0], new[0], new[1], *others[1:]]  # 14 picks: 10 shown and spares
+    picks = [
+        {"release": release_details(r, f"Release {r}"), "score": 1.0, "reason": ""} for r in ranked
+    ]
     run = "20261203T000000Z-merged"
     answer = {
         "run_id": run,
         "generated_at": "2026-12-03T00:00:00.000000+00:00",
         "friend": None,
         "other_friends": [],
-        "releases": [
-            {"release": release_details(r, f"Release {r}"), "score": 1.0, "reason": ""}
-            for r in ranked
-        ],
+        "releases": picks[:10],
+        "left_out": [],
     }
+    spares = picks[10:]
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         session = connection.session
         published = session.execute(
             f"SELECT run_id, published_at FROM {tables.PUBLISHED_RUNS} WHERE scope = 'nightly'"
         ).one()
         session.execute(
-            f"INSERT INTO {tables.RECOMMENDATIONS} (user_id, run_id, recommendation) "
-            "VALUES (%s, %s, %s)",
-            (user, run, json.dumps(answer)),
+            f"INSERT INTO {tables.RECOMMENDATIONS} (user_id, run_id, recommendation, "
+            "spare_picks, pick_ids) VALUES (%s, %s, %s, %s, %s)",
+            (user, run, json.dumps(answer), json.dumps(spares), ranked),
         )
         session.execute(  # the page's user row (the population was not loaded here)
             f"INSERT INTO {tables.USERS} (user_id, name) VALUES (%s, 'Stream Tester')", (user,)

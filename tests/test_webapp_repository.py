@@ -119,7 +119,7 @@ def test_picks_held_or_wanted_since_the_run_are_left_out(repo, services):
     head_hunters = stored["releases"][0]
     kind_of_blue = {**head_hunters, "release": {**head_hunters["release"], "release_id": 9101}}
     other = {**head_hunters, "release": {**head_hunters["release"], "release_id": 9103}}
-    stored["releases"] = [kind_of_blue, head_hunters, other]
+    stored["releases"] = [kind_of_blue, head_hunters]  # shown; "other" is a spare
     with connect(services, keyspace=services.cassandra_keyspace) as connection:
         session = connection.session
         session.execute(
@@ -129,12 +129,13 @@ def test_picks_held_or_wanted_since_the_run_are_left_out(repo, services):
         )
         session.execute(f"INSERT INTO {tables.WANTLISTS} (user_id, release_id) VALUES (7009, 9102)")
         session.execute(
-            f"INSERT INTO {tables.RECOMMENDATIONS} (user_id, run_id, recommendation) "
-            "VALUES (7009, %s, %s)",
-            (RUN, json.dumps(stored)),
+            f"INSERT INTO {tables.RECOMMENDATIONS} (user_id, run_id, recommendation, "
+            "spare_picks, pick_ids) VALUES (7009, %s, %s, %s, %s)",
+            (RUN, json.dumps(stored), json.dumps([other]), [9101, 9102, 9103]),
         )
     recs = repo.recommendations(7009, RUN)
-    assert [pick.release.release_id for pick in recs.releases] == [9103]
+    assert [pick.release.release_id for pick in recs.releases] == [9103]  # a spare
     assert recs.left_out == [9101, 9102]
-    assert repo.taken_since_run(7009, stored) == {9101, 9102}
-    assert repo.taken_since_run(7001, stored) == {9101}  # held; a short list: no wantlist read
+    picks = [9101, 9102, 9103]
+    assert repo.taken_since_run(7009, picks) == {9101, 9102}
+    assert repo.taken_since_run(7001, picks) == {9101}  # held; a short list: no wantlist read

@@ -1,6 +1,7 @@
 """Views and API with the Flask test client over a fake repository (no Cassandra)."""
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -18,11 +19,11 @@ from webapp.models import (
     Recommendations,
     Release,
     ReleasePick,
+    StoredAnswer,
     StreamHealth,
     User,
     UserPage,
     merge_views,
-    pick_ids,
     to_json,
 )
 from webapp.repository import ServingUnavailable, wanted_by_changes
@@ -32,6 +33,7 @@ KIND_OF_BLUE = Release(
     2, "Kind of Blue", ["Miles Davis"], 1959, ["Jazz"], ["Modal"], "US", ["Vinyl"]
 )
 BLUE_TRAIN = Release(3, "Blue Train", ["John Coltrane"], 1958, ["Jazz"], ["Hard Bop"])
+A_LOVE_SUPREME = Release(4, "A Love Supreme", ["John Coltrane"], 1965, ["Jazz"], ["Free Jazz"])
 
 
 class FakeRepository:
@@ -57,15 +59,20 @@ class FakeRepository:
         self._check()
         return self.run
 
-    def recommendation_document(self, user_id, run_id):
+    def stored_answer(self, user_id, run_id):
+        """As the batch stores it: two picks shown (the fake's own count) and one spare."""
         self._check()
         self.recommendation_reads += 1
         found = self.recommendations(user_id, run_id)
-        return json.dumps(to_json(found)) if found else None
+        if not found:
+            return None
+        document = json.dumps(to_json(replace(found, left_out=[])))
+        spares = json.dumps([to_json(ReleasePick(A_LOVE_SUPREME, 0.05, "Hard Bop"))])
+        return StoredAnswer(document, spares, [2, 3, A_LOVE_SUPREME.release_id])
 
-    def taken_since_run(self, user_id, answer):
+    def taken_since_run(self, user_id, pick_ids):
         self._check()
-        return self.taken.get(user_id, set()) & set(pick_ids(answer))
+        return self.taken.get(user_id, set()) & set(pick_ids)
 
     def recommendations(self, user_id, run_id):
         self._check()
@@ -245,22 +252,37 @@ def pick(release_id):
     return {"release": {"release_id": release_id}, "score": 1 / release_id, "reason": ""}
 
 
+def pick_ids(answer):
+    return [pick["release"]["release_id"] for pick in answer["releases"]]
+
+
 def test_merging_views_skips_picks_taken_since_the_run_and_shows_the_next():
-    answer = {"run_id": "r", "releases": [pick(r) for r in range(1, 16)]}
-    merged = merge_views(answer, {2, 12, 99}, shown=10)
+    answer = {"run_id": "r", "releases": [pick(r) for r in range(1, 11)], "left_out": []}
+    spares = [pick(r) for r in range(11, 16)]
+    merged = merge_views(answer, spares, {2, 12, 99}, shown=10)
     assert pick_ids(merged) == [1, *range(3, 12)]
     assert merged["left_out"] == [2]  # 12 would not have been shown anyway
-    assert merged["run_id"] == "r" and pick_ids(answer) == list(range(1, 16))  # unchanged
-    assert merge_views(answer, set(), shown=10)["left_out"] == []
-    assert pick_ids(merge_views(answer, set(range(1, 14)), shown=10)) == [14, 15]
+    assert merged["run_id"] == "r" and pick_ids(answer) == list(range(1, 11))  # unchanged
+    assert merge_views(answer, spares, set(), shown=10) == answer
+    assert pick_ids(merge_views(answer, spares, set(range(1, 14)), shown=10)) == [14, 15]
+
+
+def test_a_stored_answer_is_sent_as_stored_unless_a_shown_pick_was_taken():
+    answer = {"run_id": "r", "releases": [pick(r) for r in range(1, 11)], "left_out": []}
+    stored = StoredAnswer(json.dumps(answer), json.dumps([pick(11)]), list(range(1, 12)))
+    assert stored.served(set()) == (stored.document, [])
+    assert stored.served({11, 99}) == (stored.document, [])  # only a spare: nothing to adjust
+    body, left_out = stored.served({4})
+    assert left_out == [4] and json.loads(body)["left_out"] == [4]
+    assert pick_ids(json.loads(body)) == [1, 2, 3, *range(5, 12)]
 
 
 def test_the_api_leaves_out_a_pick_added_since_the_run(client, fake):
     before = client.get("/api/users/7/recommendations")
     fake.taken[7] = {2}  # the stream applied user 7's add of Kind of Blue
     after = client.get("/api/users/7/recommendations")
-    assert [p["release"]["release_id"] for p in before.get_json()["releases"]] == [2, 3]
-    assert [p["release"]["release_id"] for p in after.get_json()["releases"]] == [3]
+    assert pick_ids(before.get_json()) == [2, 3]
+    assert pick_ids(after.get_json()) == [3, 4]  # the spare took its place
     assert (before.get_json()["left_out"], after.get_json()["left_out"]) == ([], [2])
     assert before.headers["ETag"] != after.headers["ETag"]  # the answer changed
     page = client.get("/users/7").get_data(as_text=True)

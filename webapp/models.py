@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from discorecs.tables import RELEASES_SHOWN, document_time
 
@@ -135,16 +136,42 @@ class Recommendations:
     left_out: list[int] = field(default_factory=list)
 
 
+class StoredAnswer(NamedTuple):
+    """A user's recommendations as the batch stored them (``tables.RECOMMENDATION_COLUMNS``)."""
+
+    document: str  # the API's answer when nothing was taken since the run
+    spare_picks: str | None  # JSON array of the picks after the shown ones
+    pick_ids: list[int]  # every pick's release id, in rank order
+
+    def merged(self, taken: Collection[int]) -> dict[str, Any]:
+        """The answer with the speed view merged in (:func:`merge_views`)."""
+        spares = json.loads(self.spare_picks) if self.spare_picks else []
+        return merge_views(json.loads(self.document), spares, taken)
+
+    def served(self, taken: Collection[int], shown: int = RELEASES_SHOWN) -> tuple[str, list[int]]:
+        """The answer's text and the picks left out. The stored text as it is when no shown
+        pick was taken (nearly always: parsing and writing the answer again would cost more
+        than the read), else the merged answer written out."""
+        if not any(pick in taken for pick in self.pick_ids[:shown]):
+            return self.document, []
+        merged = self.merged(taken)
+        return json.dumps(merged, ensure_ascii=False, separators=(",", ":")), merged["left_out"]
+
+
 def merge_views(
-    answer: dict[str, Any], taken: Collection[int], shown: int = RELEASES_SHOWN
+    answer: dict[str, Any],
+    spares: list[dict[str, Any]],
+    taken: Collection[int],
+    shown: int = RELEASES_SHOWN,
 ) -> dict[str, Any]:
-    """A stored recommendation answer (``tables.RECOMMENDATION_FIELDS``) as the site serves
-    it: the batch view merged with the speed view. ``taken``: the pick ids the user holds or
-    wants now, per the stream. The first ``shown`` picks not taken are kept, in rank order,
-    and ``left_out`` lists the taken ones that would have been shown."""
+    """A stored recommendation answer (``tables.RECOMMENDATION_FIELDS``) and its spare picks
+    as the site serves them: the batch view merged with the speed view. ``taken``: the pick
+    ids the user holds or wants now, per the stream. The first ``shown`` picks not taken
+    are kept, in rank order, and ``left_out`` lists the taken ones that would have been
+    shown."""
     kept: list[dict[str, Any]] = []
     left_out: list[int] = []
-    for pick in answer.get("releases") or []:
+    for pick in [*(answer.get("releases") or []), *spares]:
         if len(kept) == shown:
             break
         release_id = pick["release"]["release_id"]
@@ -153,11 +180,6 @@ def merge_views(
         else:
             kept.append(pick)
     return {**answer, "releases": kept, "left_out": left_out}
-
-
-def pick_ids(answer: dict[str, Any]) -> list[int]:
-    """The release ids of a stored answer's picks, in rank order."""
-    return [pick["release"]["release_id"] for pick in answer.get("releases") or []]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ site recovers by itself.
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -41,11 +40,10 @@ from webapp.models import (
     Recommendations,
     Release,
     ReleasePick,
+    StoredAnswer,
     StreamHealth,
     User,
     UserPage,
-    merge_views,
-    pick_ids,
     with_live_scores,
 )
 
@@ -70,8 +68,8 @@ STATEMENTS = {
     "published": f"SELECT run_id FROM {tables.PUBLISHED_RUNS} WHERE scope = ?",
     "profile": f"SELECT run_id, profile FROM {tables.USER_GENRE_PROFILES} "
     "WHERE user_id = ? AND run_id = ?",
-    "recommendations": f"SELECT recommendation FROM {tables.RECOMMENDATIONS} "
-    "WHERE user_id = ? AND run_id = ?",
+    "recommendations": f"SELECT recommendation, spare_picks, pick_ids "
+    f"FROM {tables.RECOMMENDATIONS} WHERE user_id = ? AND run_id = ?",
     "releases": f"SELECT release_id, title, artists, year, genres, styles, country, formats "
     f"FROM {tables.RELEASES} WHERE release_id IN ?",
     "collection_size": f"SELECT COUNT(*) FROM {tables.COLLECTIONS} WHERE user_id = ?",
@@ -237,11 +235,14 @@ class CassandraRepository:
         )
         return Profile(row.run_id, row.collection_size or 0, standings, list(row.top_styles or []))
 
-    def recommendation_document(self, user_id: int, run_id: str) -> str | None:
+    def stored_answer(self, user_id: int, run_id: str) -> StoredAnswer | None:
         """The API's answer for ``user_id`` in ``run_id`` as the batch rendered it (see
-        ``tables.RECOMMENDATION_FIELDS``): one single-partition read, nothing rebuilt."""
+        ``tables.RECOMMENDATION_COLUMNS``): one single-partition read, nothing rebuilt."""
         rows = self._run("recommendations", [user_id, run_id])
-        return rows[0].recommendation if rows else None
+        if not rows or not rows[0].recommendation:
+            return None
+        row = rows[0]
+        return StoredAnswer(row.recommendation, row.spare_picks, list(row.pick_ids or []))
 
     def recommendations(self, user_id: int, run_id: str) -> Recommendations | None:
         """The run's recommendations merged with what the stream applied since
@@ -251,20 +252,18 @@ class CassandraRepository:
     def _recommendations(
         self, user_id: int, run_id: str, live: LiveView | None
     ) -> Recommendations | None:
-        document = self.recommendation_document(user_id, run_id)
-        if not document:
+        stored = self.stored_answer(user_id, run_id)
+        if stored is None:
             return None
-        answer = json.loads(document)
-        return recommendations_of(merge_views(answer, self._taken(user_id, live, answer)))
+        return recommendations_of(stored.merged(self._taken(user_id, live, stored.pick_ids)))
 
-    def taken_since_run(self, user_id: int, answer: dict[str, Any]) -> set[int]:
-        """Which of a stored answer's picks the user holds or wants now, as the stream last
-        applied it: the speed view the site merges into the batch's (one read of the live
-        row; a second, of the wantlist, only for a user with a full list of changes)."""
-        return self._taken(user_id, self._live_view(user_id), answer)
+    def taken_since_run(self, user_id: int, pick_ids: list[int]) -> set[int]:
+        """Which of ``pick_ids`` the user holds or wants now, as the stream last applied it:
+        the speed view the site merges into the batch's (one read of the live row; a second,
+        of the wantlist, only for a user with a full list of changes)."""
+        return self._taken(user_id, self._live_view(user_id), pick_ids)
 
-    def _taken(self, user_id: int, live: LiveView | None, answer: dict[str, Any]) -> set[int]:
-        picks = pick_ids(answer)
+    def _taken(self, user_id: int, live: LiveView | None, picks: list[int]) -> set[int]:
         if live is None or not picks:  # the stream has applied nothing of theirs
             return set()
         if len(live.changes) < tables.LATEST_CHANGES:  # every change it applied is listed

@@ -1,11 +1,9 @@
 """The JSON API: the same data as the pages (see README, "JSON API")."""
 
-import json
-
 from flask import Blueprint, abort, current_app, jsonify, request
 
 from webapp import repository
-from webapp.models import merge_views, to_json
+from webapp.models import to_json
 from webapp.openapi import document
 from webapp.views.genres import checked_genre, checked_page
 from webapp.views.users import checked_user_id
@@ -23,9 +21,10 @@ def user(user_id: int):
 
 @blueprint.get("/users/<int:user_id>/recommendations")
 def recommendations(user_id: int):
-    """The batch stored the answer whole (``tables.RECOMMENDATION_FIELDS``); the site merges
+    """The batch stored the answer whole (``tables.RECOMMENDATION_COLUMNS``); the site merges
     into it what the stream has applied since (``models.merge_views``: a pick the user has
-    added or wanted since gives its place to the next one, and ``left_out`` says which).
+    added or wanted since gives its place to the next one, and ``left_out`` says which; the
+    stored text is sent as it is when no shown pick was).
     A published run's stored answers never change (the run id is part of their key), so each
     worker keeps the latest ``web_response_cache`` of them: a repeat costs no read of the
     answer, only of the user's live row, and publishing a new run changes every key."""
@@ -36,19 +35,17 @@ def recommendations(user_id: int):
     stored = cache.get(key) if run_id else None
     cached = stored is not None
     if stored is None:
-        stored = store.recommendation_document(user_id, run_id) if run_id else None
+        stored = store.stored_answer(user_id, run_id) if run_id else None
         if stored is None:  # only then tell an unknown user from one the batch has not seen
             if store.user(user_id) is None:
                 abort(404, f"There is no user {user_id}.")
             abort(404, f"There are no recommendations for user {user_id} yet; run the batch.")
         cache.put(key, stored)
-    answer = json.loads(stored)
-    merged = merge_views(answer, store.taken_since_run(user_id, answer))
-    body = json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
+    body, left_out = stored.served(store.taken_since_run(user_id, stored.pick_ids))
     response = current_app.response_class(body, mimetype="application/json")
     response.headers["X-Cache"] = "hit" if cached else "miss"
-    version = ".".join(str(release) for release in merged["left_out"])
-    response.set_etag(f"{run_id}-{user_id}" + (f"-{version}" if version else ""), weak=True)
+    version = "".join(f"-{release}" for release in left_out)
+    response.set_etag(f"{run_id}-{user_id}{version}", weak=True)
     return response.make_conditional(request)
 
 
