@@ -1,6 +1,7 @@
 """The CQL schema: one table per query, for Cassandra 5.0 and still valid on 4.1."""
 
 import re
+from contextlib import contextmanager
 
 import pytest
 
@@ -105,54 +106,56 @@ def test_column_types_are_read_from_the_statements():
     assert declared_columns(runs)["step_counts"] == "map<text, bigint>"
 
 
+@contextmanager
+def keyspace_of_an_earlier_release(services, name: str, table: str):
+    """Settings for a keyspace ``name`` holding one table as an earlier release made it
+    (``table``: its CREATE TABLE, the keyspace written as {ks}); dropped afterwards."""
+    old = services.replace(cassandra_keyspace=name)
+    with connect(old) as connection:
+        connection.session.execute(
+            f"CREATE KEYSPACE IF NOT EXISTS {name} WITH replication = "
+            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+        )
+        connection.session.execute(table.format(ks=name))
+    try:
+        yield old
+    finally:
+        with connect(old) as connection:
+            connection.session.execute(f"DROP KEYSPACE {name}")
+
+
 @pytest.mark.services
 def test_a_table_from_an_earlier_release_is_named_with_the_fix(services):
     """dead_letters.payload was text; CREATE TABLE IF NOT EXISTS would keep it so, and every
     dead letter's write would then fail."""
-    old = services.replace(cassandra_keyspace="discorecs_schema_upgrade")
-    with connect(old) as connection:
-        connection.session.execute(
-            "CREATE KEYSPACE IF NOT EXISTS discorecs_schema_upgrade WITH replication = "
-            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
-        )
-        connection.session.execute(
-            "CREATE TABLE IF NOT EXISTS discorecs_schema_upgrade.dead_letters (day text, "
-            "topic text, kafka_partition int, kafka_offset bigint, payload text, reason text, "
-            "received_at timestamp, PRIMARY KEY ((day), topic, kafka_partition, kafka_offset))"
-        )
-    try:
-        with pytest.raises(CassandraError) as raised:
-            apply_schema(old)
-        assert str(raised.value).startswith(
-            "Cassandra table discorecs_schema_upgrade.dead_letters is from an earlier release: "
-            "its column payload is text, the schema declares blob. Drop the table"
-        )
-    finally:
-        with connect(old) as connection:
-            connection.session.execute("DROP KEYSPACE discorecs_schema_upgrade")
+    table = (
+        f"CREATE TABLE {{ks}}.{tables.DEAD_LETTERS} (day text, topic text, kafka_partition int, "
+        "kafka_offset bigint, payload text, reason text, received_at timestamp, "
+        "PRIMARY KEY ((day), topic, kafka_partition, kafka_offset))"
+    )
+    with (
+        keyspace_of_an_earlier_release(services, "discorecs_schema_upgrade", table) as old,
+        pytest.raises(CassandraError) as raised,
+    ):
+        apply_schema(old)
+    assert str(raised.value).startswith(
+        "Cassandra table discorecs_schema_upgrade.dead_letters is from an earlier release: "
+        "its column payload is text, the schema declares blob. Drop the table"
+    )
 
 
 @pytest.mark.services
 def test_columns_the_schema_added_are_added_to_a_table_from_an_earlier_release(services):
-    old = services.replace(cassandra_keyspace="discorecs_schema_added")
-    with connect(old) as connection:
-        connection.session.execute(
-            "CREATE KEYSPACE IF NOT EXISTS discorecs_schema_added WITH replication = "
-            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
-        )
-        connection.session.execute(
-            f"CREATE TABLE IF NOT EXISTS discorecs_schema_added.{tables.RECOMMENDATIONS} "
-            "(user_id bigint, run_id text, recommendation text, PRIMARY KEY ((user_id), run_id))"
-        )
-    try:
+    table = (
+        f"CREATE TABLE {{ks}}.{tables.RECOMMENDATIONS} (user_id bigint, run_id text, "
+        "recommendation text, PRIMARY KEY ((user_id), run_id))"
+    )
+    with keyspace_of_an_earlier_release(services, "discorecs_schema_added", table) as old:
         assert apply_schema(old) == sorted(tables.ALL_TABLES)
-        with connect(old, keyspace="discorecs_schema_added") as connection:
+        with connect(old) as connection:
             row = connection.session.execute(
-                "SELECT column_name, type FROM system_schema.columns WHERE keyspace_name = "
+                "SELECT type FROM system_schema.columns WHERE keyspace_name = "
                 "'discorecs_schema_added' AND table_name = %s AND column_name = 'pick_ids'",
                 (tables.RECOMMENDATIONS,),
             ).one()
-        assert (row.column_name, row.type) == ("pick_ids", "list<bigint>")
-    finally:
-        with connect(old) as connection:
-            connection.session.execute("DROP KEYSPACE discorecs_schema_added")
+    assert row is not None and row.type == "list<bigint>"

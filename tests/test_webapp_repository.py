@@ -139,3 +139,19 @@ def test_picks_held_or_wanted_since_the_run_are_left_out(repo, services):
     picks = [9101, 9102, 9103]
     assert repo.taken_since_run(7009, picks) == {9101, 9102}
     assert repo.taken_since_run(7001, picks) == {9101}  # held; a short list: no wantlist read
+
+
+def test_an_answer_stored_by_an_earlier_release_is_served_in_the_current_form(repo, services):
+    """Rows written before spare_picks and pick_ids existed: no spares, the ids read from the
+    answer, and left_out added."""
+    old = json.loads(recommendation_document(RUN, FRIENDS[RUN]))
+    del old["left_out"]
+    with connect(services, keyspace=services.cassandra_keyspace) as connection:
+        connection.session.execute(
+            f"INSERT INTO {tables.RECOMMENDATIONS} (user_id, run_id, recommendation) "
+            "VALUES (7010, %s, %s)",
+            (RUN, json.dumps(old)),
+        )
+    stored = repo.stored_answer(7010, RUN)
+    assert stored.pick_ids == [9102] and stored.spare_picks is None
+    assert json.loads(stored.document) == {**old, "left_out": []}

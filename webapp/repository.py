@@ -8,6 +8,7 @@ site recovers by itself.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -242,7 +243,11 @@ class CassandraRepository:
         if not rows or not rows[0].recommendation:
             return None
         row = rows[0]
-        return StoredAnswer(row.recommendation, row.spare_picks, list(row.pick_ids or []))
+        if row.pick_ids is None:  # stored by an earlier release (or with no picks)
+            answer = {"left_out": [], **json.loads(row.recommendation)}
+            ids = [pick["release"]["release_id"] for pick in answer.get("releases") or []]
+            return StoredAnswer(json.dumps(answer, ensure_ascii=False), None, ids)
+        return StoredAnswer(row.recommendation, row.spare_picks, list(row.pick_ids))
 
     def recommendations(self, user_id: int, run_id: str) -> Recommendations | None:
         """The run's recommendations merged with what the stream applied since
