@@ -216,7 +216,7 @@ def seed(settings, users: int) -> float:
             ],
         )
         load(
-            tables.USER_LIVE_PROFILES,
+            tables.RECOMMENDATIONS,
             ("user_id", "profile", "holdings", "updated_at"),
             [live_row(u, rng, now) for u in range(1, min(users, USERS_WITH_COLLECTIONS) + 1)],
         )

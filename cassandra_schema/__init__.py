@@ -19,7 +19,7 @@ def table_statements(schema_file: Path = SCHEMA_FILE) -> list[str]:
 
 def declared_columns(statement: str) -> dict[str, str]:
     """The columns a ``CREATE TABLE`` statement declares, name -> CQL type as written
-    (``map<text, int>``), in order."""
+    (``map<text, int>``, ``text STATIC``), in order."""
     opened = statement.index("(")
     parts, depth, start = [], 0, opened + 1
     for at in range(opened + 1, len(statement)):
@@ -35,5 +35,5 @@ def declared_columns(statement: str) -> dict[str, str]:
     for part in (part.strip() for part in parts):
         if part and not part.upper().startswith("PRIMARY KEY"):
             name, declared = part.split(None, 1)
-            columns[name] = re.sub(r"\s+(PRIMARY KEY|STATIC)$", "", declared, flags=re.I)
+            columns[name] = re.sub(r"\s+PRIMARY KEY$", "", declared, flags=re.I)
     return columns

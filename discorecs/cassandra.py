@@ -234,6 +234,14 @@ def apply_schema(settings: Settings) -> list[str]:
         return sorted(keyspace.tables)
 
 
+def _type_of(column: Any) -> str:
+    """A column's type, static or not, spaces dropped: a declaration as the schema file
+    writes it (``map<text, bigint> STATIC``) or the driver's column metadata."""
+    if isinstance(column, str):
+        return column.replace(" ", "").lower()
+    return (column.cql_type + ("STATIC" if column.is_static else "")).replace(" ", "").lower()
+
+
 def _upgrade_columns(connection: CassandraConnection, keyspace: Any) -> list[str]:
     """Bring tables made by an earlier release up to the schema: a column the schema added
     is added (``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it was); a column
@@ -248,7 +256,7 @@ def _upgrade_columns(connection: CassandraConnection, keyspace: Any) -> list[str
                     f"ALTER TABLE {keyspace.name}.{name} ADD {column} {declared}", timeout=60
                 )
                 added.append(f"{name}.{column}")
-            elif existing[column].cql_type.replace(" ", "") != declared.replace(" ", ""):
+            elif _type_of(existing[column]) != _type_of(declared):
                 raise CassandraError(
                     f"Cassandra table {keyspace.name}.{name} is from an earlier release: its "
                     f"column {column} is {existing[column].cql_type}, the schema declares "

@@ -17,9 +17,11 @@ USERS_BY_NAME = "users_by_name"
 COLLECTIONS = "collections"
 WANTLISTS = "wantlists"
 USER_GENRE_PROFILES = "profiles_by_user"
-USER_LIVE_PROFILES = "live_profiles_by_user"
 GENRE_LEADERBOARDS = "genre_leaderboards"
 RECOMMENDATIONS = "recommendations_by_user"
+"""A user's partition: a row per run of the batch's recommendations, and the stream's live
+state of the user as static columns (LIVE_COLUMNS), so that the site reads both views at
+once."""
 BATCH_RUNS = "batch_runs"
 PUBLISHED_RUNS = "published_runs"
 DEAD_LETTERS = "dead_letters"
@@ -32,7 +34,6 @@ ALL_TABLES: tuple[str, ...] = (
     COLLECTIONS,
     WANTLISTS,
     USER_GENRE_PROFILES,
-    USER_LIVE_PROFILES,
     GENRE_LEADERBOARDS,
     RECOMMENDATIONS,
     BATCH_RUNS,
@@ -110,6 +111,8 @@ RECOMMENDATION_COLUMNS = ("user_id", "run_id", "recommendation", "spare_picks", 
 # newest first, each a list of LIVE_CHANGE_FIELDS (lists, not objects: the stream rewrites
 # every touched user's document every micro-batch).
 LIVE_PROFILE_FIELDS = ("collection_size", "genre_units", "latest_changes")
+LIVE_COLUMNS = ("profile", "holdings", "stream_id", "batch_id", "updated_at")
+"""The static columns of a user's RECOMMENDATIONS partition that the stream writes."""
 LIVE_CHANGE_FIELDS = ("event_time", "event_id", "kind", "release_id")
 LATEST_CHANGES = 10
 """How many of a user's latest collection and wantlist changes the live row keeps (what the

@@ -135,9 +135,13 @@ def read_events(spark: SparkSession, settings: Settings, max_events: int) -> Dat
     )
 
 
-LIVE_COLUMNS = "user_id, profile, holdings, stream_id, batch_id"
-LIVE_ROW_CQL = f"SELECT {LIVE_COLUMNS} FROM {tables.USER_LIVE_PROFILES} WHERE user_id = ?"
-LIVE_ROWS_CQL = f"SELECT {LIVE_COLUMNS} FROM {tables.USER_LIVE_PROFILES} WHERE user_id IN ?"
+# A user's live row: the static columns of their partition of tables.RECOMMENDATIONS (one
+# set per user; DISTINCT reads them without the partition's rows of runs).
+LIVE_SELECT = (
+    f"SELECT DISTINCT user_id, profile, holdings, stream_id, batch_id FROM {tables.RECOMMENDATIONS}"
+)
+LIVE_ROW_CQL = f"{LIVE_SELECT} WHERE user_id = ?"
+LIVE_ROWS_CQL = f"{LIVE_SELECT} WHERE user_id IN ?"
 COLLECTION_CQL = f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id = ?"
 COLLECTIONS_CQL = f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id IN ?"
 USERS_PER_READ = 20
@@ -195,11 +199,12 @@ def read_users(
 
 
 def read_live_rows(connection: Any, users: list[int]) -> dict[int, Any]:
-    """The live rows of ``users`` (a user without one is absent)."""
+    """The live rows of ``users`` (a user without one is absent: their partition may hold
+    only the batch's rows, whose static columns read as null)."""
     rows = read_users(
         connection, users, LIVE_ROW_CQL, LIVE_ROWS_CQL, what="the stream's live profiles"
     )
-    return {row.user_id: row for row in rows}
+    return {row.user_id: row for row in rows if row.profile is not None}
 
 
 def read_collections(connection: Any, users: list[int]) -> dict[int, list[int]]:
@@ -369,7 +374,7 @@ def apply_partition(
         execute_grouped(
             connection,
             [[w] for w in live_profile_writes(profiles, stream_id, batch_id, received_at)],
-            what=tables.USER_LIVE_PROFILES,
+            what="the stream's live profiles",
             batch_size=settings.cassandra_batch_rows,
         )
     else:

@@ -20,9 +20,9 @@ DEAD_LETTER = (
     f"INSERT INTO {tables.DEAD_LETTERS} (day, topic, kafka_partition, kafka_offset, payload, "
     "reason, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-LIVE_PROFILE = (
-    f"INSERT INTO {tables.USER_LIVE_PROFILES} (user_id, profile, holdings, stream_id, batch_id, "
-    "updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+LIVE_PROFILE = (  # the static columns of the user's partition: no run row is touched
+    f"INSERT INTO {tables.RECOMMENDATIONS} (user_id, {', '.join(tables.LIVE_COLUMNS)}) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 

@@ -98,7 +98,7 @@ def seed_serving(settings: Settings) -> None:
         )
         upsert_rows(
             c,
-            tables.USER_LIVE_PROFILES,
+            tables.RECOMMENDATIONS,
             ("user_id", "profile", "holdings", "updated_at"),
             [(7001, LIVE_DOCUMENT, struct.pack(">q", 9101), WHEN)],
         )

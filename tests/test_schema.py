@@ -87,7 +87,7 @@ def test_schema_applies_twice_against_real_cassandra(services):
             "AND table_name = %s",
             (services.cassandra_keyspace, tables.DEAD_LETTERS),
         ).one()
-    assert columns == set(tables.RECOMMENDATION_COLUMNS)
+    assert columns == {*tables.RECOMMENDATION_COLUMNS, *tables.LIVE_COLUMNS}
     assert compaction.compaction["class"].endswith("TimeWindowCompactionStrategy")
 
 

@@ -297,7 +297,7 @@ def test_live_row_and_collection_reads_agree_on_one_node_and_on_a_cluster(servic
     with connect(services, keyspace=services.cassandra_keyspace) as connection:
         for user, profile in stored.items():
             connection.session.execute(
-                "INSERT INTO live_profiles_by_user (user_id, profile, holdings, stream_id, "
+                "INSERT INTO recommendations_by_user (user_id, profile, holdings, stream_id, "
                 "batch_id) VALUES (%s, %s, %s, 'query-1', 4)",
                 (user, profile.document(), profile.holdings_blob()),
             )
@@ -410,7 +410,7 @@ def test_a_bounded_run_applies_events_and_dead_letters_the_rest(spark, stream_wo
             "SELECT payload, reason FROM dead_letters WHERE day = %s",
             datetime.now(UTC).strftime("%Y-%m-%d"),
         )
-        row = rows("SELECT * FROM live_profiles_by_user WHERE user_id = %s", user)[0]
+        row = rows("SELECT * FROM recommendations_by_user WHERE user_id = %s", user)[0]
     live = LiveProfile.of_row(row.profile, row.holdings)
     catalog = ds.dataset(paths.catalog_releases(settings.data_root)).to_table().to_pylist()
     genres = {r["release_id"]: r["genres"] for r in catalog}
@@ -487,7 +487,7 @@ def test_a_replayed_micro_batch_changes_nothing(spark, stream_world):
             )
         ]
         row = connection.session.execute(
-            "SELECT profile, holdings FROM live_profiles_by_user WHERE user_id = %s", (user,)
+            "SELECT profile, holdings FROM recommendations_by_user WHERE user_id = %s", (user,)
         ).one()
     live = LiveProfile.of_row(row.profile, row.holdings)
     whole = LiveProfile.of_collection(owned, load_reference(spark, settings).catalog.value)

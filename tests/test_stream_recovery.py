@@ -107,8 +107,9 @@ def state(settings: Settings) -> dict[str, list]:
             "live": sorted(
                 (user, profile, holdings)
                 for user, profile, holdings in rows(
-                    "SELECT user_id, profile, holdings FROM live_profiles_by_user"
+                    "SELECT DISTINCT user_id, profile, holdings FROM recommendations_by_user"
                 )
+                if profile is not None
             ),
         }
     log = ds.dataset(paths.event_log(settings.data_root), format="parquet", partitioning="hive")

@@ -87,14 +87,15 @@ def test_the_streams_live_scores_replace_the_batch_scores_but_keep_its_ranks(rep
             },
         )
         connection.session.execute(
-            "INSERT INTO live_profiles_by_user (user_id, profile, updated_at) VALUES (%s, %s, %s)",
+            "INSERT INTO recommendations_by_user (user_id, profile, updated_at) "
+            "VALUES (%s, %s, %s)",
             (7001, document, datetime.now(UTC)),
         )
         try:
             page = repo.user_page(7001)
         finally:  # the seeded live row back
             connection.session.execute(
-                "INSERT INTO live_profiles_by_user (user_id, profile, updated_at) "
+                "INSERT INTO recommendations_by_user (user_id, profile, updated_at) "
                 "VALUES (%s, %s, %s)",
                 (7001, LIVE_DOCUMENT, WHEN),
             )
@@ -123,7 +124,7 @@ def test_picks_held_or_wanted_since_the_run_are_left_out(repo, services):
     with connect(services, keyspace=services.cassandra_keyspace) as connection:
         session = connection.session
         session.execute(
-            f"INSERT INTO {tables.USER_LIVE_PROFILES} (user_id, profile, holdings) "
+            f"INSERT INTO {tables.RECOMMENDATIONS} (user_id, profile, holdings) "
             "VALUES (7009, %s, %s)",
             (document, held),
         )
@@ -137,8 +138,9 @@ def test_picks_held_or_wanted_since_the_run_are_left_out(repo, services):
     assert [pick.release.release_id for pick in recs.releases] == [9103]  # a spare
     assert recs.left_out == [9101, 9102]
     picks = [9101, 9102, 9103]
-    assert repo.taken_since_run(7009, picks) == {9101, 9102}
-    assert repo.taken_since_run(7001, picks) == {9101}  # held; a short list: no wantlist read
+    assert repo.taken(7009, repo.live_view(7009), picks) == {9101, 9102}
+    held = repo.taken(7001, repo.live_view(7001), picks)
+    assert held == {9101}  # held; a short list: no wantlist read
 
 
 def test_an_answer_stored_by_an_earlier_release_is_served_in_the_current_form(repo, services):
@@ -152,6 +154,7 @@ def test_an_answer_stored_by_an_earlier_release_is_served_in_the_current_form(re
             "VALUES (7010, %s, %s)",
             (RUN, json.dumps(old)),
         )
-    stored = repo.stored_answer(7010, RUN)
+    stored, live = repo.answer_and_live(7010, RUN)
+    assert live is None
     assert stored.pick_ids == [9102] and stored.spare_picks is None
     assert json.loads(stored.document) == {**old, "left_out": []}

@@ -41,7 +41,7 @@ class FakeRepository:
         self.down = False
         self.run = "20261125T030000Z-abcdef"
         self.recommendation_reads = 0
-        self.taken: dict[int, set[int]] = {}  # per user: picks added or wanted since the run
+        self.taken_: dict[int, set[int]] = {}  # per user: picks added or wanted since the run
         self.users_ = {
             7: User(7, "Ada <b>Lovelace</b>", "London, UK", WHEN),
             8: User(8, "Charles Babbage", "London, UK", WHEN),
@@ -59,20 +59,24 @@ class FakeRepository:
         self._check()
         return self.run
 
-    def stored_answer(self, user_id, run_id):
-        """As the batch stores it: two picks shown (the fake's own count) and one spare."""
+    def answer_and_live(self, user_id, run_id):
+        """As the batch stores it: two picks shown (the fake's own count) and one spare; the
+        live state is what ``taken`` says was taken."""
         self._check()
         self.recommendation_reads += 1
         found = self.recommendations(user_id, run_id)
         if not found:
-            return None
+            return None, None
         document = json.dumps(to_json(replace(found, left_out=[])))
         spares = json.dumps([to_json(ReleasePick(A_LOVE_SUPREME, 0.05, "Hard Bop"))])
-        return StoredAnswer(document, spares, [2, 3, A_LOVE_SUPREME.release_id])
+        return StoredAnswer(document, spares, [2, 3, A_LOVE_SUPREME.release_id]), user_id
 
-    def taken_since_run(self, user_id, pick_ids):
+    def live_view(self, user_id):
         self._check()
-        return self.taken.get(user_id, set()) & set(pick_ids)
+        return user_id
+
+    def taken(self, user_id, live, pick_ids):
+        return self.taken_.get(live, set()) & set(pick_ids)
 
     def recommendations(self, user_id, run_id):
         self._check()
@@ -93,7 +97,7 @@ class FakeRepository:
                 ReleasePick(KIND_OF_BLUE, 0.2, "popular among Modal collectors"),
                 ReleasePick(BLUE_TRAIN, 0.1, "popular among Hard Bop collectors"),
             ],
-            left_out=sorted(self.taken.get(user_id, set())),
+            left_out=sorted(self.taken_.get(user_id, set())),
         )
 
     def user_page(self, user_id):
@@ -279,7 +283,7 @@ def test_a_stored_answer_is_sent_as_stored_unless_a_shown_pick_was_taken():
 
 def test_the_api_leaves_out_a_pick_added_since_the_run(client, fake):
     before = client.get("/api/users/7/recommendations")
-    fake.taken[7] = {2}  # the stream applied user 7's add of Kind of Blue
+    fake.taken_[7] = {2}  # the stream applied user 7's add of Kind of Blue
     after = client.get("/api/users/7/recommendations")
     assert pick_ids(before.get_json()) == [2, 3]
     assert pick_ids(after.get_json()) == [3, 4]  # the spare took its place

@@ -69,13 +69,14 @@ STATEMENTS = {
     "published": f"SELECT run_id FROM {tables.PUBLISHED_RUNS} WHERE scope = ?",
     "profile": f"SELECT run_id, profile FROM {tables.USER_GENRE_PROFILES} "
     "WHERE user_id = ? AND run_id = ?",
-    "recommendations": f"SELECT recommendation, spare_picks, pick_ids "
-    f"FROM {tables.RECOMMENDATIONS} WHERE user_id = ? AND run_id = ?",
+    # Both views at once: the run's row and the user's live state (static columns).
+    "recommendations": f"SELECT recommendation, spare_picks, pick_ids, profile, holdings, "
+    f"updated_at FROM {tables.RECOMMENDATIONS} WHERE user_id = ? AND run_id = ?",
     "releases": f"SELECT release_id, title, artists, year, genres, styles, country, formats "
     f"FROM {tables.RELEASES} WHERE release_id IN ?",
     "collection_size": f"SELECT COUNT(*) FROM {tables.COLLECTIONS} WHERE user_id = ?",
-    "live_row": f"SELECT profile, holdings, updated_at FROM {tables.USER_LIVE_PROFILES} "
-    "WHERE user_id = ?",
+    "live_row": f"SELECT profile, holdings, updated_at FROM {tables.RECOMMENDATIONS} "
+    "WHERE user_id = ? LIMIT 1",
     "wanted_of": f"SELECT release_id FROM {tables.WANTLISTS} WHERE user_id = ? AND release_id IN ?",
     "leaderboard": f"SELECT rank, user_id, user_name, score, percentile "
     f"FROM {tables.GENRE_LEADERBOARDS} WHERE genre = ? AND run_id = ? "
@@ -236,68 +237,50 @@ class CassandraRepository:
         )
         return Profile(row.run_id, row.collection_size or 0, standings, list(row.top_styles or []))
 
-    def stored_answer(self, user_id: int, run_id: str) -> StoredAnswer | None:
-        """The API's answer for ``user_id`` in ``run_id`` as the batch rendered it (see
-        ``tables.RECOMMENDATION_COLUMNS``): one single-partition read, nothing rebuilt."""
+    def answer_and_live(
+        self, user_id: int, run_id: str
+    ) -> tuple[StoredAnswer | None, LiveView | None]:
+        """The user's answer in ``run_id`` as the batch rendered it (see
+        ``tables.RECOMMENDATION_COLUMNS``) and their live state as the stream last applied it:
+        one single-partition read, nothing rebuilt. (None, None) when the run has no answer
+        for them."""
         rows = self._run("recommendations", [user_id, run_id])
         if not rows or not rows[0].recommendation:
-            return None
-        row = rows[0]
-        if row.pick_ids is None:  # stored by an earlier release (or with no picks)
-            answer = {"left_out": [], **json.loads(row.recommendation)}
-            ids = [pick["release"]["release_id"] for pick in answer.get("releases") or []]
-            return StoredAnswer(json.dumps(answer, ensure_ascii=False), None, ids)
-        return StoredAnswer(row.recommendation, row.spare_picks, list(row.pick_ids))
+            return None, None
+        return stored_answer(rows[0]), live_view(rows[0])
 
-    def recommendations(self, user_id: int, run_id: str) -> Recommendations | None:
-        """The run's recommendations merged with what the stream applied since
-        (:func:`webapp.models.merge_views`)."""
-        return self._recommendations(user_id, run_id, self._live_view(user_id))
+    def live_view(self, user_id: int) -> LiveView | None:
+        """The user's live state alone (None if the stream has not applied any of theirs)."""
+        rows = self._run("live_row", [user_id])
+        return live_view(rows[0]) if rows else None
 
-    def _recommendations(
-        self, user_id: int, run_id: str, live: LiveView | None
-    ) -> Recommendations | None:
-        stored = self.stored_answer(user_id, run_id)
-        if stored is None:
-            return None
-        return recommendations_of(stored.merged(self._taken(user_id, live, stored.pick_ids)))
-
-    def taken_since_run(self, user_id: int, pick_ids: list[int]) -> set[int]:
-        """Which of ``pick_ids`` the user holds or wants now, as the stream last applied it:
-        the speed view the site merges into the batch's (one read of the live row; a second,
-        of the wantlist, only for a user with a full list of changes)."""
-        return self._taken(user_id, self._live_view(user_id), pick_ids)
-
-    def _taken(self, user_id: int, live: LiveView | None, picks: list[int]) -> set[int]:
-        if live is None or not picks:  # the stream has applied nothing of theirs
+    def taken(self, user_id: int, live: LiveView | None, pick_ids: list[int]) -> set[int]:
+        """Which of ``pick_ids`` the user holds or wants now, as the stream last applied it
+        (``live``): the speed view the site merges into the batch's. A user with a full list
+        of changes (older ones may have dropped off) costs a read of the wantlist."""
+        if live is None or not pick_ids:  # the stream has applied nothing of theirs
             return set()
         if len(live.changes) < tables.LATEST_CHANGES:  # every change it applied is listed
             wanted = wanted_by_changes(live.changes)
         else:
-            wanted = {row.release_id for row in self._run("wanted_of", [user_id, picks])}
-        return {pick for pick in picks if pick in live.held or pick in wanted}
+            wanted = {row.release_id for row in self._run("wanted_of", [user_id, pick_ids])}
+        return {pick for pick in pick_ids if pick in live.held or pick in wanted}
+
+    def recommendations(self, user_id: int, run_id: str) -> Recommendations | None:
+        """The run's recommendations merged with what the stream applied since
+        (:func:`webapp.models.merge_views`)."""
+        stored, live = self.answer_and_live(user_id, run_id)
+        if stored is None:
+            return None
+        return recommendations_of(stored.merged(self.taken(user_id, live, stored.pick_ids)))
 
     def live_collection_size(self, user_id: int) -> int:
         return int(self._run("collection_size", [user_id])[0][0])
 
-    def _live_view(self, user_id: int) -> LiveView | None:
-        """The user's live row: one read (None if the stream has not seen them change)."""
-        rows = self._run("live_row", [user_id])
-        if not rows:
-            return None
-        live = tables.decode_document(tables.LIVE_PROFILE_FIELDS, rows[0].profile)
-        scores = LiveScores(
-            live["collection_size"] or 0,
-            *scores_and_shares(live["genre_units"] or {}),
-            rows[0].updated_at,
-        )
-        listed = [tables.live_change(change) for change in live["latest_changes"] or []]
-        return LiveView(scores, listed, tables.held_releases(rows[0].holdings))
-
     def live_row(self, user_id: int) -> tuple[LiveScores | None, list[CollectionChange]]:
         """The stream's live scores of a user (None if the stream has not seen them change)
         and their latest collection and wantlist changes, newest first: one row."""
-        live = self._live_view(user_id)
+        live = self.live_view(user_id)
         return (live.scores, self._changes(live)) if live else (None, [])
 
     def _changes(self, live: LiveView) -> list[CollectionChange]:
@@ -317,16 +300,22 @@ class CassandraRepository:
             return None
         run_id = self.published_run()
         profile = self.profile(user_id, run_id) if run_id else None
-        live = self._live_view(user_id)
+        stored, live = self.answer_and_live(user_id, run_id) if run_id else (None, None)
+        if stored is None:
+            live = self.live_view(user_id)
         if live is not None:  # the stream has seen this user's collection change
             profile = with_live_scores(profile, live.scores)
+        recommendations = None
+        if stored is not None:
+            taken = self.taken(user_id, live, stored.pick_ids)
+            recommendations = recommendations_of(stored.merged(taken))
         return UserPage(
             user=user,
             profile=profile,
             live_collection_size=(
                 live.scores.collection_size if live else self.live_collection_size(user_id)
             ),
-            recommendations=self._recommendations(user_id, run_id, live) if run_id else None,
+            recommendations=recommendations,
             changes=self._changes(live) if live else [],
         )
 
@@ -380,6 +369,29 @@ class CassandraRepository:
 def _user(row: Any) -> User:
     joined = row.joined_at if isinstance(row.joined_at, datetime) else None
     return User(row.user_id, row.name, row.location, joined)
+
+
+def stored_answer(row: Any) -> StoredAnswer:
+    """A user's stored answer from their row of a run."""
+    if row.pick_ids is None:  # stored by an earlier release (or with no picks)
+        answer = {"left_out": [], **json.loads(row.recommendation)}
+        ids = [pick["release"]["release_id"] for pick in answer.get("releases") or []]
+        return StoredAnswer(json.dumps(answer, ensure_ascii=False), None, ids)
+    return StoredAnswer(row.recommendation, row.spare_picks, list(row.pick_ids))
+
+
+def live_view(row: Any) -> LiveView | None:
+    """The live state in a row of a user's partition (None if the stream wrote none)."""
+    if row.profile is None:
+        return None
+    live = tables.decode_document(tables.LIVE_PROFILE_FIELDS, row.profile)
+    scores = LiveScores(
+        live["collection_size"] or 0,
+        *scores_and_shares(live["genre_units"] or {}),
+        row.updated_at,
+    )
+    listed = [tables.live_change(change) for change in live["latest_changes"] or []]
+    return LiveView(scores, listed, tables.held_releases(row.holdings))
 
 
 class LiveView(NamedTuple):

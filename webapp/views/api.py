@@ -25,23 +25,26 @@ def recommendations(user_id: int):
     into it what the stream has applied since (``models.merge_views``: a pick the user has
     added or wanted since gives its place to the next one, and ``left_out`` says which; the
     stored text is sent as it is when no shown pick was).
-    A published run's stored answers never change (the run id is part of their key), so each
-    worker keeps the latest ``web_response_cache`` of them: a repeat costs no read of the
-    answer, only of the user's live row, and publishing a new run changes every key."""
+    Both come in one single-partition read (the live state is the partition's static
+    columns). A published run's stored answers never change (the run id is part of their
+    key), so each worker keeps the latest ``web_response_cache`` of them: a repeat reads only
+    the live state, and publishing a new run changes every key."""
     store = repository()
     run_id = store.published_run()
     cache = current_app.extensions["response_cache"]
     key = (checked_user_id(user_id), run_id)
     stored = cache.get(key) if run_id else None
     cached = stored is not None
-    if stored is None:
-        stored = store.stored_answer(user_id, run_id) if run_id else None
+    if cached:
+        live = store.live_view(user_id)
+    else:
+        stored, live = store.answer_and_live(user_id, run_id) if run_id else (None, None)
         if stored is None:  # only then tell an unknown user from one the batch has not seen
             if store.user(user_id) is None:
                 abort(404, f"There is no user {user_id}.")
             abort(404, f"There are no recommendations for user {user_id} yet; run the batch.")
         cache.put(key, stored)
-    body, left_out = stored.served(store.taken_since_run(user_id, stored.pick_ids))
+    body, left_out = stored.served(store.taken(user_id, live, stored.pick_ids))
     response = current_app.response_class(body, mimetype="application/json")
     response.headers["X-Cache"] = "hit" if cached else "miss"
     version = "".join(f"-{release}" for release in left_out)
