@@ -133,7 +133,7 @@ def recommendation(user_id: int, users: int, rng: random.Random, now: datetime) 
         },
     )
     spare_picks = json.dumps([release_pick(r) for r in spares], separators=(",", ":"))
-    return user_id, RUN, answer, spare_picks, releases
+    return user_id, RUN, answer, spare_picks, tables.packed_release_ids(releases)
 
 
 def live_row(user_id: int, rng: random.Random, now: datetime) -> tuple:

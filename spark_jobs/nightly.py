@@ -293,6 +293,11 @@ def _no_list(column: str) -> Column:
     return F.coalesce(F.col(column), F.array().cast("array<string>")).alias(column)
 
 
+def _packed_ids(ids: Column) -> Column:
+    """An array of (positive) release ids as ``tables.packed_release_ids`` packs them."""
+    return F.unhex(F.array_join(F.transform(ids, lambda x: F.lpad(F.hex(x), 16, "0")), ""))
+
+
 def recommendation_rows(
     friends: DataFrame,
     picks: DataFrame,
@@ -408,7 +413,7 @@ def recommendation_rows(
             {"ignoreNullFields": "false"},
         ).alias("recommendation"),
         F.to_json(listed["spares"]).alias("spare_picks"),
-        listed["pick_ids"].alias("pick_ids"),
+        _packed_ids(listed["pick_ids"]).alias("pick_ids"),
     )
 
 

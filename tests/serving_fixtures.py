@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from discorecs import tables
 from discorecs.cassandra import connect, upsert_rows
 from discorecs.settings import Settings
+from discorecs.tables import packed_release_ids as packed
 from webapp.models import FriendPick, Recommendations, Release, ReleasePick, User, to_json
 
 RUN = "20261125T030000Z-seeded"
@@ -129,7 +130,7 @@ def seed_serving(settings: Settings) -> None:
             tables.RECOMMENDATIONS,
             tables.RECOMMENDATION_COLUMNS,
             [
-                (7001, run, recommendation_document(run, friend), "[]", [9102])
+                (7001, run, recommendation_document(run, friend), "[]", packed([9102]))
                 for run, friend in FRIENDS.items()
             ],
         )

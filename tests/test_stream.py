@@ -19,7 +19,7 @@ from discorecs.cassandra import connect
 from discorecs.events import Event, EventKind
 from discorecs.genres import scores_and_shares
 from discorecs.services.broker import KafkaBroker
-from discorecs.tables import LIVE_CHANGE_FIELDS, RELEASE_FIELDS
+from discorecs.tables import LIVE_CHANGE_FIELDS, RELEASE_FIELDS, packed_release_ids
 from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
 from spark_jobs.tastes import CatalogIndex
@@ -544,7 +544,7 @@ def test_the_site_leaves_out_picks_the_stream_applied_since_the_run(spark, strea
         session.execute(
             f"INSERT INTO {tables.RECOMMENDATIONS} (user_id, run_id, recommendation, "
             "spare_picks, pick_ids) VALUES (%s, %s, %s, %s, %s)",
-            (user, run, json.dumps(answer), json.dumps(spares), ranked),
+            (user, run, json.dumps(answer), json.dumps(spares), packed_release_ids(ranked)),
         )
         session.execute(  # the page's user row (the population was not loaded here)
             f"INSERT INTO {tables.USERS} (user_id, name) VALUES (%s, 'Stream Tester')", (user,)

@@ -68,8 +68,10 @@ class FakeRepository:
         if not found:
             return None, None
         document = json.dumps(to_json(replace(found, left_out=[])))
-        spares = json.dumps([to_json(ReleasePick(A_LOVE_SUPREME, 0.05, "Hard Bop"))])
-        return StoredAnswer(document, spares, [2, 3, A_LOVE_SUPREME.release_id]), user_id
+        return StoredAnswer(document, (2, 3, A_LOVE_SUPREME.release_id)), user_id
+
+    def spare_picks(self, user_id, run_id):
+        return json.dumps([to_json(ReleasePick(A_LOVE_SUPREME, 0.05, "Hard Bop"))])
 
     def live_view(self, user_id):
         self._check()
@@ -273,10 +275,14 @@ def test_merging_views_skips_picks_taken_since_the_run_and_shows_the_next():
 
 def test_a_stored_answer_is_sent_as_stored_unless_a_shown_pick_was_taken():
     answer = {"run_id": "r", "releases": [pick(r) for r in range(1, 11)], "left_out": []}
-    stored = StoredAnswer(json.dumps(answer), json.dumps([pick(11)]), list(range(1, 12)))
-    assert stored.served(set()) == (stored.document, [])
-    assert stored.served({11, 99}) == (stored.document, [])  # only a spare: nothing to adjust
-    body, left_out = stored.served({4})
+    stored = StoredAnswer(json.dumps(answer), tuple(range(1, 12)))
+
+    def spares_unread():
+        raise AssertionError("the spares are read only when a shown pick was taken")
+
+    assert stored.served(set(), spares_unread) == (stored.document, [])
+    assert stored.served({11, 99}, spares_unread) == (stored.document, [])  # only a spare
+    body, left_out = stored.served({4}, lambda: json.dumps([pick(11)]))
     assert left_out == [4] and json.loads(body)["left_out"] == [4]
     assert pick_ids(json.loads(body)) == [1, 2, 3, *range(5, 12)]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -137,24 +137,31 @@ class Recommendations:
 
 
 class StoredAnswer(NamedTuple):
-    """A user's recommendations as the batch stored them (``tables.RECOMMENDATION_COLUMNS``)."""
+    """A user's recommendations as the batch stored them (``tables.RECOMMENDATION_COLUMNS``;
+    the spare picks are read only when needed)."""
 
     document: str  # the API's answer when nothing was taken since the run
-    spare_picks: str | None  # JSON array of the picks after the shown ones
-    pick_ids: list[int]  # every pick's release id, in rank order
+    pick_ids: tuple[int, ...]  # every pick's release id, in rank order
 
-    def merged(self, taken: Collection[int]) -> dict[str, Any]:
-        """The answer with the speed view merged in (:func:`merge_views`)."""
-        spares = json.loads(self.spare_picks) if self.spare_picks else []
+    def adjusted(self, taken: Collection[int], shown: int = RELEASES_SHOWN) -> bool:
+        """Whether a shown pick was taken since the run (so the spares are needed)."""
+        return any(pick in taken for pick in self.pick_ids[:shown])
+
+    def merged(self, taken: Collection[int], spare_picks: str | None) -> dict[str, Any]:
+        """The answer with the speed view merged in (:func:`merge_views`); ``spare_picks``:
+        the row's JSON array of spares."""
+        spares = json.loads(spare_picks) if spare_picks else []
         return merge_views(json.loads(self.document), spares, taken)
 
-    def served(self, taken: Collection[int], shown: int = RELEASES_SHOWN) -> tuple[str, list[int]]:
+    def served(
+        self, taken: Collection[int], spare_picks: Callable[[], str | None]
+    ) -> tuple[str, list[int]]:
         """The answer's text and the picks left out. The stored text as it is when no shown
-        pick was taken (nearly always: parsing and writing the answer again would cost more
-        than the read), else the merged answer written out."""
-        if not any(pick in taken for pick in self.pick_ids[:shown]):
+        pick was taken (nearly always: reading the spares, parsing and writing the answer
+        again would cost more than the read), else the merged answer written out."""
+        if not self.adjusted(taken):
             return self.document, []
-        merged = self.merged(taken)
+        merged = self.merged(taken, spare_picks())
         return json.dumps(merged, ensure_ascii=False, separators=(",", ":")), merged["left_out"]
 
 

@@ -12,7 +12,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -70,8 +70,10 @@ STATEMENTS = {
     "profile": f"SELECT run_id, profile FROM {tables.USER_GENRE_PROFILES} "
     "WHERE user_id = ? AND run_id = ?",
     # Both views at once: the run's row and the user's live state (static columns).
-    "recommendations": f"SELECT recommendation, spare_picks, pick_ids, profile, holdings, "
-    f"updated_at FROM {tables.RECOMMENDATIONS} WHERE user_id = ? AND run_id = ?",
+    "recommendations": f"SELECT recommendation, pick_ids, profile, holdings, updated_at "
+    f"FROM {tables.RECOMMENDATIONS} WHERE user_id = ? AND run_id = ?",
+    "spare_picks": f"SELECT spare_picks FROM {tables.RECOMMENDATIONS} "
+    "WHERE user_id = ? AND run_id = ?",
     "releases": f"SELECT release_id, title, artists, year, genres, styles, country, formats "
     f"FROM {tables.RELEASES} WHERE release_id IN ?",
     "collection_size": f"SELECT COUNT(*) FROM {tables.COLLECTIONS} WHERE user_id = ?",
@@ -249,12 +251,18 @@ class CassandraRepository:
             return None, None
         return stored_answer(rows[0]), live_view(rows[0])
 
+    def spare_picks(self, user_id: int, run_id: str) -> str | None:
+        """The JSON array of the user's spare picks in ``run_id`` (read only when a shown
+        pick was taken since the run)."""
+        rows = self._run("spare_picks", [user_id, run_id])
+        return rows[0].spare_picks if rows else None
+
     def live_view(self, user_id: int) -> LiveView | None:
         """The user's live state alone (None if the stream has not applied any of theirs)."""
         rows = self._run("live_row", [user_id])
         return live_view(rows[0]) if rows else None
 
-    def taken(self, user_id: int, live: LiveView | None, pick_ids: list[int]) -> set[int]:
+    def taken(self, user_id: int, live: LiveView | None, pick_ids: Sequence[int]) -> set[int]:
         """Which of ``pick_ids`` the user holds or wants now, as the stream last applied it
         (``live``): the speed view the site merges into the batch's. A user with a full list
         of changes (older ones may have dropped off) costs a read of the wantlist."""
@@ -263,7 +271,7 @@ class CassandraRepository:
         if len(live.changes) < tables.LATEST_CHANGES:  # every change it applied is listed
             wanted = wanted_by_changes(live.changes)
         else:
-            wanted = {row.release_id for row in self._run("wanted_of", [user_id, pick_ids])}
+            wanted = {row.release_id for row in self._run("wanted_of", [user_id, list(pick_ids)])}
         return {pick for pick in pick_ids if pick in live.held or pick in wanted}
 
     def recommendations(self, user_id: int, run_id: str) -> Recommendations | None:
@@ -272,7 +280,14 @@ class CassandraRepository:
         stored, live = self.answer_and_live(user_id, run_id)
         if stored is None:
             return None
-        return recommendations_of(stored.merged(self.taken(user_id, live, stored.pick_ids)))
+        return self._merged(user_id, run_id, stored, live)
+
+    def _merged(
+        self, user_id: int, run_id: str, stored: StoredAnswer, live: LiveView | None
+    ) -> Recommendations:
+        taken = self.taken(user_id, live, stored.pick_ids)
+        spares = self.spare_picks(user_id, run_id) if stored.adjusted(taken) else None
+        return recommendations_of(stored.merged(taken, spares))
 
     def live_collection_size(self, user_id: int) -> int:
         return int(self._run("collection_size", [user_id])[0][0])
@@ -307,8 +322,7 @@ class CassandraRepository:
             profile = with_live_scores(profile, live.scores)
         recommendations = None
         if stored is not None:
-            taken = self.taken(user_id, live, stored.pick_ids)
-            recommendations = recommendations_of(stored.merged(taken))
+            recommendations = self._merged(user_id, run_id, stored, live)
         return UserPage(
             user=user,
             profile=profile,
@@ -373,11 +387,11 @@ def _user(row: Any) -> User:
 
 def stored_answer(row: Any) -> StoredAnswer:
     """A user's stored answer from their row of a run."""
-    if row.pick_ids is None:  # stored by an earlier release (or with no picks)
+    if row.pick_ids is None:  # stored by an earlier release (without spares)
         answer = {"left_out": [], **json.loads(row.recommendation)}
-        ids = [pick["release"]["release_id"] for pick in answer.get("releases") or []]
-        return StoredAnswer(json.dumps(answer, ensure_ascii=False), None, ids)
-    return StoredAnswer(row.recommendation, row.spare_picks, list(row.pick_ids))
+        ids = tuple(pick["release"]["release_id"] for pick in answer.get("releases") or [])
+        return StoredAnswer(json.dumps(answer, ensure_ascii=False), ids)
+    return StoredAnswer(row.recommendation, tables.release_ids(row.pick_ids))
 
 
 def live_view(row: Any) -> LiveView | None:

@@ -44,7 +44,8 @@ def recommendations(user_id: int):
                 abort(404, f"There is no user {user_id}.")
             abort(404, f"There are no recommendations for user {user_id} yet; run the batch.")
         cache.put(key, stored)
-    body, left_out = stored.served(store.taken(user_id, live, stored.pick_ids))
+    taken = store.taken(user_id, live, stored.pick_ids)
+    body, left_out = stored.served(taken, lambda: store.spare_picks(user_id, run_id))
     response = current_app.response_class(body, mimetype="application/json")
     response.headers["X-Cache"] = "hit" if cached else "miss"
     version = "".join(f"-{release}" for release in left_out)
