@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from discorecs.events import TOPIC_OF_KIND, InvalidEvent, parse_event_fields
+from discorecs.settings import Settings
 from spark_jobs.picks import contains
 
 MARKED = pa.schema(
@@ -44,10 +45,9 @@ MARKED = pa.schema(
 MARKED_SPARK = from_arrow_schema(MARKED)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MAX_AHEAD = timedelta(minutes=5)
-"""How far after its Kafka record's timestamp an event may be dated (the default of the
-``stream_max_seconds_ahead`` setting): producers' clocks drift a little, never by years."""
-
+MAX_AHEAD = timedelta(seconds=Settings.stream_max_seconds_ahead)
+"""How far after its Kafka record's timestamp an event may be dated (the setting's default):
+producers' clocks drift a little, never by years."""
 
 FIRST_MOMENT = (datetime(1, 1, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
 LAST_MOMENT = (datetime.max.replace(tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
