@@ -30,7 +30,6 @@ import os
 import random
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -145,7 +144,7 @@ def live_row(user_id: int, rng: random.Random, now: datetime) -> tuple:
         tables.LIVE_PROFILE_FIELDS,
         {"collection_size": 5, "genre_units": {"House": 5 * 360360}, "latest_changes": changes},
     )
-    return user_id, document, struct.pack(f">{len(held)}q", *held), now
+    return user_id, document, tables.packed_release_ids(held), now
 
 
 PROFILE = tables.encode_document(

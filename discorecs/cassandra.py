@@ -459,7 +459,15 @@ def values_bytes(values: Sequence[Any] | None) -> int:
     ``batch_size_fail_threshold`` is compared with): each cell its value (text and blobs their
     length, any other value 8) plus its timestamp, TTL and deletion time (16 bytes); each
     item of a list or set is a cell of its own with a 16-byte path (a list's time UUID)."""
-    return sum(_cell_bytes(value) for value in values or ())
+    total = 0
+    for value in values or ():  # scalars inline: the stream sizes every statement it writes
+        if isinstance(value, str | bytes):
+            total += CELL_BYTES + len(value)
+        elif isinstance(value, int | float | datetime | None):
+            total += CELL_BYTES + 8
+        else:
+            total += _cell_bytes(value)
+    return total
 
 
 CELL_BYTES = 16

@@ -16,7 +16,6 @@ from the whole collection in a single pass. The site derives scores and shares f
 
 from __future__ import annotations
 
-import struct
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,9 +29,6 @@ from discorecs import tables
 from discorecs.genres import GENRE_UNITS, scores_and_shares
 from discorecs.tables import LATEST_CHANGES
 from spark_jobs.tastes import GENRE_NAMES, CatalogIndex
-
-HOLDINGS_DTYPE = np.dtype(">i8")
-"""How the holdings are stored (``holdings`` blob): sorted release ids, 8 bytes big-endian."""
 
 
 class Change(NamedTuple):
@@ -124,8 +120,7 @@ class LiveProfile:
         cls, holdings: bytes | None, genre_units: dict[str, int], changes: tuple[tuple, ...]
     ) -> LiveProfile:
         """The profile with the holdings ``holdings_blob()`` gave."""
-        held = np.frombuffer(holdings or b"", dtype=HOLDINGS_DTYPE).tolist()
-        return cls(frozenset(held), genre_units, changes, holdings or b"")
+        return cls(tables.held_releases(holdings), genre_units, changes, holdings or b"")
 
     @classmethod
     def of_row(cls, document: str | None, holdings: bytes | None) -> LiveProfile:
@@ -139,10 +134,9 @@ class LiveProfile:
 
 
 def holdings_bytes(holdings: Iterable[int]) -> bytes:
-    """Release ids as a live row's ``holdings`` blob (``HOLDINGS_DTYPE``: sorted, 8 bytes
-    big-endian each; ``struct`` packs the few dozen of a collection faster than numpy)."""
-    ordered = sorted(holdings)
-    return struct.pack(f">{len(ordered)}q", *ordered)
+    """Release ids as a live row's ``holdings`` blob: sorted, packed as
+    ``tables.packed_release_ids`` packs them."""
+    return tables.packed_release_ids(sorted(holdings))
 
 
 GENRE_BIT = np.arange(len(GENRE_NAMES), dtype=np.int64)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 from datetime import UTC, datetime
 
 from discorecs import tables
@@ -101,7 +100,7 @@ def seed_serving(settings: Settings) -> None:
             c,
             tables.RECOMMENDATIONS,
             ("user_id", "profile", "holdings", "updated_at"),
-            [(7001, LIVE_DOCUMENT, struct.pack(">q", 9101), WHEN)],
+            [(7001, LIVE_DOCUMENT, packed([9101]), WHEN)],
         )
         upsert_rows(
             c,

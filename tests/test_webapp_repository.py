@@ -1,7 +1,6 @@
 """The site's repository against the real Cassandra (seeded rows), and its recovery."""
 
 import json
-import struct
 
 import pytest
 
@@ -120,7 +119,7 @@ def test_picks_held_or_wanted_since_the_run_are_left_out(repo, services):
     document = encode_document(
         LIVE_PROFILE_FIELDS, {"collection_size": 11, "genre_units": {}, "latest_changes": changes}
     )
-    held = struct.pack(">11q", *sorted([9101, *range(5000, 5010)]))
+    held = packed_release_ids(sorted([9101, *range(5000, 5010)]))
     stored = json.loads(recommendation_document(RUN, FRIENDS[RUN]))
     head_hunters = stored["releases"][0]
     kind_of_blue = {**head_hunters, "release": {**head_hunters["release"], "release_id": 9101}}

@@ -292,12 +292,6 @@ class CassandraRepository:
     def live_collection_size(self, user_id: int) -> int:
         return int(self._run("collection_size", [user_id])[0][0])
 
-    def live_row(self, user_id: int) -> tuple[LiveScores | None, list[CollectionChange]]:
-        """The stream's live scores of a user (None if the stream has not seen them change)
-        and their latest collection and wantlist changes, newest first: one row."""
-        live = self.live_view(user_id)
-        return (live.scores, self._changes(live)) if live else (None, [])
-
     def _changes(self, live: LiveView) -> list[CollectionChange]:
         releases = self.releases([change["release_id"] for change in live.changes])
         return [
