@@ -298,6 +298,25 @@ def _packed_ids(ids: Column) -> Column:
     return F.unhex(F.array_join(F.transform(ids, lambda x: F.lpad(F.hex(x), 16, "0")), ""))
 
 
+def _json(value: Column) -> Column:
+    """``value`` (a scalar or a struct) as JSON text, nulls included, as ``to_json`` writes it."""
+    listed = F.to_json(F.array(value), {"ignoreNullFields": "false"})
+    return listed.substr(F.lit(2), F.length(listed) - 2)
+
+
+def _json_object(fields: dict[str, Column]) -> Column:
+    """A JSON object of ``fields`` (name -> a column of JSON text), keys in the given order."""
+    parts: list[Column] = []
+    for at, (name, text) in enumerate(fields.items()):
+        parts += [F.lit(("{" if at == 0 else ",") + json.dumps(name) + ":"), text]
+    return F.concat(*parts, F.lit("}"))
+
+
+def _json_array(texts: Column) -> Column:
+    """A JSON array of ``texts`` (an array of JSON text)."""
+    return F.concat(F.lit("["), F.array_join(texts, ","), F.lit("]"))
+
+
 def recommendation_rows(
     friends: DataFrame,
     picks: DataFrame,
@@ -313,7 +332,12 @@ def recommendation_rows(
     from ``users`` is "collector #<id>"; a release missing from the catalog has only its id.
     Only the best friend carries a reason and shared genres. The picks after the first
     ``tables.RELEASES_SHOWN`` are kept apart (``spare_picks``), with every pick's id in rank
-    order (``pick_ids``): what the site needs to replace a pick taken since the run."""
+    order (``pick_ids``): what the site needs to replace a pick taken since the run.
+
+    The documents are put together from JSON text: each picked release's details are
+    rendered once (a few thousand releases are picked for a million users, fifteen times
+    each), not once per pick, and a user's lists are gathered as text rather than as nested
+    rows, which is most of what rendering cost."""
     people = users.select(
         F.col("user_id").alias("friend_id"),
         F.struct("user_id", "name", "location", _as_text_time("joined_at")).alias("known"),
@@ -327,93 +351,111 @@ def recommendation_rows(
     best = F.col("rank") == 1
     friend_picks = friends.join(people, "friend_id", "left").select(
         "user_id",
-        "rank",
         F.struct(
-            F.coalesce("known", unknown).alias("user"),
-            F.col("similarity").alias("match"),
-            F.when(best, _no_list("shared_genres"))
-            .otherwise(F.array().cast("array<string>"))
-            .alias("shared_genres"),
-            F.when(best, F.coalesce("reason", F.lit(""))).otherwise(F.lit("")).alias("reason"),
-        ).alias("pick"),
+            "rank",
+            _json(
+                F.struct(
+                    F.coalesce("known", unknown).alias("user"),
+                    F.col("similarity").alias("match"),
+                    F.when(best, _no_list("shared_genres"))
+                    .otherwise(F.array().cast("array<string>"))
+                    .alias("shared_genres"),
+                    F.when(best, F.coalesce("reason", F.lit("")))
+                    .otherwise(F.lit(""))
+                    .alias("reason"),
+                )
+            ).alias("json"),
+        ).alias("ranked"),
     )
-    details = releases.select(
+    picked = releases.join(picks.select("release_id").distinct(), "release_id", "left_semi")
+    details = picked.select(
         "release_id",
-        F.struct(
-            "release_id",
-            "title",
-            _no_list("artists"),
-            "year",
-            _no_list("genres"),
-            _no_list("styles"),
-            "country",
-            _no_list("formats"),
+        _json(
+            F.struct(
+                "release_id",
+                "title",
+                _no_list("artists"),
+                "year",
+                _no_list("genres"),
+                _no_list("styles"),
+                "country",
+                _no_list("formats"),
+            )
         ).alias("known"),
     )
-    only_id = F.struct(
-        "release_id",
-        F.lit(None).cast("string").alias("title"),
-        *(
-            F.array().cast("array<string>").alias(name)
-            if kind == "list"
-            else F.lit(None).cast(kind).alias(name)
-            for name, kind in (
-                ("artists", "list"),
-                ("year", "int"),
-                ("genres", "list"),
-                ("styles", "list"),
-                ("country", "string"),
-                ("formats", "list"),
-            )
-        ),
+    only_id = _json(
+        F.struct(
+            "release_id",
+            F.lit(None).cast("string").alias("title"),
+            *(
+                F.array().cast("array<string>").alias(name)
+                if kind == "list"
+                else F.lit(None).cast(kind).alias(name)
+                for name, kind in (
+                    ("artists", "list"),
+                    ("year", "int"),
+                    ("genres", "list"),
+                    ("styles", "list"),
+                    ("country", "string"),
+                    ("formats", "list"),
+                )
+            ),
+        )
     )
     release_picks = picks.join(details, "release_id", "left").select(
         "user_id",
-        "rank",
-        F.struct(F.coalesce("known", only_id).alias("release"), "score", "reason").alias("pick"),
+        F.struct(
+            "rank",
+            "release_id",
+            _json_object(
+                {
+                    "release": F.coalesce("known", only_id),
+                    "score": _json(F.col("score")),
+                    "reason": _json(F.col("reason")),
+                }
+            ).alias("json"),
+        ).alias("ranked"),
+    )
+    # One grouping a side: every user's friends and picks each in one list in rank order,
+    # cut into the best friend and the others, the picks shown, the spares and the ids.
+    friend_lists = friend_picks.groupBy("user_id").agg(
+        F.sort_array(F.collect_list("ranked")).alias("ranked")
+    )
+    pick_lists = release_picks.groupBy("user_id").agg(
+        F.sort_array(F.collect_list("ranked")).alias("ranked")
+    )
+    friend_ranks = F.col("friends.ranked")
+    pick_ranks = F.coalesce(
+        F.col("picks.ranked"), F.array().cast(pick_lists.schema["ranked"].dataType)
     )
 
-    def in_rank_order(frame: DataFrame, name: str) -> DataFrame:
-        return frame.groupBy("user_id").agg(
-            F.sort_array(F.collect_list(F.struct("rank", "pick"))).getField("pick").alias(name)
-        )
+    def json_of(ranked: Column, keep: Callable[[Column], Column]) -> Column:
+        return _json_array(F.transform(F.filter(ranked, keep), lambda x: x["json"]))
 
-    shown = F.col("rank") <= tables.RELEASES_SHOWN
-    others = in_rank_order(friend_picks.filter("rank > 1"), "other_friends")
-    chosen = in_rank_order(release_picks.filter(shown), "releases")
-    spares = in_rank_order(release_picks.filter(~shown), "spares")
-    ids = picks.groupBy("user_id").agg(
-        F.sort_array(F.collect_list(F.struct("rank", "release_id")))
-        .getField("release_id")
-        .alias("pick_ids")
-    )
+    def shown(x: Column) -> Column:
+        return x["rank"] <= tables.RELEASES_SHOWN
+
     answers = (
-        friend_picks.filter(best)
-        .select("user_id", F.col("pick").alias("friend"))
-        .join(others, "user_id", "left")
-        .join(chosen, "user_id", "left")
-        .join(spares, "user_id", "left")
-        .join(ids, "user_id", "left")
+        friend_lists.alias("friends")
+        .filter(F.element_at(friend_ranks, 1)["rank"] == 1)
+        .join(pick_lists.alias("picks"), "user_id", "left")
     )
-    lists = ("other_friends", "releases", "spares", "pick_ids")
-    none = {name: F.array().cast(answers.schema[name].dataType) for name in lists}
-    listed = {name: F.coalesce(F.col(name), none[name]) for name in lists}
+    document = {
+        "run_id": F.lit(json.dumps(run_id)),
+        "generated_at": F.lit(json.dumps(tables.document_time(generated_at))),
+        "friend": F.element_at(friend_ranks, 1)["json"],
+        "other_friends": json_of(friend_ranks, lambda x: x["rank"] > 1),
+        "releases": json_of(pick_ranks, shown),
+        "left_out": F.lit("[]"),
+    }
     return answers.select(
         "user_id",
         F.lit(run_id).alias("run_id"),
-        F.to_json(
-            F.struct(
-                F.lit(run_id).alias("run_id"),
-                F.lit(tables.document_time(generated_at)).alias("generated_at"),
-                "friend",
-                listed["other_friends"].alias("other_friends"),
-                listed["releases"].alias("releases"),
-                F.array().cast("array<bigint>").alias("left_out"),
-            ),
-            {"ignoreNullFields": "false"},
-        ).alias("recommendation"),
-        F.to_json(listed["spares"]).alias("spare_picks"),
-        _packed_ids(listed["pick_ids"]).alias("pick_ids"),
+        _json_object({name: document[name] for name in tables.RECOMMENDATION_FIELDS}).alias(
+            "recommendation"
+        ),
+        json_of(pick_ranks, lambda x: ~shown(x)).alias("spare_picks"),
+        _packed_ids(F.transform(pick_ranks, lambda x: x["release_id"])).alias("pick_ids"),
     )
 
 
