@@ -238,16 +238,15 @@ $settings
 SETTINGS"
   done
   local packages="org.apache.spark:spark-sql-kafka-0-10_2.13:$SPARK_VERSION"
-  packages+=",org.apache.hadoop:hadoop-aws:3.4.1"
+  packages+=",org.apache.hadoop:hadoop-aws:3.5.0"
   remote "$cluster" 1 "set -euo pipefail
 set -a && . /etc/discorecs.env && set +a
 cd $APP_DIR
 .venv/bin/discorecs init-schema
 .venv/bin/discorecs create-topics --partitions $TOPIC_PARTITIONS --replication $TOPIC_REPLICATION
-# The producers read the catalog and users from a local copy of the data root.
-mkdir -p data && aws s3 sync ${DATA_ROOT/s3a:/s3:}/catalog data/catalog && aws s3 sync ${DATA_ROOT/s3a:/s3:}/users data/users
+# The producers read the catalog and users from the data root itself.
 sudo systemd-run --unit discorecs-producers --property=Restart=on-failure \\
-  --setenv=DISCORECS_DATA_ROOT=$APP_DIR/data --setenv=RATE=$PRODUCER_RATE \\
+  --setenv=RATE=$PRODUCER_RATE \\
   --property=EnvironmentFile=/etc/discorecs.env \\
   $APP_DIR/kafka_cluster_scripts/start_kafka_producers.sh both
 sudo systemd-run --unit discorecs-stream --property=Restart=always \\
@@ -258,7 +257,7 @@ sudo systemd-run --unit discorecs-stream --property=Restart=always \\
 
 step_schedule() {
   local cluster packages="org.apache.spark:spark-sql-kafka-0-10_2.13:$SPARK_VERSION"
-  packages+=",org.apache.hadoop:hadoop-aws:3.4.1"
+  packages+=",org.apache.hadoop:hadoop-aws:3.5.0"
   cluster="$(spark_cluster)"
   remote "$cluster" 1 "set -euo pipefail
 sudo tee /etc/systemd/system/discorecs-nightly.service >/dev/null <<'UNIT'

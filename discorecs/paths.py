@@ -13,29 +13,31 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(part.strip("/") for part in parts)])
 
 
+# Published datasets (discorecs.storage): each is a folder of versions and a pointer to the
+# current one; the constants below a dataset name the parts of one of its versions.
 CATALOG_RELEASES = "catalog/releases"
-"""The published Parquet catalog of releases."""
+"""The Parquet catalog of releases."""
 
 USERS = "users"
-"""The generated population, published as one folder with four datasets below it."""
-USER_PROFILES = "users/users"  # id, name, location, join date
-USER_PREFERENCES = "users/preferences"  # the taste each user was drawn from (for evaluation)
-INITIAL_COLLECTIONS = "users/collections"  # user, release, added time
-INITIAL_WANTLISTS = "users/wantlists"  # user, release, added time
+"""The generated population: four datasets in each version."""
+USER_PROFILES = "users"  # id, name, location, join date
+USER_PREFERENCES = "preferences"  # the taste each user was drawn from (for evaluation)
+INITIAL_COLLECTIONS = "collections"  # user, release, added time
+INITIAL_WANTLISTS = "wantlists"  # user, release, added time
+
+SNAPSHOTS = "snapshots"
+"""The compacted collections and wantlists each nightly run writes (its version id is the
+run's id; the pointer carries the ingest time of the last event it includes)."""
+SNAPSHOT_COLLECTIONS = "collections"
+SNAPSHOT_WANTLISTS = "wantlists"
 
 
-def catalog_releases(data_root: str) -> str:
-    return join(data_root, CATALOG_RELEASES)
+EVENT_LOG = "events"
+"""The stream's raw valid events, partitioned by event date (appended to, never published)."""
 
 
 def event_log(data_root: str) -> str:
-    """The stream's raw valid events, partitioned by event date."""
-    return join(data_root, "events")
-
-
-def snapshots(data_root: str) -> str:
-    """Compacted collection and wantlist snapshots written by the nightly batch."""
-    return join(data_root, "snapshots")
+    return join(data_root, EVENT_LOG)
 
 
 def checkpoints(data_root: str) -> str:

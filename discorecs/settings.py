@@ -76,6 +76,14 @@ class Settings:
     cassandra_storage_port: int = 7000
     cassandra_max_heap: str = "1G"
     data_root: str = ""
+    # An s3a:// data root: the S3 endpoint (empty: AWS's own; an address such as
+    # http://127.0.0.1:9000 for another S3 server, addressed path-style) and its region.
+    # Credentials come from the AWS default chain (environment, profile, instance role).
+    s3_endpoint: str = ""
+    s3_region: str = "us-east-1"
+    # A published dataset's previous versions are deleted this long after they were written,
+    # so a reader that resolved the old version before a publish can finish reading it.
+    old_versions_grace_hours: float = 24.0
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 16
@@ -300,6 +308,17 @@ def _parse_data_root(name: str, value: Any) -> str:
     return str(Path(text).expanduser().absolute())
 
 
+def _parse_endpoint(name: str, value: Any) -> str:
+    """Empty, or an http(s):// address."""
+    text = str(value).strip().rstrip("/")
+    if text and not text.startswith(("http://", "https://")):
+        raise SettingsError(
+            f"{_env(name)}: {text!r} is not an endpoint such as http://127.0.0.1:9000 "
+            "(leave it empty for AWS's own)"
+        )
+    return text
+
+
 def _parse_path(name: str, value: Any) -> Path:
     return Path(_parse_text(name, value))
 
@@ -311,14 +330,22 @@ def _parse_memory(name: str, value: Any) -> str:
     return text
 
 
-def _parse_seconds(name: str, value: Any) -> float:
+def _parse_amount(name: str, value: Any, unit: str, low: float, high: float) -> float:
     try:
-        seconds = float(str(value).strip())
+        amount = float(str(value).strip())
     except ValueError:
-        raise SettingsError(f"{_env(name)}: {value!r} is not a number of seconds") from None
-    if not 0.1 <= seconds <= 3600:
-        raise SettingsError(f"{_env(name)}: {seconds} is outside 0.1..3600 seconds")
-    return seconds
+        raise SettingsError(f"{_env(name)}: {value!r} is not a number of {unit}") from None
+    if not low <= amount <= high:
+        raise SettingsError(f"{_env(name)}: {amount:g} is outside {low:g}..{high:g} {unit}")
+    return amount
+
+
+def _parse_seconds(name: str, value: Any) -> float:
+    return _parse_amount(name, value, "seconds", 0.1, 3600)
+
+
+def _parse_hours(name: str, value: Any) -> float:
+    return _parse_amount(name, value, "hours", 0, 24 * 365)
 
 
 _PARSERS = {
@@ -337,6 +364,9 @@ _PARSERS = {
     "cassandra_storage_port": _parse_port,
     "cassandra_max_heap": _parse_memory,
     "data_root": _parse_data_root,
+    "s3_endpoint": _parse_endpoint,
+    "s3_region": _parse_text,
+    "old_versions_grace_hours": _parse_hours,
     "spark_master": _parse_text,
     "spark_driver_memory": _parse_memory,
     "spark_shuffle_partitions": lambda name, value: _parse_int(name, value, 1, 100_000),

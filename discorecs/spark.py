@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from pyspark.sql import SparkSession
 
-from discorecs.services.maven import SPARK_KAFKA, ensure_bundle
+from discorecs.services.maven import S3A, SPARK_KAFKA, ensure_bundle
 from discorecs.settings import Settings
 
 
@@ -37,10 +37,11 @@ def build_spark_session(
     # virtualenv's). SparkContext takes it from PYSPARK_PYTHON (default: `python3` on PATH,
     # which may be another Python); on a cluster set PYSPARK_PYTHON to the nodes' interpreter.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    options.update(s3a_options(settings))
     options.update(conf or {})
     builder = SparkSession.builder.appName(app_name)
     # spark-submit starts the Python driver with a gateway already configured (master, memory
-    # and jars from its command line: `--jars "$(discorecs jars)"` or `--packages`); only a
+    # and jars from its command line, e.g. `--packages`); only a
     # plain `python` run takes the master from settings and the connector's jars from here.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(settings.spark_master)
@@ -53,11 +54,35 @@ def build_spark_session(
 
 
 def spark_jars(settings: Settings) -> list[str]:
-    """The jars every session gets: Spark's Kafka connector and what it needs beyond Spark
-    (installed from Maven Central into the cache on first use, checked against its lock), so
-    ``readStream.format("kafka")`` works offline and on a standalone cluster, whose
-    executors fetch ``spark.jars`` from the driver."""
-    return sorted(str(jar) for jar in ensure_bundle(SPARK_KAFKA, settings.cache_dir).glob("*.jar"))
+    """The jars every session gets: Spark's Kafka connector and what it needs beyond Spark,
+    and with an ``s3a://`` data root Hadoop's ``s3a`` filesystem and the AWS SDK (installed
+    from Maven Central into the cache on first use, checked against their locks), so
+    ``readStream.format("kafka")`` and ``s3a://`` paths work offline and on a standalone
+    cluster, whose executors fetch ``spark.jars`` from the driver."""
+    bundles = [SPARK_KAFKA, *([S3A] if settings.data_root.startswith("s3a://") else [])]
+    return sorted(
+        str(jar)
+        for bundle in bundles
+        for jar in ensure_bundle(bundle, settings.cache_dir).glob("*.jar")
+    )
+
+
+def s3a_options(settings: Settings) -> dict[str, str]:
+    """Hadoop's ``s3a`` settings for an ``s3a://`` data root: the region, and for an S3 server
+    other than AWS's its endpoint, addressed path-style (as :mod:`discorecs.storage` does).
+    Credentials come from the AWS default chain (environment, profile, instance role)."""
+    if not settings.data_root.startswith("s3a://"):
+        return {}
+    options = {"spark.hadoop.fs.s3a.endpoint.region": settings.s3_region}
+    if settings.s3_endpoint:
+        options |= {
+            "spark.hadoop.fs.s3a.endpoint": settings.s3_endpoint,
+            "spark.hadoop.fs.s3a.path.style.access": "true",
+            "spark.hadoop.fs.s3a.connection.ssl.enabled": str(
+                settings.s3_endpoint.startswith("https://")
+            ).lower(),
+        }
+    return options
 
 
 def check_spark(settings: Settings) -> str:

@@ -30,3 +30,10 @@ CASSANDRA_NEWEST_JAVA = 17
 
 SPARK_KAFKA_CONNECTOR = f"org.apache.spark:spark-sql-kafka-0-10_{SCALA}:{SPARK}"
 """Spark's Kafka source (``readStream.format("kafka")``), as ``--packages`` names it."""
+
+HADOOP = "3.5.0"
+"""Hadoop's client, as PySpark ships it (``hadoop-client-api`` in its jars folder, checked by
+a test). ``hadoop-aws``, Spark's ``s3a://`` filesystem, must be the same release."""
+
+HADOOP_AWS = f"org.apache.hadoop:hadoop-aws:{HADOOP}"
+"""The ``s3a://`` filesystem and what it needs (the AWS SDK's bundle), for a data root on S3."""

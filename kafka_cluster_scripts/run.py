@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from discorecs import paths
+from discorecs.catalog.ingest import current_catalog
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings
-from discorecs.storage import local_path, require_published
+from discorecs.storage import Location, location
 from discorecs.users.catalog_index import CatalogIndex, read_catalog_index
 from discorecs.users.generate import taste_from_preferences
+from discorecs.users.population import current_users, read_population_manifest
 from kafka_cluster_scripts.event_factory import FACTORIES, UserSample
 from kafka_cluster_scripts.producer import (
     ProducerError,
@@ -26,24 +27,25 @@ from kafka_cluster_scripts.producer import (
 )
 
 
-def load_user_sample(users: Path, index: CatalogIndex, active_users: int, seed: int) -> UserSample:
+def load_user_sample(
+    users: Location | Path, index: CatalogIndex, active_users: int, seed: int
+) -> UserSample:
     """``active_users`` users picked at random (seeded), with taste and holdings; checks that
     every release they hold is in the catalog before anything is sent."""
-    require_published(users, "generated users", "run `discorecs generate-users` first")
-    all_ids = ds.dataset(users / "preferences").to_table(columns=["user_id"])["user_id"]
+    users = location(users)
+    read_population_manifest(users)  # a complete population, or a clear error
+    all_ids = users.dataset(paths.USER_PREFERENCES).to_table(columns=["user_id"])["user_id"]
     if len(all_ids) == 0:
         raise ProducerError("the users dataset is empty; run `discorecs generate-users`")
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(all_ids.to_numpy(), min(active_users, len(all_ids)), replace=False))
     wanted = pc.field("user_id").isin(pa.array(chosen))
-    preferences = ds.dataset(users / "preferences").to_table(filter=wanted).sort_by("user_id")
+    preferences = users.dataset(paths.USER_PREFERENCES).to_table(filter=wanted).sort_by("user_id")
     genres, mixture, styles = taste_from_preferences(index, preferences)
     row_of = {int(user): row for row, user in enumerate(preferences["user_id"].to_pylist())}
     holdings = []
-    for dataset in ("collections", "wantlists"):
-        table = ds.dataset(users / dataset).to_table(
-            columns=["user_id", "release_id"], filter=wanted
-        )
+    for dataset in (paths.INITIAL_COLLECTIONS, paths.INITIAL_WANTLISTS):
+        table = users.dataset(dataset).to_table(columns=["user_id", "release_id"], filter=wanted)
         releases = table["release_id"].to_numpy()
         unknown = releases[~np.isin(releases, index.release_ids)]
         if len(unknown):
@@ -79,12 +81,8 @@ def run_producer(
         raise ProducerError(f"--active-users must be positive, got {active_users}")
     if rate <= 0:
         raise ProducerError(f"--rate must be positive, got {rate}")
-    catalog = local_path(settings.data_root, paths.CATALOG_RELEASES)
-    require_published(catalog, "published catalog", "run `discorecs ingest-dump` first")
-    index = read_catalog_index(catalog, seed=0)
-    sample = load_user_sample(
-        local_path(settings.data_root, paths.USERS), index, active_users, seed
-    )
+    index = read_catalog_index(current_catalog(settings), seed=0)
+    sample = load_user_sample(current_users(settings), index, active_users, seed)
     factory = FACTORIES[kind](index, sample, seed)
     producer = make_producer(settings, say=say, **producer_options)
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +24,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from discorecs import paths, tables
+from discorecs import paths, storage, tables
+from discorecs.catalog.ingest import current_catalog
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings, load_settings
 from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION, EVENT_LOG_SCHEMA
@@ -36,11 +36,10 @@ from discorecs.tables import (
     PROFILE_FIELDS,
     RECOMMENDATION_COLUMNS,
 )
+from discorecs.users.population import current_users
 from spark_jobs import transforms as t
 
 SCOPE = "nightly"
-# Not "_manifest.json": Spark's file sources skip names starting with "_" or ".".
-SNAPSHOT_MANIFEST = "manifest.json"
 LEADERBOARD_DEPTH = 10_000
 # Holdings (collection and wantlist rows) per partition of the per-user taste pass: each
 # partition's rows are in one Python worker's memory at once (~100 bytes a row at peak).
@@ -65,48 +64,6 @@ class BatchReport:
         return (end - self.started_at).total_seconds()
 
 
-def new_run_id(now: datetime | None = None) -> str:
-    """Sortable by time (tables cluster runs newest first), unique across concurrent runs."""
-    now = now or datetime.now(UTC)
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-
-
-# -- storage helpers (Hadoop FileSystem: local, s3a:// and hdfs:// alike) ----------------------
-
-
-def _fs(spark: SparkSession, path: str):
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
-
-
-def exists(spark: SparkSession, path: str) -> bool:
-    fs, hadoop_path = _fs(spark, path)
-    return bool(fs.exists(hadoop_path))
-
-
-def list_dirs(spark: SparkSession, path: str) -> list[str]:
-    fs, hadoop_path = _fs(spark, path)
-    if not fs.exists(hadoop_path):
-        return []
-    return sorted(
-        status.getPath().getName() for status in fs.listStatus(hadoop_path) if status.isDirectory()
-    )
-
-
-def write_text(spark: SparkSession, path: str, text: str) -> None:
-    fs, hadoop_path = _fs(spark, path)
-    stream = fs.create(hadoop_path, True)
-    try:
-        stream.write(bytearray(text.encode()))
-    finally:
-        stream.close()
-
-
-def read_text(spark: SparkSession, path: str) -> str:
-    return spark.read.text(path, wholetext=True).first().value
-
-
 # -- read ------------------------------------------------------------------------------------------
 
 
@@ -123,28 +80,25 @@ class Inputs:
 
 
 def read_inputs(spark: SparkSession, settings: Settings) -> Inputs:
-    root = settings.data_root
-    catalog = paths.catalog_releases(root)
-    users_root = paths.join(root, paths.USERS)
-    for path, how in (
-        (catalog, "run `discorecs ingest-dump`"),
-        (users_root, "run `discorecs generate-users`"),
-    ):
-        if not exists(spark, paths.join(path, "_SUCCESS")):
-            raise FileNotFoundError(f"the batch needs {path}; {how} first")
+    """The published catalog and users, the current snapshot (or the users' initial
+    collections before the first run) and the events logged since it."""
+    catalog = current_catalog(settings).uri
+    people = current_users(settings)
     releases = spark.read.parquet(catalog).select("release_id", "title", "genres", "styles")
-    users = spark.read.parquet(paths.join(root, paths.USER_PROFILES)).select(
+    users = spark.read.parquet(people.join(paths.USER_PROFILES).uri).select(
         "user_id", "name", "location", "joined_at"
     )
     release_details = spark.read.parquet(catalog).select(*tables.RELEASE_FIELDS)
-    snapshot_id, watermark = latest_snapshot(spark, settings)
-    if snapshot_id:
-        base = paths.join(paths.snapshots(root), snapshot_id)
-        collections = spark.read.parquet(paths.join(base, "collections"))
-        wantlists = spark.read.parquet(paths.join(base, "wantlists"))
+    snapshot = storage.current(settings, paths.SNAPSHOTS)
+    watermark = None
+    if snapshot is not None:
+        collections = spark.read.parquet(snapshot.location.join(paths.SNAPSHOT_COLLECTIONS).uri)
+        wantlists = spark.read.parquet(snapshot.location.join(paths.SNAPSHOT_WANTLISTS).uri)
+        if snapshot.details.get("watermark"):
+            watermark = datetime.fromisoformat(snapshot.details["watermark"])
     else:
         collections, wantlists = (
-            spark.read.parquet(paths.join(root, dataset)).select(
+            spark.read.parquet(people.join(dataset).uri).select(
                 "user_id",
                 "release_id",
                 "added_at",
@@ -154,14 +108,21 @@ def read_inputs(spark: SparkSession, settings: Settings) -> Inputs:
         )
     events = read_events(spark, settings, watermark)
     return Inputs(
-        releases, users, collections, wantlists, events, snapshot_id, watermark, release_details
+        releases,
+        users,
+        collections,
+        wantlists,
+        events,
+        snapshot.id if snapshot else None,
+        watermark,
+        release_details,
     )
 
 
 def read_events(spark: SparkSession, settings: Settings, since: datetime | None) -> DataFrame:
     """The event log rows ingested after ``since`` (all of them when None; none if no log)."""
-    log = paths.event_log(settings.data_root)
-    if not list_dirs(spark, log):
+    log = storage.data_root(settings).join(paths.EVENT_LOG)
+    if not log.folders():
         return spark.createDataFrame([], EVENT_LOG_SCHEMA)
     # A new list: StructType.add appends in place, which would grow the shared schema.
     schema = (
@@ -169,7 +130,7 @@ def read_events(spark: SparkSession, settings: Settings, since: datetime | None)
         .add(EVENT_LOG_PARTITION, "string")
         .add(EVENT_LOG_BATCH, "long")
     )
-    events = spark.read.schema(schema).parquet(log)
+    events = spark.read.schema(schema).parquet(log.uri)
     if since is not None:
         events = events.filter(
             (F.col(EVENT_LOG_PARTITION) >= since.strftime("%Y-%m-%d"))
@@ -178,38 +139,27 @@ def read_events(spark: SparkSession, settings: Settings, since: datetime | None)
     return events.drop(EVENT_LOG_PARTITION, EVENT_LOG_BATCH)
 
 
-def latest_snapshot(spark: SparkSession, settings: Settings) -> tuple[str | None, datetime | None]:
-    """The newest complete snapshot and the ingest time of the last event it includes."""
-    base = paths.snapshots(settings.data_root)
-    for run_id in reversed(list_dirs(spark, base)):
-        manifest = paths.join(base, run_id, SNAPSHOT_MANIFEST)
-        if exists(spark, manifest):
-            data = json.loads(read_text(spark, manifest))
-            watermark = data.get("watermark")
-            return run_id, datetime.fromisoformat(watermark) if watermark else None
-    return None, None
-
-
 # -- write -----------------------------------------------------------------------------------------
 
 
 def write_snapshot(
-    spark: SparkSession,
     settings: Settings,
     run_id: str,
     collections: DataFrame,
     wantlists: DataFrame,
     watermark: datetime | None,
-) -> None:
-    """Write the compacted state; its manifest, written last, is what makes it complete."""
-    base = paths.join(paths.snapshots(settings.data_root), run_id)
-    collections.write.mode("overwrite").parquet(paths.join(base, "collections"))
-    wantlists.write.mode("overwrite").parquet(paths.join(base, "wantlists"))
-    write_text(
-        spark,
-        paths.join(base, SNAPSHOT_MANIFEST),
-        json.dumps({"run_id": run_id, "watermark": watermark.isoformat() if watermark else None}),
+) -> storage.Location:
+    """Write the compacted state as the snapshots' version ``run_id`` and publish it (the
+    pointer carries the watermark: the ingest time of the last event it includes)."""
+    version = storage.begin(settings, paths.SNAPSHOTS, run_id)
+    collections.write.parquet(version.location.join(paths.SNAPSHOT_COLLECTIONS).uri)
+    wantlists.write.parquet(version.location.join(paths.SNAPSHOT_WANTLISTS).uri)
+    storage.publish(
+        settings,
+        version,
+        {"run_id": run_id, "watermark": watermark.isoformat() if watermark else None},
     )
+    return version.location
 
 
 def write_to_cassandra(
@@ -500,7 +450,7 @@ def run_batch(
     load_cassandra: bool = True,
     say: Callable[[str], None] = say_to_stderr,
 ) -> BatchReport:
-    report = BatchReport(run_id or new_run_id(), datetime.now(UTC))
+    report = BatchReport(run_id or storage.new_version_id(), datetime.now(UTC))
     if load_cassandra:
         record_run(settings, report)
     try:
@@ -568,11 +518,10 @@ def _run_steps(
         else:  # nothing to apply: the state is the snapshot (no shuffle of every record)
             collections, wantlists = inputs.collections, inputs.wantlists
         watermark = events.agg(F.max("ingested_at")).first()[0] or inputs.watermark
-        write_snapshot(spark, settings, report.run_id, collections, wantlists, watermark)
+        snapshot = write_snapshot(settings, report.run_id, collections, wantlists, watermark)
         # Read back what was written: the rest of the run scans the compact snapshot files.
-        base = paths.join(paths.snapshots(settings.data_root), report.run_id)
-        collections = spark.read.parquet(paths.join(base, "collections"))
-        wantlists = spark.read.parquet(paths.join(base, "wantlists"))
+        collections = spark.read.parquet(snapshot.join(paths.SNAPSHOT_COLLECTIONS).uri)
+        wantlists = spark.read.parquet(snapshot.join(paths.SNAPSHOT_WANTLISTS).uri)
         counts["collection_items"] = collections.count()
         counts["wantlist_items"] = wantlists.count()
         releases = materialize(inputs.releases)

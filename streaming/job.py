@@ -89,18 +89,13 @@ class Reference:
 
 
 def load_reference(spark: SparkSession, settings: Settings) -> Reference:
-    from discorecs.storage import local_path, require_published
+    from discorecs.catalog.ingest import current_catalog
+    from discorecs.users.population import current_users
 
-    root = settings.data_root
-    if "://" not in root or root.startswith("file://"):  # remote roots: Spark's error will do
-        for dataset, what, how in (
-            (paths.CATALOG_RELEASES, "published catalog", "run `discorecs ingest-dump` first"),
-            (paths.USERS, "generated users", "run `discorecs generate-users` first"),
-        ):
-            require_published(local_path(root, dataset), what, how)
-    users = spark.read.parquet(paths.join(root, paths.USER_PROFILES)).select("user_id").toArrow()
-    user_ids = np.sort(users.column("user_id").to_numpy().astype(np.int64))
-    catalog = catalog_index(spark.read.parquet(paths.catalog_releases(root)))
+    catalog_files, users_files = current_catalog(settings), current_users(settings)
+    users = spark.read.parquet(users_files.join(paths.USER_PROFILES).uri).select("user_id")
+    user_ids = np.sort(users.toArrow().column("user_id").to_numpy().astype(np.int64))
+    catalog = catalog_index(spark.read.parquet(catalog_files.uri))
     return Reference(spark.sparkContext.broadcast(user_ids), spark.sparkContext.broadcast(catalog))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,48 @@ def spark(test_settings: Settings):
     session = build_spark_session(test_settings, "discorecs-tests", {"spark.ui.enabled": "false"})
     yield session
     session.stop()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A local S3 server (moto's) on 127.0.0.1, for s3:// sources and s3a:// data roots."""
+
+    endpoint: str
+
+    def bucket(self, name: str) -> str:
+        """A new bucket; returns a data root in it (``s3a://<name>/data``)."""
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.endpoint).create_bucket(Bucket=name)
+        return f"s3a://{name}/data"
+
+    def settings(self, tmp_path: Path, bucket: str, base: Settings | None = None) -> Settings:
+        """``base`` (default: a home under ``tmp_path``) with its data root in a new bucket."""
+        base = base or load_settings({"DISCORECS_HOME": str(tmp_path / "home")})
+        return base.replace(
+            data_root=self.bucket(bucket), s3_endpoint=self.endpoint, home=tmp_path / "home"
+        )
+
+
+@pytest.fixture
+def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    """A local S3 server for one test, with the AWS variables every client here reads (the
+    credentials moto accepts, its address for boto3)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    try:
+        yield S3Server(endpoint)
+    finally:
+        server.stop()
+        # moto keeps its buckets in this process, not in the server: start the next test clean.
+        from moto.moto_api._internal.models import moto_api_backend
+
+        moto_api_backend.reset()

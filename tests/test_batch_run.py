@@ -107,7 +107,7 @@ def test_events_from_the_log_are_applied_to_the_snapshot(first_run, batch_root):
     root, user, added, removed = batch_root
     snapshot = (
         ds.dataset(
-            Path(paths.snapshots(str(root))) / report.run_id / "collections", format="parquet"
+            root / paths.SNAPSHOTS / report.run_id / paths.SNAPSHOT_COLLECTIONS, format="parquet"
         )
         .to_table()
         .to_pylist()
@@ -120,7 +120,7 @@ def test_every_user_gets_a_friend_and_a_release_they_neither_own_nor_want(first_
     settings, report = first_run
     root, *_ = batch_root
     recs = recommendations(settings, report.run_id)
-    base = Path(paths.snapshots(str(root))) / report.run_id
+    base = root / paths.SNAPSHOTS / report.run_id
     held = {}
     for dataset in ("collections", "wantlists"):
         for row in ds.dataset(base / dataset, format="parquet").to_table().to_pylist():
@@ -273,7 +273,7 @@ def test_evaluation_reports_every_recommender(first_run, spark, batch_root):
         "discorecs (ALS sample)",
     }
     # Users with a single record keep it: only users with two or more are evaluated.
-    snapshot = Path(paths.snapshots(str(root))) / report.run_id / "collections"
+    snapshot = root / paths.SNAPSHOTS / report.run_id / paths.SNAPSHOT_COLLECTIONS
     sizes = Counter(
         row["user_id"]
         for row in ds.dataset(snapshot, format="parquet").to_table(columns=["user_id"]).to_pylist()

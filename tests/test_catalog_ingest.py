@@ -2,20 +2,25 @@
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from discorecs import tables
+from discorecs import paths, storage, tables
 from discorecs.catalog.chunks import DumpError
 from discorecs.catalog.fetch import FetchError
 from discorecs.catalog.generate import write_dump
 from discorecs.catalog.ingest import (
     REJECTS,
     build_catalog,
+    current_catalog,
     ingest_dump,
-    local_catalog_dir,
     read_manifest,
 )
 from discorecs.settings import load_settings
@@ -31,6 +36,19 @@ def quiet(message: str) -> None:
 @pytest.fixture
 def settings(tmp_path):
     return load_settings({"DISCORECS_HOME": str(tmp_path / "home")})
+
+
+def published(settings) -> Path:
+    """The local folder of the catalog's published version."""
+    return Path(current_catalog(settings).path)
+
+
+def truncated_dump(folder: Path) -> str:
+    """A dump of 3,000 releases cut a third of the way from its end."""
+    whole = small_dump(folder, "big.xml.gz", count=3000).read_bytes()
+    truncated = folder / "truncated.xml.gz"
+    truncated.write_bytes(whole[: len(whole) * 2 // 3])
+    return str(truncated)
 
 
 def catalog_rows(catalog: Path) -> list[dict]:
@@ -55,7 +73,7 @@ def test_real_excerpt_ingests_to_1000_releases(shared_discogs, settings):
         load_cassandra=False,
         say=quiet,
     )
-    catalog = local_catalog_dir(settings)
+    catalog = published(settings)
     table = pq.read_table(catalog)
     assert report.releases == table.num_rows == 1000
     assert report.genre_counts["Rock"] == 332 and report.genre_counts["Brass & Military"] == 2
@@ -103,27 +121,42 @@ def test_duplicate_ids_across_chunks_keep_the_later(tmp_path):
     assert [row["title"] for row in rows if row["release_id"] == 5] == ["the later one"]
 
 
-def test_failed_ingest_leaves_the_previous_catalog_in_place(tmp_path):
-    catalog = tmp_path / "catalog" / "releases"
-    good = small_dump(tmp_path, "good.xml.gz", count=50)
-    build_catalog(good, catalog, workers=1, say=quiet)
-    before = read_manifest(catalog)
-    whole = small_dump(tmp_path, "big.xml.gz", count=3000).read_bytes()
-    truncated = tmp_path / "truncated.xml.gz"
-    truncated.write_bytes(whole[: len(whole) * 2 // 3])
+def test_failed_ingest_leaves_the_previous_catalog_in_place(tmp_path, settings):
+    ingest_dump(
+        settings, str(small_dump(tmp_path, "good.xml.gz", 50)), load_cassandra=False, say=quiet
+    )
+    before = current_catalog(settings)
+    manifest = read_manifest(before)
     with pytest.raises(DumpError, match="truncated"):
-        build_catalog(truncated, catalog, workers=2, chunk_bytes=100_000, say=quiet)
-    assert read_manifest(catalog) == before
-    assert pq.read_table(catalog).num_rows == 50
-    assert [p.name for p in catalog.parent.iterdir()] == ["releases"]  # no staging left
+        ingest_dump(settings, truncated_dump(tmp_path), workers=2, load_cassandra=False, say=quiet)
+    assert current_catalog(settings) == before
+    assert read_manifest(before) == manifest
+    assert pq.read_table(before.path).num_rows == 50
+    # The failed version was removed; only the published one and the pointer are left.
+    folder = Path(settings.data_root) / paths.CATALOG_RELEASES
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [Path(before.path).name, storage.POINTER]
+    )
 
 
-def test_a_rerun_replaces_the_catalog(tmp_path):
-    catalog = tmp_path / "catalog" / "releases"
-    build_catalog(small_dump(tmp_path, "a.xml.gz", count=80), catalog, workers=1, say=quiet)
-    build_catalog(small_dump(tmp_path, "b.xml.gz", count=30), catalog, workers=1, say=quiet)
-    assert pq.read_table(catalog).num_rows == 30
-    assert sorted(p.name for p in catalog.parent.iterdir()) == ["releases"]
+def test_a_rerun_publishes_a_new_version_and_keeps_the_old_one_for_the_grace(tmp_path, settings):
+    ingest_dump(
+        settings, str(small_dump(tmp_path, "a.xml.gz", 80)), load_cassandra=False, say=quiet
+    )
+    first = current_catalog(settings)
+    ingest_dump(
+        settings, str(small_dump(tmp_path, "b.xml.gz", 30)), load_cassandra=False, say=quiet
+    )
+    assert current_catalog(settings) != first
+    assert pq.read_table(published(settings)).num_rows == 30
+    assert pq.read_table(first.path).num_rows == 80  # a reader that resolved it may finish
+    done = settings.replace(old_versions_grace_hours=0)
+    ingest_dump(done, str(small_dump(tmp_path, "c.xml.gz", 20)), load_cassandra=False, say=quiet)
+    folder = Path(settings.data_root) / paths.CATALOG_RELEASES
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [Path(current_catalog(settings).path).name, storage.POINTER]
+    )
+    assert pq.read_table(published(settings)).num_rows == 20
 
 
 def test_missing_catalog_says_what_to_run(tmp_path):
@@ -136,7 +169,7 @@ def test_checksum_beside_the_dump_is_verified(tmp_path, settings):
     checksum_file(tmp_path, dump)
     report = ingest_dump(settings, str(dump), load_cassandra=False, say=quiet)
     assert report.sha256 == hashlib.sha256(dump.read_bytes()).hexdigest()
-    assert read_manifest(local_catalog_dir(settings))["sha256"] == report.sha256
+    assert read_manifest(current_catalog(settings))["sha256"] == report.sha256
 
 
 def test_checksum_mismatch_stops_before_anything_is_written(tmp_path, settings):
@@ -148,7 +181,8 @@ def test_checksum_mismatch_stops_before_anything_is_written(tmp_path, settings):
         "abab",
     ):
         ingest_dump(settings, str(dump), checksum=str(listing), load_cassandra=False, say=quiet)
-    assert not local_catalog_dir(settings).parent.exists()
+    assert storage.current(settings, paths.CATALOG_RELEASES) is None
+    assert not (Path(settings.data_root) / "catalog").exists()
 
 
 def test_checksum_file_without_the_dump_is_an_error(tmp_path, settings):
@@ -162,12 +196,6 @@ def test_checksum_file_without_the_dump_is_an_error(tmp_path, settings):
 def test_missing_local_dump(settings, tmp_path):
     with pytest.raises(FetchError, match=r"dump not found: .*nope\.xml\.gz"):
         ingest_dump(settings, str(tmp_path / "nope.xml.gz"), load_cassandra=False, say=quiet)
-
-
-def test_remote_data_root_is_refused_with_a_way_forward(tmp_path):
-    remote = load_settings({"DISCORECS_HOME": str(tmp_path), "DISCORECS_DATA_ROOT": "s3a://b/x"})
-    with pytest.raises(StorageError, match="needs a local data root"):
-        ingest_dump(remote, "dump.xml.gz", load_cassandra=False, say=quiet)
 
 
 @pytest.mark.parametrize("tls", [False, True])
@@ -222,25 +250,6 @@ def test_http_404_is_named(tmp_path, settings):
         ingest_dump(settings, f"{base}/discogs_x.xml.gz", load_cassandra=False, say=quiet)
 
 
-@pytest.fixture
-def s3_server(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    from tests.conftest import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    try:
-        yield
-    finally:
-        server.stop()
-
-
 def test_s3_source_with_checksum(tmp_path, settings, s3_server):
     import boto3
 
@@ -266,7 +275,7 @@ def test_releases_are_loaded_into_cassandra_idempotently(services, tmp_path):
     first = ingest_dump(settings, str(dump), say=quiet)
     second = ingest_dump(settings, str(dump), say=quiet)
     assert first.cassandra_rows == second.cassandra_rows == 250
-    expected = {row["release_id"]: row for row in catalog_rows(local_catalog_dir(settings))}
+    expected = {row["release_id"]: row for row in catalog_rows(published(settings))}
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         ids = sorted(expected)[:20]
         found = connection.session.execute(
@@ -279,3 +288,64 @@ def test_releases_are_loaded_into_cassandra_idempotently(services, tmp_path):
             assert list(row.genres) == source["genres"]
             assert list(row.styles or []) == source["styles"]
             assert row.year == source["year"] and row.master_id == source["master_id"]
+
+
+def test_a_catalog_on_an_s3a_data_root(tmp_path, s3_server):
+    """Published to a bucket of a local S3 server: no local copy kept; a failed ingest leaves
+    the previous version readable."""
+    settings = s3_server.settings(tmp_path, "catalog-root")
+    ingest_dump(
+        settings, str(small_dump(tmp_path, "a.xml.gz", 120)), load_cassandra=False, say=quiet
+    )
+    catalog = current_catalog(settings)
+    assert catalog.uri.startswith("s3a://catalog-root/data/catalog/releases/")
+    assert catalog.dataset().count_rows() == 120 == read_manifest(catalog)["releases"]
+    with pytest.raises(DumpError, match="truncated"):
+        ingest_dump(settings, truncated_dump(tmp_path), workers=2, load_cassandra=False, say=quiet)
+    assert current_catalog(settings) == catalog
+    assert catalog.dataset().count_rows() == 120
+    assert not list((settings.home / "staging").iterdir())  # the local staging was removed
+
+
+def test_an_ingest_killed_mid_run_leaves_the_previous_catalog(tmp_path, s3_server):
+    """SIGKILL while parsing into the staging folder (the whole process group: the parse
+    workers too): the pointer still names the previous catalog, which reads whole; the next
+    publish after the grace period clears what the killed run left."""
+    settings = s3_server.settings(tmp_path, "killed-root")
+    ingest_dump(
+        settings, str(small_dump(tmp_path, "a.xml.gz", 60)), load_cassandra=False, say=quiet
+    )
+    before = current_catalog(settings)
+    big = write_dump(tmp_path / "big.xml.gz", 40_000, seed=6).path
+    ingest = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "discorecs.cli",
+            "ingest-dump",
+            str(big),
+            "--workers",
+            "1",
+            "--skip-cassandra",
+        ],
+        env={**os.environ, **settings.to_environment()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list((settings.home / "staging").glob("*/part-*.parquet")):
+            assert ingest.poll() is None, "the ingest ended before it could be killed"
+            assert time.monotonic() < deadline, "no part was written within 120 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(ingest.pid, signal.SIGKILL)
+        ingest.wait()
+    assert current_catalog(settings) == before
+    assert before.dataset().count_rows() == 60
+    assert list((settings.home / "staging").iterdir())  # what the killed run left
+    later = settings.replace(old_versions_grace_hours=0)
+    ingest_dump(later, str(small_dump(tmp_path, "b.xml.gz", 30)), load_cassandra=False, say=quiet)
+    assert current_catalog(later).dataset().count_rows() == 30
+    assert not list((settings.home / "staging").iterdir())

@@ -14,14 +14,15 @@ import sys
 import time
 import urllib.request
 
-import pyarrow.dataset as ds
 import pytest
 from kafka import KafkaProducer
 
-from discorecs import paths, topics
+from discorecs import paths, storage, topics
+from discorecs.catalog.ingest import current_catalog
 from discorecs.events import Event, EventKind
 from discorecs.services.manager import LocalServices
 from discorecs.settings import load_settings
+from discorecs.users.population import current_users
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.spark, pytest.mark.services]
@@ -70,14 +71,13 @@ def test_the_demo_serves_recommendations_and_streams_new_events(tmp_path):
 
         owned = {
             r["release_id"]
-            for r in ds.dataset(paths.join(settings.data_root, "users", "collections"))
+            for r in current_users(settings)
+            .dataset(paths.INITIAL_COLLECTIONS)
             .to_table(columns=["user_id", "release_id"])
             .to_pylist()
             if r["user_id"] == user_id
         }
-        catalog = ds.dataset(paths.catalog_releases(settings.data_root)).to_table(
-            columns=["release_id", "title"]
-        )
+        catalog = current_catalog(settings).dataset().to_table(columns=["release_id", "title"])
         release, title = next(
             (r["release_id"], r["title"])
             for r in catalog.to_pylist()
@@ -146,4 +146,4 @@ def test_a_corrupt_dump_stops_the_demo_and_leaves_nothing_running(tmp_path):
     assert "stopped (the demo failed)" in result.stderr
     services = LocalServices(settings, say=lambda m: None)
     assert all(service.record() is None for service in services.all_services)
-    assert not (tmp_path / "home" / "data" / "catalog" / "releases" / "_SUCCESS").exists()
+    assert storage.current(settings, paths.CATALOG_RELEASES) is None

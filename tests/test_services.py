@@ -166,6 +166,12 @@ def test_the_locks_pin_the_stack_versions():
     assert f"org.apache.cassandra:cassandra-all:{stack.CASSANDRA}" in maven.CASSANDRA.roots
     requirements = (Path(__file__).parents[1] / "requirements.txt").read_text()
     assert f"pyspark=={stack.SPARK}\n" in requirements
+    # hadoop-aws must be the Hadoop release PySpark's own jars are.
+    import pyspark
+
+    shipped = Path(pyspark.__file__).parent / "jars" / f"hadoop-client-api-{stack.HADOOP}.jar"
+    assert shipped.exists(), f"PySpark ships another Hadoop than {stack.HADOOP}"
+    assert stack.HADOOP_AWS in maven.S3A.roots
 
 
 def test_java_newer_than_cassandra_runs_on_is_refused(tmp_path, monkeypatch):

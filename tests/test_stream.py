@@ -16,6 +16,7 @@ from kafka import KafkaProducer
 
 from discorecs import paths, tables, topics
 from discorecs.cassandra import connect
+from discorecs.catalog.ingest import current_catalog
 from discorecs.events import Event, EventKind
 from discorecs.genres import scores_and_shares
 from discorecs.services.broker import KafkaBroker
@@ -412,7 +413,7 @@ def test_a_bounded_run_applies_events_and_dead_letters_the_rest(spark, stream_wo
         )
         row = rows("SELECT * FROM recommendations_by_user WHERE user_id = %s", user)[0]
     live = LiveProfile.of_row(row.profile, row.holdings)
-    catalog = ds.dataset(paths.catalog_releases(settings.data_root)).to_table().to_pylist()
+    catalog = current_catalog(settings).dataset().to_table().to_pylist()
     genres = {r["release_id"]: r["genres"] for r in catalog}
     expected: dict[str, float] = {}
     for release in owned:
@@ -471,9 +472,7 @@ def test_a_replayed_micro_batch_changes_nothing(spark, stream_world):
 
     # The next batch starts the user's profile from its task's cache (saved by the batch
     # before), not from Cassandra, and gets the profile of the whole collection all the same.
-    catalog = ds.dataset(paths.catalog_releases(settings.data_root)).to_table(
-        columns=["release_id"]
-    )
+    catalog = current_catalog(settings).dataset().to_table(columns=["release_id"])
     release = next(r for r in catalog["release_id"].to_pylist() if r not in new)
     said: list[str] = []
     payloads = [Event(f"{ids}-2", user, release, EventKind.COLLECTION_ADD, T).to_json()]
@@ -520,7 +519,7 @@ def test_the_site_leaves_out_picks_the_stream_applied_since_the_run(spark, strea
             )
         }
     assert {new[0], new[1]} <= held
-    catalog = ds.dataset(paths.catalog_releases(settings.data_root)).to_table().to_pylist()
+    catalog = current_catalog(settings).dataset().to_table().to_pylist()
     others = [r["release_id"] for r in catalog if r["release_id"] not in held][:12]
     ranked = [others[0], new[0], new[1], *others[1:]]  # 14 picks: 10 shown and spares
     picks = [

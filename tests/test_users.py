@@ -6,12 +6,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
+from discorecs import paths
 from discorecs.errors import DiscorecsError
 from discorecs.settings import load_settings
 from discorecs.storage import StorageError
 from discorecs.tables import name_prefix
 from discorecs.users.catalog_index import EmptyCatalogError, build_catalog_index
-from discorecs.users.population import generate_users, write_population
+from discorecs.users.population import current_users, generate_users, write_population
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,9 @@ def test_users_need_a_catalog_and_a_positive_count(tmp_path):
     settings = load_settings({"DISCORECS_HOME": str(tmp_path)})
     with pytest.raises(DiscorecsError, match="--users must be at least 1"):
         generate_users(settings, 0, load_cassandra=False)
-    with pytest.raises(StorageError, match=r"no published catalog .* ingest-dump"):
+    with pytest.raises(
+        StorageError, match=r"holds no published catalog; run `discorecs ingest-dump"
+    ):
         generate_users(settings, 10, load_cassandra=False)
 
 
@@ -143,7 +146,8 @@ def test_users_are_loaded_into_cassandra(services, catalog, tmp_path):
             (name_prefix(user.name), user.name.lower(), user.name.lower() + "\uffff"),
         ).all()
     expected = (
-        ds.dataset(tmp_path / "data" / "users" / "collections")
+        current_users(settings)
+        .dataset(paths.INITIAL_COLLECTIONS)
         .to_table(filter=pc.field("user_id") == 42)
         .num_rows
     )

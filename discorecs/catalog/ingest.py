@@ -1,9 +1,10 @@
-"""``discorecs ingest-dump``: dump -> Parquet catalog (published atomically) -> Cassandra.
+"""``discorecs ingest-dump``: dump -> Parquet catalog (a new published version) -> Cassandra.
 
 The reader (this process) decompresses and cuts the dump into chunks; a pool of worker
-processes parses them and writes one Parquet part each into a staging folder. Only when every
-chunk is in, duplicates are resolved and the manifest written is the staging folder renamed to
-``<data_root>/catalog/releases``: an ingest that fails or is interrupted leaves the previous
+processes parses them and writes one Parquet part each into the new version's folder (on a
+remote data root, a local folder uploaded whole afterwards). Only when every chunk is in,
+duplicates are resolved and the manifest written does the catalog's pointer move to the new
+version (:mod:`discorecs.storage`): an ingest that fails or is interrupted leaves the previous
 catalog (or none) in place, never a half-written one.
 """
 
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from discorecs import paths, tables
+from discorecs import paths, storage, tables
 from discorecs.catalog.chunks import Chunk, DumpReader
 from discorecs.catalog.fetch import obtain_dump
 from discorecs.catalog.parse import parse_chunk
@@ -34,7 +35,7 @@ from discorecs.catalog.schema import RELEASE_COLUMNS, keep_last_duplicates
 from discorecs.genres import GENRE_INDEX
 from discorecs.progress import Progress, human_bytes, say_to_stderr
 from discorecs.settings import Settings
-from discorecs.storage import local_path, require_published, staged
+from discorecs.storage import Location
 
 MANIFEST = "_manifest.json"
 REJECTS = "_rejects.jsonl"
@@ -76,9 +77,15 @@ class IngestReport:
         return self.xml_bytes / 1e6 / self.seconds if self.seconds else 0.0
 
 
-def local_catalog_dir(settings: Settings) -> Path:
-    """The catalog folder, which ``ingest-dump`` writes on a local (or ``file://``) data root."""
-    return local_path(settings.data_root, paths.CATALOG_RELEASES)
+def current_catalog(settings: Settings) -> Location:
+    """Where the published catalog's files are (:class:`StorageError` if there is none)."""
+    return storage.require_current(settings, paths.CATALOG_RELEASES, *_NO_CATALOG).location
+
+
+_NO_CATALOG = (
+    "catalog",
+    "run `discorecs ingest-dump SOURCE` (or `discorecs generate-dump` first for a generated dump)",
+)
 
 
 def ingest_dump(
@@ -90,12 +97,16 @@ def ingest_dump(
     load_cassandra: bool = True,
     say: Callable[[str], None] = say_to_stderr,
 ) -> IngestReport:
-    """Fetch, verify, parse and publish the dump at ``source``; then load Cassandra."""
-    catalog = local_catalog_dir(settings)
+    """Fetch, verify, parse and publish the dump at ``source`` as a new version of the
+    catalog (:mod:`discorecs.storage`); then load Cassandra."""
     dump = obtain_dump(source, settings.home / "downloads", checksum, say)
-    report = build_catalog(
-        dump.path, catalog, workers=workers, say=say, source=source, sha256=dump.sha256
-    )
+    with storage.publishing(settings, paths.CATALOG_RELEASES) as folder:
+        report = build_catalog(
+            dump.path, folder, workers=workers, say=say, source=source, sha256=dump.sha256
+        )
+    catalog = current_catalog(settings)
+    report.catalog = catalog.uri
+    say(f"catalog: published at {catalog.uri}")
     if load_cassandra:
         report.cassandra_rows = load_releases_into_cassandra(settings, catalog, say=say)
     return report
@@ -111,18 +122,20 @@ def build_catalog(
     source: str | None = None,
     sha256: str | None = None,
 ) -> IngestReport:
-    """Parse ``dump`` into Parquet and publish it at ``catalog`` (atomically)."""
+    """Parse ``dump`` into Parquet parts and a manifest in the local folder ``catalog``
+    (created; :func:`ingest_dump` hands it a new version to publish)."""
     workers = workers or max(1, min(os.cpu_count() or 1, 8))
     report = IngestReport(source=source or str(dump), catalog=str(catalog), sha256=sha256)
     started = time.monotonic()
-    with staged(catalog) as staging:
-        _parse_into(dump, staging, report, workers, chunk_bytes, say)
-        report.seconds = time.monotonic() - started
-        _write_manifest(staging, report)
+    catalog.mkdir(parents=True, exist_ok=True)
+    _parse_into(dump, catalog, report, workers, chunk_bytes, say)
+    report.seconds = time.monotonic() - started
+    _write_manifest(catalog, report)
+    (catalog / storage.SUCCESS).write_text("")  # complete: readable in place too
     say(
-        f"catalog: {report.releases:,} releases published to {catalog} "
-        f"({report.rejected:,} rejected, {report.repaired:,} repaired, "
-        f"{report.duplicates:,} duplicate ids) at {report.mb_per_second:.0f} MB/s of XML"
+        f"catalog: {report.releases:,} releases written ({report.rejected:,} rejected, "
+        f"{report.repaired:,} repaired, {report.duplicates:,} duplicate ids) at "
+        f"{report.mb_per_second:.0f} MB/s of XML"
     )
     return report
 
@@ -244,29 +257,28 @@ def _write_manifest(folder: Path, report: IngestReport) -> None:
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 
-def read_manifest(catalog: Path) -> dict[str, Any]:
-    """The manifest of a published catalog; :class:`StorageError` if there is none."""
-    require_published(
-        catalog,
-        "published catalog",
-        "run `discorecs ingest-dump SOURCE` (or `discorecs generate-dump` first for a "
-        "generated dump)",
-    )
-    return json.loads((catalog / MANIFEST).read_text())
+def read_manifest(catalog: Location | Path) -> dict[str, Any]:
+    """The manifest of a catalog (a published version, or a folder :func:`build_catalog`
+    wrote); :class:`StorageError` if there is none."""
+    catalog = storage.location(catalog)
+    if not catalog.exists(MANIFEST):
+        raise storage.StorageError(f"no {_NO_CATALOG[0]} at {catalog.uri}; {_NO_CATALOG[1]}")
+    return json.loads(catalog.read_text(MANIFEST))
 
 
 def load_releases_into_cassandra(
-    settings: Settings, catalog: Path, *, say: Callable[[str], None] = say_to_stderr
+    settings: Settings, catalog: Location | Path, *, say: Callable[[str], None] = say_to_stderr
 ) -> int:
-    """Upsert every release of the published catalog into the ``releases`` table."""
+    """Upsert every release of the catalog into the ``releases`` table."""
     from discorecs.cassandra import connect, upsert_batched
 
+    catalog = storage.location(catalog)
     total = read_manifest(catalog)["releases"]
     progress = Progress("loading releases into Cassandra", total, say, unit="rows")
     written = 0
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
-        for part in sorted(catalog.glob("part-*.parquet")):
-            for batch in pq.ParquetFile(part).iter_batches(
+        for part in catalog.parquet_files():
+            for batch in catalog.parquet_file(part).iter_batches(
                 batch_size=5000, columns=RELEASE_COLUMNS
             ):
                 rows = zip(

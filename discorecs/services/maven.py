@@ -1,13 +1,13 @@
 """JVM software from Maven Central, installed on first use and checked against pinned hashes.
 
-Each bundle (Kafka's broker, Cassandra, Spark's Kafka connector) is a folder of jars under
-the cache folder. Which jars, at which versions, with which SHA-256, is locked in
-``locks/<bundle>.lock`` beside this file, committed with the project: an install asks Maven
-for exactly the locked files (no dependency resolution at install time, so a new release on
-Central changes nothing here), checks every file's hash, and renames the folder into place
-only when all of them match. Maven (Debian's ``maven`` package, installed when missing)
-does the downloading, so Central's address is Maven's own default or a mirror the user has
-configured in ``~/.m2/settings.xml``.
+Each bundle (Kafka's broker, Cassandra, Spark's Kafka connector, Hadoop's ``s3a://``
+filesystem) is a folder of jars under the cache folder. Which jars, at which versions, with
+which SHA-256, is locked in ``locks/<bundle>.lock`` beside this file, committed with the
+project: an install asks Maven for exactly the locked files (no dependency resolution at
+install time, so a new release on Central changes nothing here), checks every file's hash,
+and renames the folder into place only when all of them match. Maven (Debian's ``maven``
+package, installed when missing) does the downloading, so Central's address is Maven's own
+default or a mirror the user has configured in ``~/.m2/settings.xml``.
 
 After changing a version in :mod:`discorecs.stack`, regenerate a lock with::
 
@@ -63,7 +63,8 @@ CASSANDRA = Bundle(
     "cassandra", "cassandra", (f"org.apache.cassandra:cassandra-all:{stack.CASSANDRA}",)
 )
 SPARK_KAFKA = Bundle("spark-kafka", "spark's kafka connector", (stack.SPARK_KAFKA_CONNECTOR,), True)
-BUNDLES = {bundle.name: bundle for bundle in (KAFKA, CASSANDRA, SPARK_KAFKA)}
+S3A = Bundle("s3a", "spark's s3a:// filesystem", (stack.HADOOP_AWS,), True)
+BUNDLES = {bundle.name: bundle for bundle in (KAFKA, CASSANDRA, SPARK_KAFKA, S3A)}
 
 
 @dataclass(frozen=True)

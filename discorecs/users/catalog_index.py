@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from discorecs.errors import DiscorecsError
 from discorecs.genres import GENRES
+from discorecs.storage import Location, location
 
 
 class EmptyCatalogError(DiscorecsError):
@@ -137,7 +137,10 @@ def _first_genre_per_row(parents: np.ndarray, codes: np.ndarray, rows: int) -> n
 
 
 def read_catalog_index(
-    catalog: Path, seed: int = 0, columns: Sequence[str] = ("release_id", "genres", "styles")
+    catalog: Location | Path,
+    seed: int = 0,
+    columns: Sequence[str] = ("release_id", "genres", "styles"),
 ) -> CatalogIndex:
-    """Read the published catalog's ids, genres and styles and index them."""
-    return build_catalog_index(pq.read_table(catalog, columns=list(columns)), seed)
+    """Read a catalog's ids, genres and styles and index them."""
+    table = location(catalog).dataset().to_table(columns=list(columns))
+    return build_catalog_index(table, seed)

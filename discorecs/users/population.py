@@ -2,7 +2,8 @@
 
 Read the published catalog, generate users in batches (bounded memory: one batch of users and
 their records at a time), write each batch as one Parquet part per dataset into a staging
-folder, publish ``<data_root>/users/`` atomically, then load Cassandra.
+folder, publish it as a new version of ``<data_root>/users/`` (:mod:`discorecs.storage`),
+then load Cassandra.
 """
 
 from __future__ import annotations
@@ -17,16 +18,21 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from discorecs import paths, tables
+from discorecs import paths, storage, tables
 from discorecs.errors import DiscorecsError
 from discorecs.progress import Progress, say_to_stderr
 from discorecs.settings import Settings
-from discorecs.storage import local_path, require_published, staged
+from discorecs.storage import Location
 from discorecs.tables import name_prefix
 from discorecs.users.catalog_index import read_catalog_index
 from discorecs.users.generate import NamePools, generate_population
 
-DATASETS = ("users", "preferences", "collections", "wantlists")
+DATASETS = (
+    paths.USER_PROFILES,
+    paths.USER_PREFERENCES,
+    paths.INITIAL_COLLECTIONS,
+    paths.INITIAL_WANTLISTS,
+)
 MANIFEST = "_manifest.json"
 
 
@@ -46,8 +52,12 @@ class PopulationReport:
         return self.users / self.seconds if self.seconds else 0.0
 
 
-def users_dir(settings: Settings) -> Path:
-    return local_path(settings.data_root, paths.USERS)
+_NO_USERS = ("generated users", "run `discorecs generate-users` first")
+
+
+def current_users(settings: Settings) -> Location:
+    """Where the published users' files are (:class:`StorageError` if there are none)."""
+    return storage.require_current(settings, paths.USERS, *_NO_USERS).location
 
 
 def generate_users(
@@ -61,22 +71,23 @@ def generate_users(
 ) -> PopulationReport:
     if count <= 0:
         raise DiscorecsError(f"--users must be at least 1, got {count}")
-    catalog = local_path(settings.data_root, paths.CATALOG_RELEASES)
-    require_published(
-        catalog, "published catalog", "run `discorecs ingest-dump SOURCE` before generating users"
-    )
-    report = write_population(
-        catalog, users_dir(settings), count, seed=seed, batch_size=batch_size, say=say
-    )
+    catalog = storage.require_current(
+        settings,
+        paths.CATALOG_RELEASES,
+        "catalog",
+        "run `discorecs ingest-dump SOURCE` before generating users",
+    ).location
+    with storage.publishing(settings, paths.USERS) as folder:
+        report = write_population(catalog, folder, count, seed=seed, batch_size=batch_size, say=say)
+    users = current_users(settings)
+    report.folder = users.uri
     if load_cassandra:
-        report.cassandra_rows = load_population_into_cassandra(
-            settings, users_dir(settings), say=say
-        )
+        report.cassandra_rows = load_population_into_cassandra(settings, users, say=say)
     return report
 
 
 def write_population(
-    catalog: Path,
+    catalog: Location | Path,
     folder: Path,
     count: int,
     *,
@@ -84,71 +95,72 @@ def write_population(
     batch_size: int = 50_000,
     say: Callable[[str], None] = say_to_stderr,
 ) -> PopulationReport:
-    """Generate ``count`` users from ``catalog`` and publish them at ``folder`` (pure of any
-    service: Parquet only)."""
+    """Generate ``count`` users from ``catalog`` into the local folder ``folder`` (created;
+    :func:`generate_users` hands it a new version to publish). Pure of any service: Parquet
+    only."""
     started = time.monotonic()
     index = read_catalog_index(catalog, seed)
     pools = NamePools.build(seed)
     report = PopulationReport(seed=seed, folder=str(folder))
     progress = Progress("generating users", count, say, unit="users")
     sizes: list[np.ndarray] = []
-    with staged(folder) as staging:
+    folder = Path(folder)
+    for name in DATASETS:
+        (folder / name).mkdir(parents=True)
+    for part, first in enumerate(range(1, count + 1, batch_size)):
+        # One generator per batch, seeded by (seed, batch): any batch can be regenerated
+        # alone, and the result does not depend on the order batches run in.
+        rng = np.random.default_rng([seed, part])
+        population = generate_population(
+            index, pools, first, min(batch_size, count + 1 - first), rng
+        )
         for name in DATASETS:
-            (staging / name).mkdir()
-        for part, first in enumerate(range(1, count + 1, batch_size)):
-            # One generator per batch, seeded by (seed, batch): any batch can be regenerated
-            # alone, and the result does not depend on the order batches run in.
-            rng = np.random.default_rng([seed, part])
-            population = generate_population(
-                index, pools, first, min(batch_size, count + 1 - first), rng
+            pq.write_table(
+                getattr(population, name),
+                folder / name / f"part-{part:05d}.parquet",
+                compression="snappy",
             )
-            for name in DATASETS:
-                pq.write_table(
-                    getattr(population, name),
-                    staging / name / f"part-{part:05d}.parquet",
-                    compression="snappy",
-                )
-            report.users += population.users.num_rows
-            report.collection_items += population.collections.num_rows
-            report.wantlist_items += population.wantlists.num_rows
-            sizes.append(
-                pc.value_counts(population.collections["user_id"]).field("counts").to_numpy()
-            )
-            progress.update(report.users, f"{report.collection_items:,} records")
-        report.seconds = time.monotonic() - started
-        all_sizes = np.concatenate(sizes)
-        report.collection_size = {
-            "median": float(np.median(all_sizes)),
-            "mean": float(all_sizes.mean()),
-            "p90": float(np.percentile(all_sizes, 90)),
-            "p99": float(np.percentile(all_sizes, 99)),
-            "max": int(all_sizes.max()),
-        }
-        (staging / MANIFEST).write_text(json.dumps(asdict(report), indent=2))
+        report.users += population.users.num_rows
+        report.collection_items += population.collections.num_rows
+        report.wantlist_items += population.wantlists.num_rows
+        sizes.append(pc.value_counts(population.collections["user_id"]).field("counts").to_numpy())
+        progress.update(report.users, f"{report.collection_items:,} records")
+    report.seconds = time.monotonic() - started
+    all_sizes = np.concatenate(sizes)
+    report.collection_size = {
+        "median": float(np.median(all_sizes)),
+        "mean": float(all_sizes.mean()),
+        "p90": float(np.percentile(all_sizes, 90)),
+        "p99": float(np.percentile(all_sizes, 99)),
+        "max": int(all_sizes.max()),
+    }
+    (folder / MANIFEST).write_text(json.dumps(asdict(report), indent=2))
+    (folder / storage.SUCCESS).write_text("")  # complete: readable in place too
     progress.finish(report.users, f"{report.collection_items:,} records")
     return report
 
 
 def load_population_into_cassandra(
-    settings: Settings, folder: Path, *, say: Callable[[str], None] = say_to_stderr
+    settings: Settings, folder: Location | Path, *, say: Callable[[str], None] = say_to_stderr
 ) -> dict[str, int]:
     """Upsert users (and the name-prefix index), collections and wantlists."""
     from discorecs.cassandra import connect, upsert_batched
 
-    require_published(folder, "generated users", "run `discorecs generate-users` first")
+    folder = storage.location(folder)
+    read_population_manifest(folder)  # a complete population, or a clear error
     written = {}
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         for dataset, table in (
-            ("users", tables.USERS),
-            ("collections", tables.COLLECTIONS),
-            ("wantlists", tables.WANTLISTS),
+            (paths.USER_PROFILES, tables.USERS),
+            (paths.INITIAL_COLLECTIONS, tables.COLLECTIONS),
+            (paths.INITIAL_WANTLISTS, tables.WANTLISTS),
         ):
-            parts = sorted((folder / dataset).glob("part-*.parquet"))
-            total = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+            parts = [folder.parquet_file(path) for path in folder.parquet_files(dataset)]
+            total = sum(part.metadata.num_rows for part in parts)
             progress = Progress(f"loading {table} into Cassandra", total, say, unit="rows")
             count = 0
             for part in parts:
-                for batch in pq.ParquetFile(part).iter_batches(batch_size=20_000):
+                for batch in part.iter_batches(batch_size=20_000):
                     rows = batch.to_pydict()
                     columns = tuple(rows)
                     # Holdings are written as of when they were added, so any later event
@@ -159,9 +171,9 @@ def load_population_into_cassandra(
                         columns,
                         zip(*rows.values(), strict=True),
                         batch_rows=settings.cassandra_batch_rows,
-                        write_time_column="added_at" if dataset != "users" else None,
+                        write_time_column=None if table == tables.USERS else "added_at",
                     )
-                    if dataset == "users":
+                    if table == tables.USERS:
                         upsert_batched(
                             connection,
                             tables.USERS_BY_NAME,
@@ -180,6 +192,10 @@ def _name_index_rows(user_ids: list[int], names: list[str]):
         yield name_prefix(name), name.strip().lower(), user_id, name
 
 
-def read_population_manifest(folder: Path) -> dict:
-    require_published(folder, "generated users", "run `discorecs generate-users` first")
-    return json.loads((folder / MANIFEST).read_text())
+def read_population_manifest(folder: Location | Path) -> dict:
+    """The manifest of generated users (a published version, or a folder
+    :func:`write_population` wrote); :class:`StorageError` if there is none."""
+    folder = storage.location(folder)
+    if not folder.exists(MANIFEST):
+        raise storage.StorageError(f"no {_NO_USERS[0]} at {folder.uri}; {_NO_USERS[1]}")
+    return json.loads(folder.read_text(MANIFEST))
