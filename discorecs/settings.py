@@ -88,8 +88,10 @@ class Settings:
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 16
     # The speed layer: events per micro-batch at most, the trigger interval, and how many
-    # failures in a row it restarts from before giving up.
-    stream_max_events_per_trigger: int = 250_000
+    # failures in a row it restarts from before giving up. The cap keeps a slowdown from
+    # feeding itself: a batch's time grows with its size, and events arrive meanwhile, so an
+    # uncapped stream that falls behind once settles into large, slow batches.
+    stream_max_events_per_trigger: int = 30_000
     stream_trigger_seconds: float = 2.0
     stream_restarts: int = 10
     # An event dated more than this after its Kafka record's timestamp is dead-lettered.
