@@ -750,7 +750,8 @@ def test_a_task_freezes_what_the_worker_keeps_only_when_it_has_new_modules(monke
         assert frozen > 1_000
         kept = [[] for _ in range(500)]  # containers made since, by a task
         python_workers.task_started()  # no module imported since: nothing more is frozen
-        assert gc.get_freeze_count() == frozen
+        # (the count may drop meanwhile: a frozen object another thread lets go is freed)
+        assert gc.get_freeze_count() <= frozen
         monkeypatch.setitem(sys.modules, "discorecs_freshly_imported", types.ModuleType("x"))
         python_workers.task_started()  # a task imported a library: freeze again
         assert gc.get_freeze_count() >= frozen + len(kept)
