@@ -163,18 +163,19 @@ def current(settings: Settings, dataset: str) -> Version | None:
     folder = data_root(settings).join(dataset)
     try:
         pointer = json.loads(folder.read_text(POINTER))
+        version_id = str(pointer["version"])
     except FileNotFoundError:
         # A dataset folder that holds its files and _SUCCESS itself is read in place: how
         # earlier releases published, and what a dataset copied over by hand looks like.
         if folder.exists(SUCCESS):
             return Version(dataset, "unversioned", folder)
         return None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise StorageError(
             f"cannot read {folder.uri}/{POINTER}: {error}. Check the data root's address and "
             "credentials; a damaged pointer is fixed by publishing the dataset again"
         ) from error
-    return Version(dataset, pointer["version"], folder.join(pointer["version"]), pointer)
+    return Version(dataset, version_id, folder.join(version_id), pointer)
 
 
 def require_current(settings: Settings, dataset: str, what: str, how: str) -> Version:

@@ -107,6 +107,7 @@ def test_a_damaged_pointer_is_reported(tmp_path):
         {"DISCORECS_HOME": str(tmp_path / "home"), "DISCORECS_DATA_ROOT": str(tmp_path / "d")}
     )
     publish_rows(settings, [1])
-    (tmp_path / "d" / DATASET / storage.POINTER).write_text("{not json")
-    with pytest.raises(storage.StorageError, match="publishing the dataset again"):
-        storage.current(settings, DATASET)
+    for damaged in ("{not json", '{"published_at": "2026-12-03"}', "[]"):
+        (tmp_path / "d" / DATASET / storage.POINTER).write_text(damaged)
+        with pytest.raises(storage.StorageError, match="publishing the dataset again"):
+            storage.current(settings, DATASET)
