@@ -46,6 +46,7 @@ from discorecs.errors import DiscorecsError
 from discorecs.settings import Settings
 
 POINTER = "_CURRENT.json"
+MANIFEST = "_manifest.json"  # in a version folder: what its writer reports of it
 SUCCESS = "_SUCCESS"  # in a version folder: every file of it was written
 _VERSION = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]+$")
 
@@ -116,6 +117,15 @@ class Location:
         """The Parquet dataset in this folder (or its sub-folder ``part``)."""
         folder = self.join(part).path if part else self.path
         return ds.dataset(folder, filesystem=self.filesystem, format="parquet")
+
+
+def read_manifest(place: Location | Path, what: str, how: str) -> dict[str, Any]:
+    """The :data:`MANIFEST` of a dataset's folder (a published version, or a folder a writer
+    filled), or a :class:`StorageError` naming ``what`` is missing and ``how`` to make it."""
+    place = location(place)
+    if not place.exists(MANIFEST):
+        raise StorageError(f"no {what} at {place.uri}; {how}")
+    return json.loads(place.read_text(MANIFEST))
 
 
 def location(place: Location | Path | str) -> Location:

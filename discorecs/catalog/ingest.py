@@ -37,7 +37,6 @@ from discorecs.progress import Progress, human_bytes, say_to_stderr
 from discorecs.settings import Settings
 from discorecs.storage import Location
 
-MANIFEST = "_manifest.json"
 REJECTS = "_rejects.jsonl"
 
 
@@ -254,16 +253,13 @@ def _drop_rows(part: Path, release_ids: list[int]) -> int:
 
 def _write_manifest(folder: Path, report: IngestReport) -> None:
     manifest = {**asdict(report), "published_at": datetime.now(UTC).isoformat()}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    (folder / storage.MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 
 def read_manifest(catalog: Location | Path) -> dict[str, Any]:
     """The manifest of a catalog (a published version, or a folder :func:`build_catalog`
     wrote); :class:`StorageError` if there is none."""
-    catalog = storage.location(catalog)
-    if not catalog.exists(MANIFEST):
-        raise storage.StorageError(f"no {_NO_CATALOG[0]} at {catalog.uri}; {_NO_CATALOG[1]}")
-    return json.loads(catalog.read_text(MANIFEST))
+    return storage.read_manifest(catalog, *_NO_CATALOG)
 
 
 def load_releases_into_cassandra(

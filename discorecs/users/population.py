@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from discorecs import paths, storage, tables
+from discorecs.catalog.ingest import current_catalog
 from discorecs.errors import DiscorecsError
 from discorecs.progress import Progress, say_to_stderr
 from discorecs.settings import Settings
@@ -33,7 +34,6 @@ DATASETS = (
     paths.INITIAL_COLLECTIONS,
     paths.INITIAL_WANTLISTS,
 )
-MANIFEST = "_manifest.json"
 
 
 @dataclass
@@ -71,12 +71,7 @@ def generate_users(
 ) -> PopulationReport:
     if count <= 0:
         raise DiscorecsError(f"--users must be at least 1, got {count}")
-    catalog = storage.require_current(
-        settings,
-        paths.CATALOG_RELEASES,
-        "catalog",
-        "run `discorecs ingest-dump SOURCE` before generating users",
-    ).location
+    catalog = current_catalog(settings)
     with storage.publishing(settings, paths.USERS) as folder:
         report = write_population(catalog, folder, count, seed=seed, batch_size=batch_size, say=say)
     users = current_users(settings)
@@ -134,7 +129,7 @@ def write_population(
         "p99": float(np.percentile(all_sizes, 99)),
         "max": int(all_sizes.max()),
     }
-    (folder / MANIFEST).write_text(json.dumps(asdict(report), indent=2))
+    (folder / storage.MANIFEST).write_text(json.dumps(asdict(report), indent=2))
     (folder / storage.SUCCESS).write_text("")  # complete: readable in place too
     progress.finish(report.users, f"{report.collection_items:,} records")
     return report
@@ -195,7 +190,4 @@ def _name_index_rows(user_ids: list[int], names: list[str]):
 def read_population_manifest(folder: Location | Path) -> dict:
     """The manifest of generated users (a published version, or a folder
     :func:`write_population` wrote); :class:`StorageError` if there is none."""
-    folder = storage.location(folder)
-    if not folder.exists(MANIFEST):
-        raise storage.StorageError(f"no {_NO_USERS[0]} at {folder.uri}; {_NO_USERS[1]}")
-    return json.loads(folder.read_text(MANIFEST))
+    return storage.read_manifest(folder, *_NO_USERS)
