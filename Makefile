@@ -6,12 +6,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv tools demo demo-stop up down status test bench lint format web clean
+.PHONY: help venv tools demo demo-stop up down status test test-faults bench lint format web clean
 
 help:
 	@echo "make demo       set up and run the whole pipeline locally, then serve the site"
 	@echo "make demo-stop  stop everything the demo started"
 	@echo "make test       set up, lint, and run the test suite against real services"
+	@echo "make test-faults the longer fault tests on local three-node clusters"
 	@echo "make bench      run the benchmarks (figures printed and written as JSON)"
 	@echo "make lint       ruff check and format check"
 
@@ -31,8 +32,9 @@ demo: venv
 demo-stop down: venv
 	$(BIN)/discorecs down
 
+# NODES=3 runs three brokers and three Cassandra nodes on 127.0.0.1-3 (remembered by the home).
 up: venv
-	$(BIN)/discorecs up
+	$(BIN)/discorecs up $(if $(NODES),--nodes $(NODES))
 
 status: venv
 	$(BIN)/discorecs status
@@ -59,6 +61,11 @@ tools:
 # and stop them at the end; a running demo is not touched.
 test: venv tools lint
 	$(BIN)/pytest
+
+# The fault tests the default suite leaves out (tests marked `faults`): the nightly batch with
+# a Cassandra node down, the stream's driver killed while a node is down.
+test-faults: venv
+	$(BIN)/pytest -m faults
 
 web: venv
 	$(BIN)/discorecs web

@@ -64,7 +64,7 @@ def main() -> None:
         population = write_population(
             catalog, work / "data" / "users", args.users, seed=1, say=lambda m: None
         )
-        services.cassandra.start()
+        services.cassandra_nodes[0].start()
         from discorecs.cassandra import apply_schema
 
         apply_schema(settings)

@@ -195,8 +195,8 @@ def main() -> None:
         producers = produce(settings, args.rate, total, args.active_users)
         components = {
             "stream (Spark driver, JVM, Python workers)": stream.record().pid,
-            "broker": services.broker.record().pid,
-            "cassandra": services.cassandra.record().pid,
+            "broker": services.brokers[0].record().pid,
+            "cassandra": services.cassandra_nodes[0].record().pid,
         }
         cpu = CpuShares({**components, **{f"{k} producer": p.pid for k, p in producers.items()}})
         window_start = None

@@ -32,6 +32,7 @@ from cassandra.policies import (
     ExponentialReconnectionPolicy,
     RoundRobinPolicy,
     TokenAwarePolicy,
+    WhiteListRoundRobinPolicy,
 )
 from cassandra.protocol import OverloadedErrorMessage
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
@@ -52,6 +53,12 @@ mutations exceed ``batch_size_fail_threshold`` (50 KiB by default, the whole bat
 serialized size): a batch is closed at this many bytes of its values (text, blobs; 8 for any
 other value), which leaves room for the mutations' own overhead."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SPECULATIVE_RETRY = "MIN(99p,50ms)"
+"""Every table's ``speculative_retry``: a coordinator that has not heard from a replica within
+the table's 99th percentile read time, or 50 ms at most, asks another one. A node that has
+just died is not known to be down for seconds (until gossip convicts it); without this, a
+quorum read that picked it waits for the whole read timeout, and the site answers 503 for
+those seconds. With three replicas and LOCAL_QUORUM, the third replica answers instead."""
 
 
 class CassandraError(DiscorecsError):
@@ -61,19 +68,36 @@ class CassandraError(DiscorecsError):
 class CassandraConnection:
     """A cluster and its session for one keyspace; close it when done (or use ``with``)."""
 
-    def __init__(self, cluster: Cluster, session: Session, keyspace: str) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        session: Session,
+        keyspace: str,
+        write_consistency: int = ConsistencyLevel.LOCAL_QUORUM,
+    ) -> None:
         self.cluster = cluster
         self.session = session
         self.keyspace = keyspace
+        self.write_consistency = write_consistency
         self._prepared: dict[str, PreparedStatement] = {}
 
     def prepare(self, cql: str) -> PreparedStatement:
-        """Prepare ``cql`` once per connection and reuse it afterwards."""
+        """Prepare ``cql`` once per connection and reuse it afterwards. A statement that
+        changes data runs at the write consistency; a SELECT at the session's (the read
+        consistency)."""
         statement = self._prepared.get(cql)
         if statement is None:
             statement = self.session.prepare(cql)
+            if cql.lstrip()[:6].upper() != "SELECT":
+                statement.consistency_level = self.write_consistency
             self._prepared[cql] = statement
         return statement
+
+    def batch(self) -> BatchStatement:
+        """An empty UNLOGGED batch at the write consistency."""
+        return BatchStatement(
+            batch_type=BatchType.UNLOGGED, consistency_level=self.write_consistency
+        )
 
     @property
     def single_node(self) -> bool:
@@ -113,15 +137,20 @@ def connect(
     connect_timeout: float = 10.0,
     request_timeout: float = 20.0,
     schema_metadata: bool = True,
+    hosts: Sequence[str] | None = None,
 ) -> CassandraConnection:
     """Open a session to the configured cluster, using ``keyspace`` if given.
 
     The native protocol version is pinned from the settings (v5 for Cassandra 5.0, v4 for
     4.1), so a cluster that cannot speak it fails at once with that version named. Without
     ``schema_metadata`` the driver skips reading the cluster's schema tables, which makes
-    connecting much cheaper for writers that only prepare statements.
+    connecting much cheaper for writers that only prepare statements. With ``hosts``, only
+    those nodes are contacted and asked (a probe of one node of a cluster).
     """
-    if settings.cassandra_local_dc:
+    contact_points = list(hosts or settings.cassandra_contact_points)
+    if hosts:
+        balancing: Any = WhiteListRoundRobinPolicy(contact_points)
+    elif settings.cassandra_local_dc:
         balancing = TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc))
     else:
         balancing = TokenAwarePolicy(RoundRobinPolicy())
@@ -131,11 +160,11 @@ def connect(
     profile = ExecutionProfile(
         load_balancing_policy=balancing,
         row_factory=named_rows,
-        consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+        consistency_level=ConsistencyLevel.name_to_value[settings.cassandra_read_consistency],
         request_timeout=request_timeout,
     )
     cluster = Cluster(
-        contact_points=list(settings.cassandra_contact_points),
+        contact_points=contact_points,
         port=settings.cassandra_port,
         protocol_version=settings.cassandra_protocol_version,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
@@ -147,7 +176,7 @@ def connect(
         control_connection_timeout=connect_timeout,
         schema_metadata_enabled=schema_metadata,
     )
-    where = f"{','.join(settings.cassandra_contact_points)}:{settings.cassandra_port}"
+    where = f"{','.join(contact_points)}:{settings.cassandra_port}"
     try:
         session = cluster.connect(keyspace)
     except NoHostAvailable as error:
@@ -163,7 +192,12 @@ def connect(
             f"cannot open keyspace {keyspace!r} at {where}: {error}; "
             "create it with `discorecs init-schema`"
         ) from error
-    return CassandraConnection(cluster, session, keyspace or "")
+    return CassandraConnection(
+        cluster,
+        session,
+        keyspace or "",
+        ConsistencyLevel.name_to_value[settings.cassandra_write_consistency],
+    )
 
 
 _WORKER_CONNECTIONS: dict[tuple, CassandraConnection] = {}
@@ -196,21 +230,20 @@ def schema_script(settings: Settings) -> list[str]:
         f"{settings.cassandra_replication.as_cql_map()}"
     ]
     for statement in table_statements():
-        statements.append(
-            re.sub(
-                r"^CREATE TABLE IF NOT EXISTS ",
-                f"CREATE TABLE IF NOT EXISTS {keyspace}.",
-                statement,
-            )
+        statement = re.sub(
+            r"^CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {keyspace}.", statement
         )
+        joiner = " AND " if " WITH " in statement else " WITH "
+        statements.append(f"{statement}{joiner}speculative_retry = '{SPECULATIVE_RETRY}'")
     return statements
 
 
 def apply_schema(settings: Settings) -> list[str]:
     """Create the keyspace and every table if missing; returns the tables the keyspace has.
 
-    Safe to run any number of times. Each statement runs on its own so an error names the
-    statement that failed.
+    Safe to run any number of times; tables made by an earlier release get the columns and
+    options the schema added. Each statement runs on its own so an error names the statement
+    that failed.
     """
     with connect(settings) as connection:
         for statement in schema_script(settings):
@@ -226,7 +259,7 @@ def apply_schema(settings: Settings) -> list[str]:
         keyspace = connection.cluster.metadata.keyspaces.get(settings.cassandra_keyspace)
         if keyspace is None:
             return []
-        added = _upgrade_columns(connection, keyspace)
+        added = _upgrade_columns(connection, keyspace) + _upgrade_options(connection, keyspace)
         if added:
             connection.cluster.control_connection.wait_for_schema_agreement()
             connection.cluster.refresh_schema_metadata()
@@ -265,6 +298,21 @@ def _upgrade_columns(connection: CassandraConnection, keyspace: Any) -> list[str
                     "again."
                 )
     return added
+
+
+def _upgrade_options(connection: CassandraConnection, keyspace: Any) -> list[str]:
+    """Give tables made by an earlier release the :data:`SPECULATIVE_RETRY` the schema sets;
+    returns the tables changed."""
+    changed = []
+    for name, table in keyspace.tables.items():
+        if table.options.get("speculative_retry") != SPECULATIVE_RETRY:
+            connection.session.execute(
+                f"ALTER TABLE {keyspace.name}.{name} WITH speculative_retry = "
+                f"'{SPECULATIVE_RETRY}'",
+                timeout=60,
+            )
+            changed.append(name)
+    return changed
 
 
 def insert_cql(table: str, columns: Sequence[str]) -> str:
@@ -353,7 +401,7 @@ def upsert_batched(
             chunk.append((groups.pop(replicas), None))
             batch = None
         if batch is None:
-            batch = groups[replicas] = BatchStatement(batch_type=BatchType.UNLOGGED)
+            batch = groups[replicas] = connection.batch()
             sizes[replicas] = 0
         batch.add(bound)
         sizes[replicas] += size
@@ -438,7 +486,7 @@ def execute_grouped(
             cql, parameters = part[0]
             chunk.append((connection.prepare(cql), parameters))
         else:
-            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            batch = connection.batch()
             for cql, parameters in part:
                 batch.add(connection.prepare(cql), parameters)
             chunk.append((batch, None))

@@ -18,7 +18,7 @@ from discorecs.errors import DiscorecsError
 from discorecs.services.base import ServiceStatus
 from discorecs.services.install import InstallError, find_java
 from discorecs.services.manager import LocalServices
-from discorecs.settings import Settings, load_settings
+from discorecs.settings import LOCAL_NODES_FILE, Settings, load_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_up,
         "install (first run) and start the local broker and Cassandra, "
         "apply the schema, check Spark",
+    )
+    up.add_argument(
+        "--nodes",
+        type=int,
+        choices=(1, 3),
+        help="brokers and Cassandra nodes to run: 1, or 3 on 127.0.0.1-3 (replicated topics "
+        "and keyspace); remembered for later commands of this home (default: the last choice, "
+        "else 1)",
     )
     up.add_argument(
         "--skip-spark-check", action="store_true", help="do not run the ~5 s Spark local-mode check"
@@ -124,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
         "create-topics", cmd_create_topics, "create the event topics if missing (keyed by user id)"
     )
     topics_cmd.add_argument("--partitions", type=positive_int, default=6)
-    topics_cmd.add_argument("--replication", type=positive_int, default=1)
+    topics_cmd.add_argument(
+        "--replication",
+        type=positive_int,
+        help="copies of each partition (default: the kafka_replication_factor setting)",
+    )
 
     produce = command(
         "produce",
@@ -247,6 +259,8 @@ def positive_int(text: str) -> int:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    if args.nodes is not None and args.nodes != settings.local_nodes:
+        settings = choose_local_nodes(settings, args.nodes, args.config)
     services = LocalServices(settings)
     statuses = services.up()
     if not args.skip_spark_check:
@@ -255,6 +269,27 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         print(f"spark: local mode works (Spark {check_spark(settings)})", file=sys.stderr)
     print_statuses(statuses, settings)
     return 0
+
+
+def choose_local_nodes(settings: Settings, nodes: int, config: str | None) -> Settings:
+    """Record ``nodes`` as this home's node count and return the settings it implies; refused
+    while the services of the current count run (they hold the same ports)."""
+    running = [s.name for s in LocalServices(settings).services if s.record() is not None]
+    if running:
+        raise DiscorecsError(
+            f"{', '.join(running)} of this home run with {settings.local_nodes} node(s); stop "
+            f"them with `discorecs down`, then run `discorecs up --nodes {nodes}`"
+        )
+    remembered = settings.home / LOCAL_NODES_FILE
+    remembered.parent.mkdir(parents=True, exist_ok=True)
+    remembered.write_text(f"{nodes}\n")
+    chosen = load_settings(config_file=config)
+    if chosen.local_nodes != nodes:
+        raise DiscorecsError(
+            f"--nodes {nodes} is overridden by DISCORECS_LOCAL_NODES (or local_nodes in the "
+            f"config file), which says {chosen.local_nodes}; unset it or set it to {nodes}"
+        )
+    return chosen
 
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,14 @@ CONFIG_ENV = "DISCORECS_CONFIG"
 SUPPORTED_PROTOCOL_VERSIONS = (3, 4, 5)
 DATA_ROOT_SCHEMES = ("file://", "s3a://", "hdfs://")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+LOCAL_NODE_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+"""Where `discorecs up` runs its nodes: Linux routes all of 127.0.0.0/8 to loopback, so three
+nodes of a cluster each get an address of their own and the same ports."""
+LOCAL_DATACENTER = "datacenter1"
+"""The datacenter every local Cassandra node reports (SimpleSnitch's one datacenter)."""
+CONSISTENCY_LEVELS = (
+    "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE",
+)  # fmt: skip
 
 
 class SettingsError(DiscorecsError, ValueError):
@@ -60,12 +68,20 @@ class Settings:
     # Only for the local broker `discorecs up` starts: its KRaft controller port and heap.
     kafka_controller_port: int = 9093
     kafka_max_heap: str = "512m"
+    # The event topics' replication and the acknowledged copies a write needs (acks=all):
+    # with 3 and 2, one broker can be lost without losing or refusing an event.
+    kafka_replication_factor: int = 1
+    kafka_min_insync_replicas: int = 1
     cassandra_contact_points: tuple[str, ...] = ("127.0.0.1",)
     cassandra_port: int = 9042
     cassandra_keyspace: str = "discorecs"
     cassandra_protocol_version: int = 5
     cassandra_replication: Replication = Replication("SimpleStrategy", (("replication_factor", 1),))
     cassandra_local_dc: str | None = None
+    # Consistency of every read and every write (LOCAL_QUORUM: a majority of the local
+    # datacenter's replicas, so one node of three may be down; on one node it is that node).
+    cassandra_read_consistency: str = "LOCAL_QUORUM"
+    cassandra_write_consistency: str = "LOCAL_QUORUM"
     cassandra_username: str | None = None
     cassandra_password: str | None = None
     # Rows per unlogged batch when the nightly run loads its serving tables and the stream
@@ -75,6 +91,9 @@ class Settings:
     # Only for the local node `discorecs up` starts: its inter-node port and heap.
     cassandra_storage_port: int = 7000
     cassandra_max_heap: str = "1G"
+    # How many Kafka brokers and Cassandra nodes `discorecs up` runs on this machine: 1, or 3
+    # on 127.0.0.1-3 (see cluster_defaults for the settings a cluster of three implies).
+    local_nodes: int = 1
     data_root: str = ""
     # An s3a:// data root: the S3 endpoint (empty: AWS's own; an address such as
     # http://127.0.0.1:9000 for another S3 server, addressed path-style) and its region.
@@ -174,9 +193,57 @@ def settings_from_mapping(raw: Mapping[str, Any]) -> Settings:
     home = settings.home.expanduser().absolute()
     cache_dir = settings.cache_dir.expanduser().absolute()
     data_root = settings.data_root or str(home / "data")
-    return settings.replace(
-        home=home, cache_dir=cache_dir, data_root=_parse_data_root("data_root", data_root)
+    settings = settings.replace(
+        home=home,
+        cache_dir=cache_dir,
+        data_root=_parse_data_root("data_root", data_root),
+        local_nodes=values.get("local_nodes") or remembered_local_nodes(home),
     )
+    return cluster_defaults(settings, explicit=set(values) - {"local_nodes"})
+
+
+LOCAL_NODES_FILE = "run/local-nodes"
+"""Under the home: the node count the last ``discorecs up --nodes N`` chose, the default of
+``local_nodes`` for every later command of that home (so ``stream``, ``demo``, ``status`` and
+``down`` address the cluster ``up`` started without being told again)."""
+
+
+def remembered_local_nodes(home: Path) -> int:
+    """What ``discorecs up --nodes N`` recorded for ``home``, else 1."""
+    try:
+        text = (home / LOCAL_NODES_FILE).read_text()
+    except FileNotFoundError:
+        return 1
+    try:
+        return _parse_local_nodes("local_nodes", text)
+    except SettingsError:
+        raise SettingsError(
+            f"{home / LOCAL_NODES_FILE} says {text.strip()!r}, not a node count (1 or 3); "
+            "remove the file (1 node) or write 1 or 3 in it"
+        ) from None
+
+
+def cluster_defaults(settings: Settings, explicit: Set[str] = frozenset()) -> Settings:
+    """``settings`` with what ``local_nodes`` implies, except the settings named in
+    ``explicit``: for three local nodes, the three brokers as bootstrap servers and the three
+    Cassandra nodes as contact points (on the ports already set), topics replicated three
+    times needing two copies per write, and a keyspace with three replicas in the one local
+    datacenter (NetworkTopologyStrategy, as on a real cluster). One node implies nothing."""
+    if settings.local_nodes == 1:
+        return settings
+    hosts = LOCAL_NODE_HOSTS[: settings.local_nodes]
+    port = settings.broker_address[1]
+    implied: dict[str, Any] = {
+        "kafka_bootstrap_servers": tuple(f"{host}:{port}" for host in hosts),
+        "kafka_replication_factor": len(hosts),
+        "kafka_min_insync_replicas": len(hosts) - 1,
+        "cassandra_contact_points": hosts,
+        "cassandra_replication": Replication(
+            "NetworkTopologyStrategy", ((LOCAL_DATACENTER, len(hosts)),)
+        ),
+        "cassandra_local_dc": LOCAL_DATACENTER,
+    }
+    return settings.replace(**{k: v for k, v in implied.items() if k not in explicit})
 
 
 def split_host_port(address: str, setting: str) -> tuple[str, int]:
@@ -286,6 +353,25 @@ def _parse_replication(name: str, value: Any) -> Replication:
     raise SettingsError(f"{_env(name)}: {text!r} is not understood; {usage}")
 
 
+def _parse_consistency(name: str, value: Any) -> str:
+    text = _parse_text(name, value).upper()
+    if text not in CONSISTENCY_LEVELS:
+        raise SettingsError(
+            f"{_env(name)}: {value!r} is not a consistency level; use one of "
+            f"{', '.join(CONSISTENCY_LEVELS)}"
+        )
+    return text
+
+
+def _parse_local_nodes(name: str, value: Any) -> int:
+    nodes = _parse_int(name, value, 1, len(LOCAL_NODE_HOSTS))
+    if nodes == 2:
+        raise SettingsError(
+            f"{_env(name)}: 2 nodes cannot lose one and keep a majority; use 1 or 3"
+        )
+    return nodes
+
+
 def _parse_keyspace(name: str, value: Any) -> str:
     text = _parse_text(name, value)
     if not (text[0].isalpha() and text.replace("_", "").isalnum() and len(text) <= 48):
@@ -354,17 +440,22 @@ _PARSERS = {
     "kafka_bootstrap_servers": _parse_bootstrap_servers,
     "kafka_controller_port": _parse_port,
     "kafka_max_heap": _parse_memory,
+    "kafka_replication_factor": lambda name, value: _parse_int(name, value, 1, 99),
+    "kafka_min_insync_replicas": lambda name, value: _parse_int(name, value, 1, 99),
     "cassandra_contact_points": _parse_list,
     "cassandra_port": _parse_port,
     "cassandra_keyspace": _parse_keyspace,
     "cassandra_protocol_version": _parse_protocol_version,
     "cassandra_replication": _parse_replication,
     "cassandra_local_dc": _parse_optional_text,
+    "cassandra_read_consistency": _parse_consistency,
+    "cassandra_write_consistency": _parse_consistency,
     "cassandra_username": _parse_optional_text,
     "cassandra_password": _parse_optional_text,
     "cassandra_batch_rows": lambda name, value: _parse_int(name, value, 1, 1000),
     "cassandra_storage_port": _parse_port,
     "cassandra_max_heap": _parse_memory,
+    "local_nodes": _parse_local_nodes,
     "data_root": _parse_data_root,
     "s3_endpoint": _parse_endpoint,
     "s3_region": _parse_text,

@@ -1,4 +1,5 @@
-"""Create the event topics (idempotent): partitions and replication from the caller."""
+"""Create the event topics (idempotent): partitions from the caller, replication and the
+copies a write needs (``min.insync.replicas``) from the settings unless the caller says."""
 
 from __future__ import annotations
 
@@ -11,8 +12,15 @@ from discorecs.settings import Settings
 from kafka_cluster_scripts.producer import ProducerError
 
 
-def create_topics(settings: Settings, partitions: int = 6, replication: int = 1) -> dict[str, str]:
-    """Create every event topic that does not exist; returns topic -> "created" / "exists"."""
+def create_topics(
+    settings: Settings, partitions: int = 6, replication: int | None = None
+) -> dict[str, str]:
+    """Create every event topic that does not exist; returns topic -> "created" / "exists".
+    A topic is replicated ``replication`` times (default: ``kafka_replication_factor``) and
+    refuses a producer's ``acks=all`` write that fewer than ``kafka_min_insync_replicas``
+    copies hold, so an acknowledged event survives the loss of the others."""
+    replication = replication or settings.kafka_replication_factor
+    min_insync = min(settings.kafka_min_insync_replicas, replication)
     if partitions < 1 or replication < 1:
         raise ProducerError("partitions and replication must be at least 1")
     try:
@@ -34,7 +42,16 @@ def create_topics(settings: Settings, partitions: int = 6, replication: int = 1)
                 outcome[name] = "exists"
                 continue
             try:
-                admin.create_topics([NewTopic(name, partitions, replication)])
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            name,
+                            partitions,
+                            replication,
+                            topic_configs={"min.insync.replicas": str(min_insync)},
+                        )
+                    ]
+                )
                 outcome[name] = "created"
             except TopicAlreadyExistsError:
                 outcome[name] = "exists"

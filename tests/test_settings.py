@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from discorecs.settings import Replication, SettingsError, load_settings
+from discorecs.settings import LOCAL_NODES_FILE, Replication, SettingsError, load_settings
 
 
 def test_defaults_run_locally():
@@ -79,6 +79,9 @@ def test_local_data_root_is_made_absolute():
         ("DISCORECS_CASSANDRA_KEYSPACE", "1bad-name", r"KEYSPACE.*not a valid keyspace"),
         ("DISCORECS_DATA_ROOT", "s3://bucket/x", r"DATA_ROOT.*s3a://"),
         ("DISCORECS_SPARK_DRIVER_MEMORY", "lots", r"SPARK_DRIVER_MEMORY.*memory size"),
+        ("DISCORECS_LOCAL_NODES", "2", r"LOCAL_NODES.*2 nodes cannot lose one.*use 1 or 3"),
+        ("DISCORECS_LOCAL_NODES", "5", r"LOCAL_NODES.*outside 1..3"),
+        ("DISCORECS_CASSANDRA_READ_CONSISTENCY", "MOST", r"READ_CONSISTENCY.*LOCAL_QUORUM"),
     ],
 )
 def test_bad_values_name_the_setting(name: str, value: str, expected: str):
@@ -120,3 +123,44 @@ def test_settings_survive_the_trip_through_the_environment():
     again = load_settings(settings.to_environment())
     assert again == settings
     assert again.cassandra_local_dc is None and again.stream_trigger_seconds == 0.5
+
+
+def test_three_local_nodes_imply_a_replicated_cluster_on_three_loopback_addresses():
+    settings = load_settings(
+        {
+            "DISCORECS_HOME": "/tmp/discorecs-x",
+            "DISCORECS_LOCAL_NODES": "3",
+            "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092",
+        }
+    )
+    # What was set stays as set; the rest follows from the node count.
+    assert settings.kafka_bootstrap_servers == ("127.0.0.1:19092",)
+    assert settings.cassandra_contact_points == ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+    assert settings.cassandra_replication.as_cql_map() == (
+        "{'class': 'NetworkTopologyStrategy', 'datacenter1': 3}"
+    )
+    assert settings.cassandra_local_dc == "datacenter1"
+    assert (settings.kafka_replication_factor, settings.kafka_min_insync_replicas) == (3, 2)
+    assert settings.cassandra_read_consistency == settings.cassandra_write_consistency
+    assert settings.cassandra_write_consistency == "LOCAL_QUORUM"
+    implied = load_settings({"DISCORECS_HOME": "/tmp/discorecs-x", "DISCORECS_LOCAL_NODES": "3"})
+    assert implied.kafka_bootstrap_servers == (
+        "127.0.0.1:9092",
+        "127.0.0.2:9092",
+        "127.0.0.3:9092",
+    )
+    assert load_settings(implied.to_environment()) == implied
+
+
+def test_the_node_count_up_chose_is_the_homes_default(tmp_path: Path):
+    assert load_settings({"DISCORECS_HOME": str(tmp_path)}).local_nodes == 1
+    (tmp_path / LOCAL_NODES_FILE).parent.mkdir(parents=True)
+    (tmp_path / LOCAL_NODES_FILE).write_text("3\n")
+    remembered = load_settings({"DISCORECS_HOME": str(tmp_path)})
+    assert remembered.local_nodes == 3
+    assert remembered.cassandra_contact_points == ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+    explicit = {"DISCORECS_HOME": str(tmp_path), "DISCORECS_LOCAL_NODES": "1"}
+    assert load_settings(explicit).cassandra_contact_points == ("127.0.0.1",)
+    (tmp_path / LOCAL_NODES_FILE).write_text("two\n")
+    with pytest.raises(SettingsError, match=r"says 'two', not a node count"):
+        load_settings({"DISCORECS_HOME": str(tmp_path)})

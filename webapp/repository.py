@@ -132,8 +132,7 @@ class CassandraRepository:
                             request_timeout=5,
                         )
                         self._prepared = {
-                            name: connection.session.prepare(cql)
-                            for name, cql in STATEMENTS.items()
+                            name: connection.prepare(cql) for name, cql in STATEMENTS.items()
                         }
                     except _UNAVAILABLE as error:
                         raise ServingUnavailable(str(error)) from error

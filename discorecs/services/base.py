@@ -12,7 +12,7 @@ from pathlib import Path
 from discorecs.errors import DiscorecsError
 from discorecs.services import process
 from discorecs.services.install import InstallError
-from discorecs.settings import Settings
+from discorecs.settings import LOCAL_NODE_HOSTS, Settings
 
 
 class ServiceError(DiscorecsError):
@@ -34,6 +34,7 @@ class LocalService(ABC):
 
     name: str = ""
     key: str = ""
+    host: str = "127.0.0.1"  # the loopback address it listens on
     start_timeout: float = 60.0
     stop_timeout: float = 30.0  # SIGTERM, then SIGKILL after this many seconds
 
@@ -86,12 +87,21 @@ class LocalService(ABC):
         Raises :class:`ServiceError` (with the log's tail) if it does not answer in time; the
         half-started process is stopped first.
         """
-        if self.record() is not None:
+        record = self.launch()
+        if record is None:
             return False
+        self.wait(record)
+        return True
+
+    def launch(self) -> process.PidRecord | None:
+        """Start the process without waiting for it to answer (see :meth:`wait`); None if
+        ours is already running."""
+        if self.record() is not None:
+            return None
         for port in self.ports():
-            if not process.port_is_free(port):
+            if not process.port_is_free(port, self.host):
                 raise ServiceError(
-                    f"{self.name}: port {port} on 127.0.0.1 is already in use by a program "
+                    f"{self.name}: port {port} on {self.host} is already in use by a program "
                     f"discorecs did not start; stop that program or {self.port_setting_hint(port)}"
                 )
         try:
@@ -109,12 +119,15 @@ class LocalService(ABC):
             ports=self.ports(),
         )
         record.write(self.pid_file)
+        return record
+
+    def wait(self, record: process.PidRecord) -> str:
+        """Wait until the launched service answers; if it does not, stop it and raise."""
         try:
-            self.wait_until_ready(record)
+            return self.wait_until_ready(record)
         except ServiceError:
             self.stop()
             raise
-        return True
 
     def wait_until_ready(self, record: process.PidRecord) -> str:
         deadline = time.monotonic() + self.start_timeout
@@ -122,7 +135,7 @@ class LocalService(ABC):
         while time.monotonic() < deadline:
             if not process.is_running(record):
                 raise self._start_failure("exited during start")
-            if all(process.port_is_open(port) for port in self.ports()[:1]):
+            if all(process.port_is_open(port, self.host) for port in self.ports()[:1]):
                 try:
                     return self.probe()
                 except Exception as error:  # not ready yet: keep polling until the deadline
@@ -160,6 +173,24 @@ class LocalService(ABC):
         return ServiceError(
             f"{self.name} {what}; {self.hint()}\n--- last lines of {self.log_path} ---\n{log_tail}"
         )
+
+
+class LocalNode(LocalService):
+    """Node ``node`` (1-based) of the ``settings.local_nodes`` of a local cluster, on its own
+    loopback address. A single node keeps the folder and name its kind always had; those of
+    a cluster are numbered, with data of their own, so one home can hold both."""
+
+    kind = ""  # "kafka broker": the service's name when it runs alone
+    kind_key = ""  # "broker": its folder, pid file and log name when it runs alone
+
+    def __init__(self, settings: Settings, node: int = 1) -> None:
+        self.node = node
+        self.nodes = settings.local_nodes
+        self.host = LOCAL_NODE_HOSTS[node - 1]
+        alone = self.nodes == 1
+        self.name = self.kind if alone else f"{self.kind} {node} ({self.host})"
+        self.key = self.kind_key if alone else f"{self.kind_key}-{node}"
+        super().__init__(settings)
 
 
 def loopback(host: str) -> bool:

@@ -1,4 +1,5 @@
-"""The local Kafka broker: Apache Kafka in KRaft mode, one combined broker and controller.
+"""The local Kafka brokers: Apache Kafka in KRaft mode, each a combined broker and controller
+(one, or three on 127.0.0.1-3 forming a controller quorum of three).
 
 Its jars come from Maven Central (:mod:`discorecs.services.maven`); it runs in a JVM of its
 own (its Scala and Jackson never meet Spark's) with a ``server.properties`` written here,
@@ -18,32 +19,34 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 
 from discorecs import stack
-from discorecs.services.base import LocalService, ServiceError, ensure_dir, loopback
+from discorecs.services.base import LocalNode, ServiceError, ensure_dir, loopback
 from discorecs.services.install import find_java
 from discorecs.services.maven import KAFKA, ensure_bundle
+from discorecs.settings import LOCAL_NODE_HOSTS
 
-NODE_ID = 1
-
-# Replication 1 and min ISR 1 for every internal topic: their defaults (3 and 2) cannot be
-# met by one broker, and the share-group state topic's default would fail its creation.
+# Every internal topic is replicated to every broker, up to three, and needs all but one
+# copy per write: their defaults (3 and 2) cannot be met by one broker, and the share-group
+# state topic's default would fail its creation there.
 _PROPERTIES = """\
 process.roles=broker,controller
 node.id={node_id}
-controller.quorum.voters={node_id}@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.quorum.voters={voters}
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
+advertised.listeners=PLAINTEXT://{host}:{port}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data}
 num.partitions=1
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
+default.replication.factor={replication}
+min.insync.replicas={min_isr}
+offsets.topic.replication.factor={replication}
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor={replication}
+transaction.state.log.min.isr={min_isr}
+share.coordinator.state.topic.replication.factor={replication}
+share.coordinator.state.topic.min.isr={min_isr}
 group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
@@ -84,25 +87,28 @@ def new_cluster_id() -> str:
             return text
 
 
-class KafkaBroker(LocalService):
-    name = "kafka broker"
-    key = "broker"
+class KafkaBroker(LocalNode):
+    """A local broker (and KRaft controller); in a cluster, every one is a controller voter."""
+
+    kind = "kafka broker"
+    kind_key = "broker"
     start_timeout = 90.0
     # SIGTERM is a controlled shutdown: the log segments are closed cleanly, so the next
     # start does not have to recover them.
     stop_timeout = 30.0
 
     def ports(self) -> tuple[int, ...]:
-        return (self._address()[1], self.settings.kafka_controller_port)
+        return (self._port(), self.settings.kafka_controller_port)
 
-    def _address(self) -> tuple[str, int]:
+    def _port(self) -> int:
         host, port = self.settings.broker_address
-        if not loopback(host):
+        if not loopback(host) and host not in LOCAL_NODE_HOSTS:
             raise ServiceError(
                 f"{self.name}: DISCORECS_KAFKA_BOOTSTRAP_SERVERS points at {host}, not this "
-                "machine; `discorecs up` only starts a broker on 127.0.0.1 (use 127.0.0.1:<port>)"
+                "machine; `discorecs up` only starts brokers on 127.0.0.1-3 (use "
+                "127.0.0.1:<port>)"
             )
-        return "127.0.0.1", port
+        return port
 
     def install(self) -> None:
         self.java = find_java(service=self.name)
@@ -116,10 +122,17 @@ class KafkaBroker(LocalService):
         conf = ensure_dir(self.dir / "conf")
         (conf / "server.properties").write_text(
             _PROPERTIES.format(
-                node_id=NODE_ID,
-                port=self._address()[1],
+                node_id=self.node,
+                voters=",".join(
+                    f"{node}@{LOCAL_NODE_HOSTS[node - 1]}:{self.settings.kafka_controller_port}"
+                    for node in range(1, self.nodes + 1)
+                ),
+                host=self.host,
+                port=self._port(),
                 controller_port=self.settings.kafka_controller_port,
                 data=ensure_dir(self.data_dir),
+                replication=self.nodes,
+                min_isr=max(1, self.nodes - 1),
             )
         )
         (conf / "log4j2.yaml").write_text(_LOG4J2)
@@ -127,8 +140,13 @@ class KafkaBroker(LocalService):
             self._format_storage(conf / "server.properties")
 
     def _format_storage(self, properties: Path) -> None:
-        """Format the KRaft log folder once, with a cluster id kept beside the data."""
-        id_file = self.dir / "cluster-id"
+        """Format the KRaft log folder once, with the cluster id every broker of the home
+        shares, kept beside their data."""
+        if self.nodes == 1:
+            id_file = self.dir / "cluster-id"
+        else:
+            id_file = self.settings.run_dir / "kafka-cluster-id"
+        id_file.parent.mkdir(parents=True, exist_ok=True)
         if not id_file.exists():
             id_file.write_text(new_cluster_id())
         result = subprocess.run(
@@ -176,15 +194,20 @@ class KafkaBroker(LocalService):
         ]
 
     def probe(self) -> str:
+        """Ask this broker for the cluster's metadata; ready once it lists every broker."""
         admin = KafkaAdminClient(
-            bootstrap_servers=f"127.0.0.1:{self._address()[1]}",
+            bootstrap_servers=f"{self.host}:{self._port()}",
             request_timeout_ms=3000,
             client_id="discorecs-probe",
         )
         try:
-            admin.list_topics()  # a real metadata request
+            brokers = admin.describe_cluster()["brokers"]
         finally:
             admin.close()
+        if len(brokers) < self.nodes:
+            raise ServiceError(
+                f"{self.name}: the cluster's metadata lists {len(brokers)} of {self.nodes} brokers"
+            )
         return f"Apache Kafka {self.reported_version()} (KRaft)"
 
     def reported_version(self) -> str:

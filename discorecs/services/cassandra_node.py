@@ -1,4 +1,5 @@
-"""The local Cassandra node: Apache Cassandra 5.0 from Maven Central, in a JVM of its own.
+"""The local Cassandra nodes: Apache Cassandra 5.0 from Maven Central, each in a JVM of its
+own (one node, or three on 127.0.0.1-3 forming one ring in one datacenter).
 
 Cassandra's jar ships neither start scripts nor configuration, so they are written here: the
 JVM options of Cassandra's own ``conf/jvm-server.options`` and ``conf/jvm17-server.options``
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 from discorecs import stack
 from discorecs.cassandra import connect, release_version
-from discorecs.services.base import LocalService, ServiceError, ensure_dir, loopback
+from discorecs.services.base import LocalNode, ServiceError, ensure_dir, loopback
 from discorecs.services.install import InstallError, find_java
 from discorecs.services.maven import CASSANDRA, ensure_bundle
+from discorecs.settings import LOCAL_NODE_HOSTS
 
 _YAML = """\
 cluster_name: discorecs-local
@@ -30,9 +32,9 @@ commitlog_sync_period: 10000ms
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "127.0.0.1:{storage_port}"
-listen_address: 127.0.0.1
-rpc_address: 127.0.0.1
+      - seeds: "{seeds}"
+listen_address: {host}
+rpc_address: {host}
 storage_port: {storage_port}
 native_transport_port: {native_port}
 start_native_transport: true
@@ -127,7 +129,7 @@ JVM17_SERVER_OPTIONS = (
     "-Dio.netty.allocator.useCacheForAllThreads=true",
     "-Dio.netty.allocator.maxOrder=11",
 )
-# A single local node has no one to gossip with: skip the waits meant for a ring to settle.
+# Local nodes answer gossip at once: skip the waits meant for a ring spread over a network.
 FAST_LOCAL_START = (
     "-Dcassandra.skip_wait_for_gossip_to_settle=0",
     "-Dcassandra.ring_delay_ms=1000",
@@ -135,19 +137,23 @@ FAST_LOCAL_START = (
 )
 
 
-class CassandraNode(LocalService):
-    name = "cassandra"
-    key = "cassandra"
+class CassandraNode(LocalNode):
+    """A local Cassandra node. Every node of a local cluster is a seed: a new empty ring then
+    forms without streaming (no node bootstraps), and a node restarted after a fault finds the
+    others whichever it is."""
+
+    kind = "cassandra"
+    kind_key = "cassandra"
     start_timeout = 150.0
     # SIGTERM drains the node (memtables flushed), so the next start replays no commit log.
     stop_timeout = 60.0
 
     def ports(self) -> tuple[int, ...]:
         hosts = self.settings.cassandra_contact_points
-        if not any(loopback(host) for host in hosts):
+        if not any(loopback(host) or host in LOCAL_NODE_HOSTS for host in hosts):
             raise ServiceError(
                 f"{self.name}: DISCORECS_CASSANDRA_CONTACT_POINTS is {','.join(hosts)}, not this "
-                "machine; `discorecs up` only starts a node on 127.0.0.1"
+                "machine; `discorecs up` only starts nodes on 127.0.0.1-3"
             )
         return (self.settings.cassandra_port, self.settings.cassandra_storage_port)
 
@@ -168,6 +174,11 @@ class CassandraNode(LocalService):
                 hints=ensure_dir(self.dir / "hints"),
                 cdc_raw=ensure_dir(self.dir / "cdc_raw"),
                 storage_port=self.settings.cassandra_storage_port,
+                host=self.host,
+                seeds=",".join(
+                    f"{host}:{self.settings.cassandra_storage_port}"
+                    for host in LOCAL_NODE_HOSTS[: self.nodes]
+                ),
                 native_port=self.settings.cassandra_port,
             )
         )
@@ -195,8 +206,8 @@ class CassandraNode(LocalService):
         ]
 
     def probe(self) -> str:
-        local = self.settings.replace(cassandra_contact_points=("127.0.0.1",))
-        with connect(local, connect_timeout=3) as connection:
+        """A CQL query answered by this node itself."""
+        with connect(self.settings, connect_timeout=3, hosts=(self.host,)) as connection:
             return f"Apache Cassandra {release_version(connection)}"
 
     def hint(self) -> str:
