@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import statistics
 import threading
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from discorecs import stack
+from discorecs.services.process import free_port  # noqa: F401 (the benchmarks' import)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -208,10 +208,3 @@ def write_results(
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
-
-
-def free_port() -> int:
-    """A port nothing listens on right now, on 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -46,7 +46,11 @@ from discorecs.services.jobs import StreamJob
 from discorecs.services.manager import LocalServices
 from discorecs.settings import Settings, load_settings
 from discorecs.spark_schemas import EVENT_LOG_BATCH
-from discorecs.users.population import load_population_into_cassandra, write_population
+from discorecs.users.population import (
+    PopulationReport,
+    load_population_into_cassandra,
+    write_population,
+)
 from kafka_cluster_scripts.topics import create_topics
 
 CACHE = Path("~/.cache/discorecs/bench").expanduser()
@@ -129,6 +133,26 @@ def produce(settings: Settings, rate: float, seconds: float, active_users: int) 
     return {kind: process for kind, process in processes.items()}
 
 
+def start_with_users(
+    settings: Settings, services: LocalServices, releases: int, users: int, partitions: int
+) -> PopulationReport:
+    """A generated catalog of ``releases`` (cached between runs) and ``users`` users in the
+    data root, the services up, the users in Cassandra and the event topics created."""
+    dump = CACHE / f"bench_catalog_{releases}.xml.gz"
+    if not dump.exists():
+        write_dump(dump, releases, seed=7)
+    root = Path(settings.data_root)
+    build_catalog(dump, root / paths.CATALOG_RELEASES, say=lambda m: None)
+    population = write_population(
+        root / paths.CATALOG_RELEASES, root / paths.USERS, users, seed=1, say=print
+    )
+    services.up(apply_cassandra_schema=False)
+    apply_schema(settings)
+    load_population_into_cassandra(settings, root / paths.USERS, say=lambda m: None)
+    create_topics(settings, partitions=partitions)
+    return population
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="events/s per producer")
@@ -170,18 +194,7 @@ def main() -> None:
     services = LocalServices(settings)
     stream = StreamJob(settings)
     try:
-        dump = CACHE / f"bench_catalog_{args.releases}.xml.gz"
-        if not dump.exists():
-            write_dump(dump, args.releases, seed=7)
-        root = Path(settings.data_root)
-        build_catalog(dump, root / paths.CATALOG_RELEASES, say=lambda m: None)
-        population = write_population(
-            root / paths.CATALOG_RELEASES, root / paths.USERS, args.users, seed=1, say=print
-        )
-        services.up(apply_cassandra_schema=False)
-        apply_schema(settings)
-        load_population_into_cassandra(settings, root / paths.USERS, say=lambda m: None)
-        create_topics(settings, partitions=4)
+        population = start_with_users(settings, services, args.releases, args.users, 4)
         print("starting the stream ...", flush=True)
         stream.start()
 

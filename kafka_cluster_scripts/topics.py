@@ -3,7 +3,9 @@ copies a write needs (``min.insync.replicas``) from the settings unless the call
 
 from __future__ import annotations
 
-from kafka import KafkaAdminClient
+from collections import Counter
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -60,3 +62,29 @@ def create_topics(
     finally:
         admin.close()
     return outcome
+
+
+def partition_leaders(settings: Settings) -> Counter[int]:
+    """How many partitions of the event topics each broker (by node id) leads right now."""
+    admin = KafkaAdminClient(bootstrap_servers=list(settings.kafka_bootstrap_servers))
+    try:
+        described = admin.describe_topics(list(topics.ALL_TOPICS))
+    finally:
+        admin.close()
+    return Counter(p["leader_id"] for topic in described for p in topic["partitions"])
+
+
+def records_in_topics(settings: Settings) -> int:
+    """How many records the event topics hold (idempotent producers write no copies, so with
+    nothing expired yet it is the number of events sent)."""
+    consumer = KafkaConsumer(bootstrap_servers=list(settings.kafka_bootstrap_servers))
+    try:
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics.ALL_TOPICS
+            for partition in consumer.partitions_for_topic(topic) or ()
+        ]
+        ends, starts = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)
+        return sum(ends[p] - starts[p] for p in partitions)
+    finally:
+        consumer.close()

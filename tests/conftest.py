@@ -7,7 +7,6 @@ touched, and nothing is left running afterwards.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +14,10 @@ from pathlib import Path
 import pytest
 
 from discorecs.services.manager import LocalServices
+from discorecs.services.process import free_port
 from discorecs.settings import Settings, load_settings
 
 SHARED_DISCOGS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "discogs"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

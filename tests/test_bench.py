@@ -54,3 +54,24 @@ def test_latency_runs_from_event_time_to_the_end_of_the_batch_that_applied_it(tm
     found = latencies_ms(settings, batches, since, until)
     # Events at 2.5 s (batch 3, done at 4 s) and 6 s (batch 4, done at 8 s) are in the window.
     assert sorted(found.tolist()) == [1500.0, 2000.0]
+
+
+def test_a_fault_reports_the_rate_around_it_and_when_the_offered_rate_was_back():
+    from bench.faults import fault_figures
+
+    start = T0.replace(tzinfo=UTC)
+    # 100 events/s offered, one batch a second; nothing applied for 15 s after the kill, then
+    # a catch-up batch of what was missed, and the offered rate again.
+    rows = [Batch(100, start + timedelta(seconds=s)) for s in range(1, 41)]
+    killed, restarted = start + timedelta(seconds=40), start + timedelta(seconds=60)
+    rows += [Batch(1500, start + timedelta(seconds=56))]
+    rows += [Batch(100, start + timedelta(seconds=s)) for s in range(57, 120)]
+    figures = fault_figures(rows, start, killed, restarted, offered=100.0)
+    assert figures["applied_per_second_30_s_before"] == pytest.approx(100.0)
+    # The batch that ended as the node was killed, the catch-up batch, three more.
+    assert figures["applied_per_second_while_down"] == pytest.approx((100 + 1500 + 300) / 20)
+    assert figures["applied_per_second_30_s_after_restart"] == pytest.approx(100.0)
+    # The first whole 10 s window after the kill at >= 90 % of the offered rate is the one
+    # holding the catch-up batch: [47 s, 57 s).
+    assert figures["back_to_offered_rate_after_seconds"] == 17
+    assert figures["back_to_offered_rate_after_restart_seconds"] == 10

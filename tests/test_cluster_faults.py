@@ -26,10 +26,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from discorecs import topics
-from discorecs.services import process
 from discorecs.services.base import LocalService
 from discorecs.services.jobs import StreamJob
 from discorecs.services.manager import LocalServices
@@ -37,7 +34,7 @@ from discorecs.services.web import WebSite
 from discorecs.settings import LOCAL_NODE_HOSTS, Settings, cluster_defaults
 from discorecs.users.population import write_population
 from kafka_cluster_scripts.run import run_producer
-from kafka_cluster_scripts.topics import create_topics
+from kafka_cluster_scripts.topics import create_topics, partition_leaders, records_in_topics
 from spark_jobs.nightly import run_batch
 from streaming.job import run_stream
 from tests.conftest import free_port
@@ -57,14 +54,6 @@ USERS = 150
 ACTIVE_USERS = 60
 
 
-def free_on_every_node() -> int:
-    """A port free on all three loopback addresses the nodes listen on."""
-    while True:
-        port = free_port()
-        if all(process.port_is_free(port, host) for host in LOCAL_NODE_HOSTS):
-            return port
-
-
 @pytest.fixture(scope="module")
 def cluster(test_settings, small_catalog, tmp_path_factory):
     """Three brokers and three Cassandra nodes, a catalog and users; the event topics."""
@@ -77,11 +66,11 @@ def cluster(test_settings, small_catalog, tmp_path_factory):
             local_nodes=3,
             home=base / "home",
             data_root=str(root),
-            kafka_bootstrap_servers=(f"127.0.0.1:{free_on_every_node()}",),
-            kafka_controller_port=free_on_every_node(),
+            kafka_bootstrap_servers=(f"127.0.0.1:{free_port(LOCAL_NODE_HOSTS)}",),
+            kafka_controller_port=free_port(LOCAL_NODE_HOSTS),
             kafka_max_heap="384m",
-            cassandra_port=free_on_every_node(),
-            cassandra_storage_port=free_on_every_node(),
+            cassandra_port=free_port(LOCAL_NODE_HOSTS),
+            cassandra_storage_port=free_port(LOCAL_NODE_HOSTS),
             cassandra_max_heap="640m",
             cassandra_keyspace="cluster",
         )
@@ -93,22 +82,6 @@ def cluster(test_settings, small_catalog, tmp_path_factory):
         yield settings, manager
     finally:
         manager.down()
-
-
-def events_in_topics(settings: Settings) -> int:
-    """How many records the event topics hold (the producers are idempotent: no copies)."""
-    consumer = KafkaConsumer(bootstrap_servers=list(settings.kafka_bootstrap_servers))
-    try:
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in topics.ALL_TOPICS
-            for partition in consumer.partitions_for_topic(topic)
-        ]
-        ends = consumer.end_offsets(partitions)
-        starts = consumer.beginning_offsets(partitions)
-        return sum(ends[p] - starts[p] for p in partitions)
-    finally:
-        consumer.close()
 
 
 def produce(settings: Settings, counts: dict[str, int], seed: int, rate: float) -> dict:
@@ -141,7 +114,7 @@ def events_and_stream_target(
     faulty = target(
         settings, base, name, stream_trigger_seconds=0.2, stream_max_events_per_trigger=200
     )
-    return events_in_topics(settings), faulty
+    return records_in_topics(settings), faulty
 
 
 def sigkill(service: LocalService) -> None:
@@ -242,20 +215,10 @@ def test_a_cassandra_node_killed_while_the_stream_applies_and_the_site_serves(
     assert_same_state(state(at_all(faulty)), reference)
 
 
-def partition_leaders(settings: Settings) -> Counter:
-    """How many partitions of the event topics each broker (node id) leads."""
-    admin = KafkaAdminClient(bootstrap_servers=list(settings.kafka_bootstrap_servers))
-    try:
-        described = admin.describe_topics(list(topics.ALL_TOPICS))
-    finally:
-        admin.close()
-    return Counter(p["leader_id"] for topic in described for p in topic["partitions"])
-
-
 def test_the_leading_broker_killed_while_both_producers_send(spark, cluster, tmp_path_factory):
     settings, manager = cluster
     base = tmp_path_factory.mktemp("broker-killed")
-    before = events_in_topics(settings)
+    before = records_in_topics(settings)
     faulty = target(
         settings,
         base,
@@ -277,7 +240,7 @@ def test_the_leading_broker_killed_while_both_producers_send(spark, cluster, tmp
         for kind, summary in summaries.items():
             assert (summary.sent, summary.failed) == (counts[kind], 0), summary
         assert leader_id not in partition_leaders(settings)  # the others took over its partitions
-        total = events_in_topics(settings)
+        total = records_in_topics(settings)
         assert total == before + sum(counts.values())  # every send stored once
         wait_for(lambda: streamed_rows(faulty) >= total, 300, "the stream to catch up", job)
     finally:

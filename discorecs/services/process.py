@@ -83,6 +83,17 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def free_port(hosts: Sequence[str] = ("127.0.0.1",)) -> int:
+    """A port nothing listens on right now at any of ``hosts`` (the kernel's pick on the
+    first; tried again until it is free on the others too, e.g. on every local node)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind((hosts[0], 0))
+            port = probe.getsockname()[1]
+        if all(port_is_free(port, host) for host in hosts[1:]):
+            return port
+
+
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
     """Whether something accepts connections on ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
