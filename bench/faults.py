@@ -41,7 +41,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from bench.common import free_port, write_results
-from bench.stream import latencies_ms, produce, progress_rows, start_with_users
+from bench.stream import (
+    latencies_ms,
+    print_micro_batches,
+    produce,
+    progress_rows,
+    start_with_users,
+)
 from discorecs import paths, tables
 from discorecs.cassandra import connect
 from discorecs.services.base import LocalService
@@ -165,7 +171,13 @@ def cluster_settings(work: Path) -> Settings:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=2_500.0, help="events/s per producer")
-    parser.add_argument("--warmup", type=float, default=60, help="seconds before the first fault")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=150,
+        help="seconds before the first fault (the stream's first micro-batch reads the "
+        "collection of every user it meets, and the backlog that leaves must drain)",
+    )
     parser.add_argument("--down", type=float, default=30, help="seconds a process stays down")
     parser.add_argument("--settle", type=float, default=40, help="seconds after each restart")
     parser.add_argument("--users", type=int, default=20_000)
@@ -305,6 +317,7 @@ def main() -> None:
         requests.stop()
         site.stop()
         stream.stop()
+        print_micro_batches(stream)
         services.down()
         shutil.rmtree(work, ignore_errors=True)
 

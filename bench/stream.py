@@ -133,6 +133,15 @@ def produce(settings: Settings, rate: float, seconds: float, active_users: int) 
     return {kind: process for kind, process in processes.items()}
 
 
+def print_micro_batches(stream: StreamJob) -> None:
+    """The micro-batch lines of the stream's log."""
+    if stream.log_path.exists():
+        print("\n--- the stream's log (micro-batches) ---")
+        for line in stream.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("stream "):
+                print(line)
+
+
 def start_with_users(
     settings: Settings, services: LocalServices, releases: int, users: int, partitions: int
 ) -> PopulationReport:
@@ -344,11 +353,7 @@ def main() -> None:
         )
     finally:
         stream.stop()
-        if stream.log_path.exists():
-            print("\n--- the stream's log (micro-batches) ---")
-            for line in stream.log_path.read_text(errors="replace").splitlines():
-                if line.startswith("stream "):
-                    print(line)
+        print_micro_batches(stream)
         services.down()
         shutil.rmtree(work, ignore_errors=True)
 

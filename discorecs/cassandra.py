@@ -74,11 +74,13 @@ class CassandraConnection:
         session: Session,
         keyspace: str,
         write_consistency: int = ConsistencyLevel.LOCAL_QUORUM,
+        replicas: int = 1,
     ) -> None:
         self.cluster = cluster
         self.session = session
         self.keyspace = keyspace
         self.write_consistency = write_consistency
+        self.replicas = replicas
         self._prepared: dict[str, PreparedStatement] = {}
 
     def prepare(self, cql: str) -> PreparedStatement:
@@ -100,10 +102,12 @@ class CassandraConnection:
         )
 
     @property
-    def single_node(self) -> bool:
-        """Whether the cluster is one node (the local one): every partition then lives on the
-        same replica, and one batch may carry many partitions' writes at no extra cost."""
-        return len(self.cluster.metadata.all_hosts()) == 1
+    def one_replica_set(self) -> bool:
+        """Whether every partition lives on the same nodes: one node, or as many replicas
+        (``replicas``, the keyspace's factor in the local datacenter) as nodes, like the local
+        three-node cluster. One request may then carry many partitions' reads or writes at no
+        extra cost to its coordinator, which is a replica of them all."""
+        return len(self.cluster.metadata.all_hosts()) <= self.replicas
 
     def close(self) -> None:
         self.cluster.shutdown()
@@ -197,6 +201,7 @@ def connect(
         session,
         keyspace or "",
         ConsistencyLevel.name_to_value[settings.cassandra_write_consistency],
+        settings.cassandra_replication.local_factor(settings.cassandra_local_dc),
     )
 
 
@@ -473,14 +478,16 @@ def execute_grouped(
     UNLOGGED batches of at most ``batch_size`` statements and :data:`BATCH_BYTES` of values
     (a group should share one partition key, e.g.
     one user's writes: one round trip to one replica set instead of one per statement).
-    On a single node every partition has the same replica, so small groups are packed
-    together into full batches: far fewer requests for the same writes (a user's handful of
-    writes per micro-batch would otherwise each be a request of their own).
+    Where every partition has the same replicas (:attr:`CassandraConnection.one_replica_set`),
+    small groups are packed together into full batches: far fewer requests for the same
+    writes (a user's handful of writes per micro-batch would otherwise each be a request of
+    their own).
     Unlogged batches are not atomic; like every write here they are idempotent, so a failed
     one is simply run again. Returns the number of statements run."""
     done = 0
     chunk: list[tuple[Any, Sequence[Any] | None]] = []
-    parts = _packed(groups, batch_size) if connection.single_node else _split(groups, batch_size)
+    pack = _packed if connection.one_replica_set else _split
+    parts = pack(groups, batch_size)
     for part in parts:
         if len(part) == 1:
             cql, parameters = part[0]

@@ -53,6 +53,12 @@ class Replication:
         entries += [f"'{name}': {factor}" for name, factor in self.factors]
         return "{" + ", ".join(entries) + "}"
 
+    def local_factor(self, datacenter: str | None) -> int:
+        """How many replicas each partition has in ``datacenter`` (SimpleStrategy: its one
+        factor; a datacenter not named: the largest factor)."""
+        factors = dict(self.factors)
+        return factors.get(datacenter or "", max(factors.values()))
+
     def as_setting(self) -> str:
         """The setting's own notation: ``SimpleStrategy:1``, ``NetworkTopologyStrategy:dc1=3``."""
         if self.strategy == "SimpleStrategy":

@@ -178,11 +178,11 @@ def read_users(
     """Every row of ``users``' partitions: ``one`` asks for one user (``user_id = ?``),
     ``many`` for several (``user_id IN ?``).
 
-    On a real cluster that is one single-partition read per user (each goes to the user's
-    own replicas). On a single node every partition is local, so a request asks for
-    ``USERS_PER_READ`` users at once: far fewer requests, and a fraction of the CPU on both
-    sides."""
-    if connection.single_node:
+    On a cluster whose nodes each hold a share of the data that is one single-partition read
+    per user (each goes to the user's own replicas). Where every node holds every partition
+    (one node, or as many replicas as nodes), a request asks for ``USERS_PER_READ`` users at
+    once: far fewer requests, and a fraction of the CPU on both sides."""
+    if connection.one_replica_set:
         statements = [
             (many, (users[start : start + USERS_PER_READ],))
             for start in range(0, len(users), USERS_PER_READ)

@@ -149,7 +149,7 @@ def test_grouped_writes_on_one_node_pack_users_together_and_keep_every_write(ser
     # A remove later than its add, and one earlier: the write timestamps decide, not the order.
     groups.append([(delete, (2_000, 93, 1)), (delete, (500, 94, 2))])
     with connect(services, keyspace=services.cassandra_keyspace) as connection:
-        assert connection.single_node
+        assert connection.one_replica_set
         assert execute_grouped(connection, groups, what="collections", batch_size=4) == 17
         found = sorted(
             (row.user_id, row.release_id)

@@ -286,7 +286,7 @@ def test_a_live_row_keeps_the_latest_changes_however_batches_split_them():
 class AsOnACluster:
     """The same connection, but reporting more than one node (the per-user read path)."""
 
-    single_node = False
+    one_replica_set = False
 
     def __init__(self, connection):
         self.session, self.prepare = connection.session, connection.prepare
@@ -307,7 +307,7 @@ def test_live_row_and_collection_reads_agree_on_one_node_and_on_a_cluster(servic
                     "INSERT INTO collections (user_id, release_id) VALUES (%s, %s)",
                     (user, release),
                 )
-        assert connection.single_node
+        assert connection.one_replica_set
         users = [7101, 7102, 7104]  # 7104 has no live row
         both = (connection, AsOnACluster(connection))
         results = [read_live_rows(c, users) for c in both]
