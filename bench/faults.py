@@ -133,6 +133,20 @@ def fault_figures(
     }
 
 
+def drain(settings: Settings, produced: int, stalled_after: float = 120.0) -> bool:
+    """Wait until the stream has taken every event produced, for as long as it makes
+    progress; False if it stopped short (what it has not taken then counts as lost)."""
+    taken, last_progress = -1, time.monotonic()
+    while taken < produced:
+        now_taken = sum(r.input_rows for r in progress_rows(settings))
+        if now_taken > taken:
+            taken, last_progress = now_taken, time.monotonic()
+        elif time.monotonic() - last_progress > stalled_after:
+            return False
+        time.sleep(2)
+    return True
+
+
 def sigkill(service: LocalService) -> datetime:
     record = service.record()
     assert record is not None, f"{service.name} is not running"
@@ -223,11 +237,7 @@ def main() -> None:
         produced = sum(s["sent"] for s in summaries.values())
         failed_sends = sum(s["failed"] for s in summaries.values())
         print("producers done; waiting for the stream to drain ...", flush=True)
-        deadline = time.monotonic() + 300
-        while sum(r.input_rows for r in progress_rows(settings)) < produced:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(2)
+        drained = drain(settings, produced)
         requests.stop()
 
         rows = progress_rows(settings)
@@ -270,6 +280,7 @@ def main() -> None:
                 "site_failures_first": requests.failed[:5],
             },
             "stream_restarts": restarts,
+            "stream_drained": drained,
             "events": {
                 "produced_acked": produced,
                 "records_in_kafka": in_kafka,
