@@ -79,6 +79,8 @@ bench: venv
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.stream --rate 1000
 	$(BIN)/python -m bench.stream --rate 5000
+	$(BIN)/python -m bench.faults
+	$(BIN)/python -m bench.faults --rate 1000
 	$(BIN)/python -m bench.batch
 	$(BIN)/python -m bench.web
 
