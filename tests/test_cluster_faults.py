@@ -15,6 +15,8 @@ the stream's driver killed while a node is down.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -27,11 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from discorecs import topics
+from discorecs.cassandra import connect
+from discorecs.cli import main
 from discorecs.services.base import LocalService
 from discorecs.services.jobs import StreamJob
 from discorecs.services.manager import LocalServices
 from discorecs.services.web import WebSite
-from discorecs.settings import LOCAL_NODE_HOSTS, Settings, cluster_defaults
+from discorecs.settings import LOCAL_NODE_HOSTS, Settings, cluster_defaults, load_settings
 from discorecs.users.population import write_population
 from kafka_cluster_scripts.run import run_producer
 from kafka_cluster_scripts.topics import create_topics, partition_leaders, records_in_topics
@@ -56,32 +61,77 @@ ACTIVE_USERS = 60
 
 @pytest.fixture(scope="module")
 def cluster(test_settings, small_catalog, tmp_path_factory):
-    """Three brokers and three Cassandra nodes, a catalog and users; the event topics."""
+    """Three brokers and three Cassandra nodes started by `discorecs up --nodes 3` (a home of
+    its own, ports free on all three addresses), a catalog and users; the event topics."""
     base = tmp_path_factory.mktemp("cluster")
     root = base / "data"
     shutil.copytree(small_catalog, root / "catalog" / "releases")
     write_population(small_catalog, root / "users", USERS, seed=43, say=QUIET)
-    settings = cluster_defaults(
-        test_settings.replace(
-            local_nodes=3,
-            home=base / "home",
-            data_root=str(root),
-            kafka_bootstrap_servers=(f"127.0.0.1:{free_port(LOCAL_NODE_HOSTS)}",),
-            kafka_controller_port=free_port(LOCAL_NODE_HOSTS),
-            kafka_max_heap="384m",
-            cassandra_port=free_port(LOCAL_NODE_HOSTS),
-            cassandra_storage_port=free_port(LOCAL_NODE_HOSTS),
-            cassandra_max_heap="640m",
-            cassandra_keyspace="cluster",
-        )
+    # The test session's settings, less what three nodes imply (so that `up --nodes 3` does).
+    implied = cluster_defaults(test_settings.replace(local_nodes=3))
+    environment = {
+        name: value
+        for name, value in test_settings.to_environment().items()
+        if name.removeprefix("DISCORECS_").lower() not in _changed(test_settings, implied)
+    }
+    port = free_port(LOCAL_NODE_HOSTS)
+    environment.update(
+        {
+            "DISCORECS_HOME": str(base / "home"),
+            "DISCORECS_DATA_ROOT": str(root),
+            "DISCORECS_KAFKA_BOOTSTRAP_SERVERS": ",".join(
+                f"{host}:{port}" for host in LOCAL_NODE_HOSTS
+            ),
+            "DISCORECS_KAFKA_CONTROLLER_PORT": str(free_port(LOCAL_NODE_HOSTS)),
+            "DISCORECS_KAFKA_MAX_HEAP": "384m",
+            "DISCORECS_CASSANDRA_PORT": str(free_port(LOCAL_NODE_HOSTS)),
+            "DISCORECS_CASSANDRA_STORAGE_PORT": str(free_port(LOCAL_NODE_HOSTS)),
+            "DISCORECS_CASSANDRA_MAX_HEAP": "640m",
+            "DISCORECS_CASSANDRA_KEYSPACE": "cluster",
+        }
     )
-    manager = LocalServices(settings, say=QUIET)
-    manager.up()
-    try:
-        create_topics(settings, partitions=3)
-        yield settings, manager
-    finally:
-        manager.down()
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("DISCORECS_")]:
+            patch.delenv(name)
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        assert main(["up", "--nodes", "3", "--skip-spark-check"]) == 0
+        settings = load_settings()
+        manager = LocalServices(settings, say=QUIET)
+        try:
+            assert settings.local_nodes == 3  # remembered by the home
+            create_topics(settings, partitions=3)
+            yield settings, manager
+        finally:
+            assert main(["down"]) == 0
+            assert not any(service.record() for service in manager.services)
+
+
+def _changed(settings: Settings, other: Settings) -> set[str]:
+    return {
+        f.name
+        for f in dataclasses.fields(settings)
+        if getattr(settings, f.name) != getattr(other, f.name)
+    }
+
+
+def test_up_nodes_3_runs_and_reports_every_node(cluster, capsys):
+    settings, _ = cluster
+    assert (settings.kafka_replication_factor, settings.kafka_min_insync_replicas) == (3, 2)
+    assert settings.cassandra_replication.as_setting() == "NetworkTopologyStrategy:datacenter1=3"
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    statuses = {s["name"]: s for s in json.loads(capsys.readouterr().out)}
+    for kind in ("kafka broker", "cassandra"):
+        for node, host in enumerate(LOCAL_NODE_HOSTS, start=1):
+            status = statuses[f"{kind} {node} ({host})"]
+            assert status["state"] == "up", status
+            assert status["version"].startswith(("Apache Kafka 4.", "Apache Cassandra 5.0"))
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        peers = connection.session.execute("SELECT peer FROM system.peers_v2").all()
+        assert len(peers) == 2  # whichever node answered knows the two others
+    assert partition_leaders(settings).keys() <= {1, 2, 3}
+    assert sum(partition_leaders(settings).values()) == 3 * len(topics.ALL_TOPICS)
 
 
 def produce(settings: Settings, counts: dict[str, int], seed: int, rate: float) -> dict:
