@@ -147,6 +147,7 @@ default.replication.factor=$TOPIC_REPLICATION
 min.insync.replicas=2
 offsets.topic.replication.factor=3
 transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
 log.retention.hours=168
 PROPERTIES
 sudo /opt/kafka/bin/kafka-storage.sh format --ignore-formatted -t $cluster_id -c /opt/kafka/config/discorecs.properties
@@ -207,10 +208,14 @@ settings_env() {
   master="$(nodes "$(spark_cluster)" 1 | head -n 1)"
   cat <<SETTINGS
 DISCORECS_KAFKA_BOOTSTRAP_SERVERS=$kafka_nodes
+DISCORECS_KAFKA_REPLICATION_FACTOR=$TOPIC_REPLICATION
+DISCORECS_KAFKA_MIN_INSYNC_REPLICAS=2
 DISCORECS_CASSANDRA_CONTACT_POINTS=$cassandra_nodes
 DISCORECS_CASSANDRA_PROTOCOL_VERSION=4
 DISCORECS_CASSANDRA_REPLICATION=NetworkTopologyStrategy:$CASSANDRA_DC=$CASSANDRA_RF
 DISCORECS_CASSANDRA_LOCAL_DC=$CASSANDRA_DC
+DISCORECS_CASSANDRA_READ_CONSISTENCY=LOCAL_QUORUM
+DISCORECS_CASSANDRA_WRITE_CONSISTENCY=LOCAL_QUORUM
 DISCORECS_DATA_ROOT=$DATA_ROOT
 DISCORECS_SPARK_MASTER=spark://$master:7077
 DISCORECS_SPARK_SHUFFLE_PARTITIONS=400
