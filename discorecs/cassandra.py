@@ -28,6 +28,7 @@ from cassandra.cluster import (
 from cassandra.concurrent import execute_concurrent
 from cassandra.connection import ConnectionBusy
 from cassandra.policies import (
+    ConstantSpeculativeExecutionPolicy,
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
     RoundRobinPolicy,
@@ -53,6 +54,11 @@ mutations exceed ``batch_size_fail_threshold`` (50 KiB by default, the whole bat
 serialized size): a batch is closed at this many bytes of its values (text, blobs; 8 for any
 other value), which leaves room for the mutations' own overhead."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+READ_SPECULATION = ConstantSpeculativeExecutionPolicy(delay=0.25, max_attempts=2)
+"""The driver's side of the same: a prepared read with no answer after 250 ms is also sent to
+the next node of the query plan (twice at most), and the first answer wins. A coordinator
+busy with a node that has just died (hints for every write, a read repair waiting on it)
+can stall for seconds; another coordinator answers meanwhile."""
 SPECULATIVE_RETRY = "MIN(99p,50ms)"
 """Every table's ``speculative_retry``: a coordinator that has not heard from a replica within
 the table's 99th percentile read time, or 50 ms at most, asks another one. A node that has
@@ -86,11 +92,13 @@ class CassandraConnection:
     def prepare(self, cql: str) -> PreparedStatement:
         """Prepare ``cql`` once per connection and reuse it afterwards. A statement that
         changes data runs at the write consistency; a SELECT at the session's (the read
-        consistency)."""
+        consistency), and is idempotent, so the driver may ask a second node for it."""
         statement = self._prepared.get(cql)
         if statement is None:
             statement = self.session.prepare(cql)
-            if cql.lstrip()[:6].upper() != "SELECT":
+            if cql.lstrip()[:6].upper() == "SELECT":
+                statement.is_idempotent = True  # may be sent again (READ_SPECULATION)
+            else:
                 statement.consistency_level = self.write_consistency
             self._prepared[cql] = statement
         return statement
@@ -164,6 +172,7 @@ def connect(
     profile = ExecutionProfile(
         load_balancing_policy=balancing,
         row_factory=named_rows,
+        speculative_execution_policy=READ_SPECULATION,
         consistency_level=ConsistencyLevel.name_to_value[settings.cassandra_read_consistency],
         request_timeout=request_timeout,
     )
