@@ -130,8 +130,14 @@ def test_up_nodes_3_runs_and_reports_every_node(cluster, capsys):
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         peers = connection.session.execute("SELECT peer FROM system.peers_v2").all()
         assert len(peers) == 2  # whichever node answered knows the two others
+    # Every partition of the new topics gets a leader among the three (metadata spreads to
+    # the brokers asynchronously after the topics are created).
+    wait_for(
+        lambda: sum(partition_leaders(settings).values()) == 3 * len(topics.ALL_TOPICS),
+        60,
+        "a leader for every partition",
+    )
     assert partition_leaders(settings).keys() <= {1, 2, 3}
-    assert sum(partition_leaders(settings).values()) == 3 * len(topics.ALL_TOPICS)
 
 
 def produce(settings: Settings, counts: dict[str, int], seed: int, rate: float) -> dict:
