@@ -105,9 +105,22 @@ def release_pick(release_id: int) -> dict:
     }
 
 
+PROFILE = tables.encode_document(
+    tables.PROFILE_FIELDS,
+    {
+        "collection_size": 40,
+        "scores": {g: 8.0 for g in GENRES},
+        "shares": {g: 0.2 for g in GENRES},
+        "ranks": {g: 1 for g in GENRES},
+        "percentiles": {g: 50.0 for g in GENRES},
+        "top_styles": ["House"],
+    },
+)
+
+
 def recommendation(user_id: int, users: int, rng: random.Random, now: datetime) -> tuple:
-    """A user's stored row, the size the batch writes: an answer with a friend, four more
-    and ten releases, the spare picks and every pick's id."""
+    """A user's stored row, the size the batch writes: a genre profile, an answer with a
+    friend, four more and ten releases, the spare picks and every pick's id."""
     friends = [user_id % users + 1, *(rng.randint(1, users) for _ in range(4))]
     picks = tables.RELEASES_SHOWN + tables.RELEASE_SPARES
     releases = [rng.randint(1, RELEASES) for _ in range(picks)]
@@ -132,7 +145,7 @@ def recommendation(user_id: int, users: int, rng: random.Random, now: datetime) 
         },
     )
     spare_picks = json.dumps([release_pick(r) for r in spares], separators=(",", ":"))
-    return user_id, RUN, answer, spare_picks, tables.packed_release_ids(releases)
+    return user_id, RUN, PROFILE, answer, spare_picks, tables.packed_release_ids(releases)
 
 
 def live_row(user_id: int, rng: random.Random, now: datetime) -> tuple:
@@ -145,19 +158,6 @@ def live_row(user_id: int, rng: random.Random, now: datetime) -> tuple:
         {"collection_size": 5, "genre_units": {"House": 5 * 360360}, "latest_changes": changes},
     )
     return user_id, document, tables.packed_release_ids(held), now
-
-
-PROFILE = tables.encode_document(
-    tables.PROFILE_FIELDS,
-    {
-        "collection_size": 40,
-        "scores": {g: 8.0 for g in GENRES},
-        "shares": {g: 0.2 for g in GENRES},
-        "ranks": {g: 1 for g in GENRES},
-        "percentiles": {g: 50.0 for g in GENRES},
-        "top_styles": ["House"],
-    },
-)
 
 
 def seed(settings, users: int) -> float:
@@ -195,9 +195,6 @@ def seed(settings, users: int) -> float:
                 tables.USERS,
                 ("user_id", "name", "location", "joined_at"),
                 [(u, f"Collector {u}", "Berlin, Germany", now) for u in ids],
-            )
-            load(
-                tables.USER_GENRE_PROFILES, tables.PROFILE_COLUMNS, [(u, RUN, PROFILE) for u in ids]
             )
             load(
                 tables.RECOMMENDATIONS,

@@ -17,12 +17,11 @@ USERS = "users"
 USERS_BY_NAME = "users_by_name"
 COLLECTIONS = "collections"
 WANTLISTS = "wantlists"
-USER_GENRE_PROFILES = "profiles_by_user"
 GENRE_LEADERBOARDS = "genre_leaderboards"
 RECOMMENDATIONS = "recommendations_by_user"
-"""A user's partition: a row per run of the batch's recommendations, and the stream's live
-state of the user as static columns (LIVE_COLUMNS), so that the site reads both views at
-once."""
+"""A user's partition: a row per run of the batch's genre profile and recommendations, and
+the stream's live state of the user as static columns (LIVE_COLUMNS), so that the site reads
+both views at once."""
 BATCH_RUNS = "batch_runs"
 PUBLISHED_RUNS = "published_runs"
 DEAD_LETTERS = "dead_letters"
@@ -34,7 +33,6 @@ ALL_TABLES: tuple[str, ...] = (
     USERS_BY_NAME,
     COLLECTIONS,
     WANTLISTS,
-    USER_GENRE_PROFILES,
     GENRE_LEADERBOARDS,
     RECOMMENDATIONS,
     BATCH_RUNS,
@@ -60,9 +58,9 @@ def name_prefix(name: str) -> str:
     return name.strip().lower()[:2]
 
 
-# The columns each batch run writes, in the order the writers and fixtures give them. A
-# profile and a recommendation are each one JSON document per user and run; *_FIELDS are its
-# keys (the batch builds it with these names, the site reads them).
+# A user's row of a batch run (RECOMMENDATION_COLUMNS, in the order the writers and fixtures
+# give them) holds a genre profile and a recommendation, each one JSON document; *_FIELDS are
+# their keys (the batch builds them with these names, the site reads them).
 PROFILE_FIELDS = (
     "collection_size",
     "scores",
@@ -71,7 +69,6 @@ PROFILE_FIELDS = (
     "percentiles",
     "top_styles",
 )
-PROFILE_COLUMNS = ("user_id", "run_id", "profile")
 # A recommendation document is the API's answer itself (GET /api/users/<id>/recommendations,
 # webapp.models.Recommendations as JSON) when nothing was added or wanted since the run: the
 # batch renders it whole, with the friends' names and the releases' details in it, so the
@@ -106,7 +103,14 @@ RELEASE_FIELDS = (
     "country",
     "formats",
 )
-RECOMMENDATION_COLUMNS = ("user_id", "run_id", "recommendation", "spare_picks", "pick_ids")
+RECOMMENDATION_COLUMNS = (
+    "user_id",
+    "run_id",
+    "genre_profile",
+    "recommendation",
+    "spare_picks",
+    "pick_ids",
+)
 # The stream's live profile of a user (one JSON document per user, like the batch's): the
 # collection size, the genre units (the site derives scores and shares from them with
 # genres.scores_and_shares; the next micro-batch starts from them) and the latest changes,

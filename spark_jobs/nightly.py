@@ -32,7 +32,6 @@ from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION, EVENT_
 from discorecs.tables import (
     LEADERBOARD_BUCKET_SIZE,
     LEADERBOARD_COLUMNS,
-    PROFILE_COLUMNS,
     PROFILE_FIELDS,
     RECOMMENDATION_COLUMNS,
 )
@@ -194,7 +193,8 @@ def _document(run_id: str, name: str, fields: tuple[str, ...]) -> list[Column]:
 
 
 def profile_rows(tastes: DataFrame, ranks: DataFrame, run_id: str) -> DataFrame:
-    """user_id, run_id, profile (JSON, :data:`PROFILE_FIELDS`) for every user with a score."""
+    """user_id, run_id, genre_profile (JSON, :data:`PROFILE_FIELDS`) for every user with a
+    score."""
     standings = ranks.groupBy("user_id").agg(
         F.map_from_entries(F.collect_list(F.struct("genre", "rank"))).alias("ranks"),
         F.map_from_entries(F.collect_list(F.struct("genre", "percentile"))).alias("percentiles"),
@@ -211,7 +211,16 @@ def profile_rows(tastes: DataFrame, ranks: DataFrame, run_id: str) -> DataFrame:
             "percentiles",
             F.slice("styles", 1, 3).alias("top_styles"),
         )
-        .select(*_document(run_id, "profile", PROFILE_FIELDS))
+        .select(*_document(run_id, "genre_profile", PROFILE_FIELDS))
+    )
+
+
+def run_rows(profiles: DataFrame, recommendations: DataFrame) -> DataFrame:
+    """``tables.RECOMMENDATION_COLUMNS``: each user's genre profile (:func:`profile_rows`) and
+    recommendation (:func:`recommendation_rows`) of the run in one row, what the node is
+    written once a user. A user with a profile and no friend has no recommendation (null)."""
+    return profiles.join(recommendations, ["user_id", "run_id"], "full").select(
+        *RECOMMENDATION_COLUMNS
     )
 
 
@@ -275,7 +284,8 @@ def recommendation_rows(
     run_id: str,
     generated_at: datetime,
 ) -> DataFrame:
-    """``tables.RECOMMENDATION_COLUMNS`` for every user with a friend: the API's answer
+    """``tables.RECOMMENDATION_COLUMNS`` but the profile, for every user with a friend: the
+    API's answer
     (:data:`tables.RECOMMENDATION_FIELDS`) rendered whole, the friends' names (``users``:
     user_id, name, location, joined_at) and the releases' details (``releases``: the
     catalog's RELEASE_FIELDS) joined in, so that serving it is one read. A friend missing
@@ -565,26 +575,21 @@ def _run_steps(
         def serve() -> None:
             write_to_cassandra(
                 settings,
-                profile_rows(tastes, ranks, report.run_id),
-                tables.USER_GENRE_PROFILES,
-                PROFILE_COLUMNS,
-            )
-            write_to_cassandra(
-                settings,
                 leaderboard_rows(ranks, inputs.users, report.run_id),
                 tables.GENRE_LEADERBOARDS,
                 LEADERBOARD_COLUMNS,
             )
+            recommendations = recommendation_rows(
+                friends,
+                picks,
+                inputs.users,
+                inputs.release_details,
+                report.run_id,
+                report.started_at,
+            )
             write_to_cassandra(
                 settings,
-                recommendation_rows(
-                    friends,
-                    picks,
-                    inputs.users,
-                    inputs.release_details,
-                    report.run_id,
-                    report.started_at,
-                ),
+                run_rows(profile_rows(tastes, ranks, report.run_id), recommendations),
                 tables.RECOMMENDATIONS,
                 RECOMMENDATION_COLUMNS,
             )

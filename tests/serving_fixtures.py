@@ -102,34 +102,30 @@ def seed_serving(settings: Settings) -> None:
             ("user_id", "profile", "holdings", "updated_at"),
             [(7001, LIVE_DOCUMENT, packed([9101]), WHEN)],
         )
-        upsert_rows(
-            c,
-            tables.USER_GENRE_PROFILES,
-            tables.PROFILE_COLUMNS,
-            [
-                (
-                    7001,
-                    RUN,
-                    tables.encode_document(
-                        tables.PROFILE_FIELDS,
-                        {
-                            "collection_size": 1,
-                            "scores": {"Jazz": 1.0},
-                            "shares": {"Jazz": 1.0},
-                            "ranks": {"Jazz": 2},
-                            "percentiles": {"Jazz": 50.0},
-                            "top_styles": ["Modal"],
-                        },
-                    ),
-                ),
-            ],
+        profile = tables.encode_document(
+            tables.PROFILE_FIELDS,
+            {
+                "collection_size": 1,
+                "scores": {"Jazz": 1.0},
+                "shares": {"Jazz": 1.0},
+                "ranks": {"Jazz": 2},
+                "percentiles": {"Jazz": 50.0},
+                "top_styles": ["Modal"],
+            },
         )
         upsert_rows(
             c,
             tables.RECOMMENDATIONS,
             tables.RECOMMENDATION_COLUMNS,
             [
-                (7001, run, recommendation_document(run, friend), "[]", packed([9102]))
+                (
+                    7001,
+                    run,
+                    profile if run == RUN else None,
+                    recommendation_document(run, friend),
+                    "[]",
+                    packed([9102]),
+                )
                 for run, friend in FRIENDS.items()
             ],
         )

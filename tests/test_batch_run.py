@@ -317,3 +317,27 @@ def test_the_stored_answer_names_friends_and_releases_as_the_inputs_do(first_run
             assert pick["user"]["name"] == names[pick["user"]["user_id"]]
         for pick in answer["releases"]:
             assert pick["release"]["title"] == titles[pick["release"]["release_id"]]
+
+
+def test_each_users_row_holds_their_profile_as_ranked(first_run):
+    settings, report = first_run
+    ranked = {
+        (row.user_id, row.genre): (row.rank, row.percentile)
+        for row in report.results["ranks"].collect()
+    }
+    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
+        rows = connection.session.execute(
+            f"SELECT user_id, run_id, genre_profile FROM {tables.RECOMMENDATIONS}"
+        )
+        profiles = {
+            row.user_id: tables.decode_document(tables.PROFILE_FIELDS, row.genre_profile)
+            for row in rows
+            if row.run_id == report.run_id
+        }
+    assert len(profiles) == report.counts["users_scored"]
+    stored = {
+        (user_id, genre): (rank, profile["percentiles"][genre])
+        for user_id, profile in profiles.items()
+        for genre, rank in profile["ranks"].items()
+    }
+    assert stored == ranked

@@ -325,3 +325,24 @@ def test_picks_after_the_shown_ones_are_kept_as_spares(spark):
     assert shown == list(range(101, 101 + tables.RELEASES_SHOWN))
     assert spares == [101 + tables.RELEASES_SHOWN, 102 + tables.RELEASES_SHOWN]
     assert tables.release_ids(row.pick_ids) == tuple(range(101, 101 + count))
+
+
+def test_a_users_profile_and_recommendation_of_a_run_are_one_row(spark):
+    from discorecs import tables
+    from spark_jobs.nightly import run_rows
+
+    profiles = spark.createDataFrame(
+        [(1, "run-1", '{"collection_size": 3}'), (2, "run-1", '{"collection_size": 1}')],
+        "user_id long, run_id string, genre_profile string",
+    )
+    recommendations = spark.createDataFrame(
+        [(1, "run-1", '{"friend": 2}', "[]", b"\x00" * 8)],
+        "user_id long, run_id string, recommendation string, spare_picks string, pick_ids binary",
+    )
+    rows = sorted(run_rows(profiles, recommendations).collect())
+    assert [tuple(row) for row in rows] == [
+        (1, "run-1", '{"collection_size": 3}', '{"friend": 2}', "[]", b"\x00" * 8),
+        # no friend, so no recommendation: the row still carries the profile
+        (2, "run-1", '{"collection_size": 1}', None, None, None),
+    ]
+    assert tuple(rows[0].asDict()) == tables.RECOMMENDATION_COLUMNS

@@ -122,14 +122,13 @@ def test_large_documents_load_in_batches_cassandra_accepts(services):
     rows = [
         (user, "run-bytes", json.dumps({"user": user, "pad": "p" * 6_000})) for user in range(64)
     ]
-    columns = ("user_id", "run_id", "profile")
+    columns = ("user_id", "run_id", "recommendation")
     with connect(services, keyspace=services.cassandra_keyspace) as connection:
         assert (
-            upsert_batched(connection, tables.USER_GENRE_PROFILES, columns, rows, batch_rows=32)
-            == 64
+            upsert_batched(connection, tables.RECOMMENDATIONS, columns, rows, batch_rows=32) == 64
         )
         count = connection.prepare(
-            f"SELECT COUNT(*) FROM {tables.USER_GENRE_PROFILES} WHERE user_id IN ? "
+            f"SELECT COUNT(*) FROM {tables.RECOMMENDATIONS} WHERE user_id IN ? "
             "AND run_id = 'run-bytes'"
         )
         loaded = connection.session.execute(count, (list(range(64)),)).one()[0]

@@ -67,11 +67,12 @@ STATEMENTS = {
     "by_name": f"SELECT user_id, name FROM {tables.USERS_BY_NAME} WHERE name_prefix = ? "
     "AND name_lower >= ? AND name_lower < ? LIMIT ?",
     "published": f"SELECT run_id FROM {tables.PUBLISHED_RUNS} WHERE scope = ?",
-    "profile": f"SELECT run_id, profile FROM {tables.USER_GENRE_PROFILES} "
-    "WHERE user_id = ? AND run_id = ?",
     # Both views at once: the run's row and the user's live state (static columns).
     "recommendations": f"SELECT recommendation, pick_ids, profile, holdings, updated_at "
     f"FROM {tables.RECOMMENDATIONS} WHERE user_id = ? AND run_id = ?",
+    # The user page: the run's profile too.
+    "user_run": f"SELECT genre_profile, recommendation, pick_ids, profile, holdings, "
+    f"updated_at FROM {tables.RECOMMENDATIONS} WHERE user_id = ? AND run_id = ?",
     "spare_picks": f"SELECT spare_picks FROM {tables.RECOMMENDATIONS} "
     "WHERE user_id = ? AND run_id = ?",
     "releases": f"SELECT release_id, title, artists, year, genres, styles, country, formats "
@@ -212,32 +213,6 @@ class CassandraRepository:
             for row in rows
         }
 
-    def profile(self, user_id: int, run_id: str) -> Profile | None:
-        rows = self._run("profile", [user_id, run_id])
-        if not rows:
-            return None
-        row = SimpleNamespace(
-            run_id=rows[0].run_id,
-            **tables.decode_document(tables.PROFILE_FIELDS, rows[0].profile),
-        )
-        scores, shares = dict(row.scores or {}), dict(row.shares or {})
-        ranks, percentiles = dict(row.ranks or {}), dict(row.percentiles or {})
-        standings = sorted(
-            (
-                GenreStanding(
-                    genre,
-                    scores.get(genre, 0.0),
-                    shares.get(genre, 0.0),
-                    ranks.get(genre),
-                    percentiles.get(genre),
-                )
-                for genre in GENRES
-                if genre in scores
-            ),
-            key=lambda s: (-s.share, s.genre),
-        )
-        return Profile(row.run_id, row.collection_size or 0, standings, list(row.top_styles or []))
-
     def answer_and_live(
         self, user_id: int, run_id: str
     ) -> tuple[StoredAnswer | None, LiveView | None]:
@@ -307,10 +282,11 @@ class CassandraRepository:
         if user is None:
             return None
         run_id = self.published_run()
-        profile = self.profile(user_id, run_id) if run_id else None
-        stored, live = self.answer_and_live(user_id, run_id) if run_id else (None, None)
-        if stored is None:
-            live = self.live_view(user_id)
+        rows = self._run("user_run", [user_id, run_id]) if run_id else []
+        row = rows[0] if rows else None
+        profile = genre_profile(run_id, row.genre_profile) if row and row.genre_profile else None
+        stored = stored_answer(row) if row and row.recommendation else None
+        live = live_view(row) if row else self.live_view(user_id)
         if live is not None:  # the stream has seen this user's collection change
             profile = with_live_scores(profile, live.scores)
         recommendations = None
@@ -376,6 +352,28 @@ class CassandraRepository:
 def _user(row: Any) -> User:
     joined = row.joined_at if isinstance(row.joined_at, datetime) else None
     return User(row.user_id, row.name, row.location, joined)
+
+
+def genre_profile(run_id: str, document: str) -> Profile:
+    """A user's genre profile in ``run_id`` from its stored document (``PROFILE_FIELDS``)."""
+    row = SimpleNamespace(**tables.decode_document(tables.PROFILE_FIELDS, document))
+    scores, shares = dict(row.scores or {}), dict(row.shares or {})
+    ranks, percentiles = dict(row.ranks or {}), dict(row.percentiles or {})
+    standings = sorted(
+        (
+            GenreStanding(
+                genre,
+                scores.get(genre, 0.0),
+                shares.get(genre, 0.0),
+                ranks.get(genre),
+                percentiles.get(genre),
+            )
+            for genre in GENRES
+            if genre in scores
+        ),
+        key=lambda s: (-s.share, s.genre),
+    )
+    return Profile(run_id, row.collection_size or 0, standings, list(row.top_styles or []))
 
 
 def stored_answer(row: Any) -> StoredAnswer:
