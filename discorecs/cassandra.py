@@ -48,11 +48,18 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 64
 DEFAULT_BATCH_ROWS = Settings.cassandra_batch_rows  # rows per unlogged batch (upsert_batched)
 BATCH_CONCURRENCY = 16  # batches in flight per connection
-BATCH_BYTES = 32 * 1024
-"""The most bytes of values an unlogged batch carries. Cassandra refuses a batch whose
-mutations exceed ``batch_size_fail_threshold`` (50 KiB by default, the whole batch's
-serialized size): a batch is closed at this many bytes of its values (text, blobs; 8 for any
-other value), which leaves room for the mutations' own overhead."""
+BATCH_SHARE = 0.64
+"""How much of the node's ``batch_size_fail_threshold`` (the most a batch's mutations may
+weigh; Cassandra refuses a heavier batch) an unlogged batch fills with values (text, blobs;
+8 bytes for any other value, see :func:`values_bytes`): the rest is room for the mutations'
+own overhead."""
+DEFAULT_BATCH_FAIL_THRESHOLD = 50 * 1024
+"""Cassandra's own ``batch_size_fail_threshold``, assumed when a node does not say its own."""
+BATCH_BYTES = int(DEFAULT_BATCH_FAIL_THRESHOLD * BATCH_SHARE)
+"""The most bytes of values a batch carries on a node with Cassandra's default threshold
+(32 KiB); :attr:`CassandraConnection.batch_bytes` is what a connection's node allows."""
+_DATA_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB)?\s*$")
+_DATA_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 * 1024}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 READ_SPECULATION = ConstantSpeculativeExecutionPolicy(delay=0.25, max_attempts=2)
 """The driver's side of the same: a prepared read with no answer after 250 ms is also sent to
@@ -109,6 +116,29 @@ class CassandraConnection:
             batch_type=BatchType.UNLOGGED, consistency_level=self.write_consistency
         )
 
+    @functools.cached_property
+    def batch_bytes(self) -> int:
+        """The most bytes of values one batch carries here: :data:`BATCH_SHARE` of the
+        ``batch_size_fail_threshold`` the node reports (``system_views.settings``), so a
+        cluster configured for larger batches gets them (fewer requests for a bulk load,
+        whose cost to the node is mostly per request and per row) and one left at Cassandra's
+        default is never sent a batch it refuses."""
+        threshold = DEFAULT_BATCH_FAIL_THRESHOLD
+        try:
+            for name, unit in (
+                ("batch_size_fail_threshold", None),  # Cassandra 4.1+: "50KiB"
+                ("batch_size_fail_threshold_in_kb", "KiB"),  # 4.0: "50"
+            ):
+                row = self.session.execute(
+                    "SELECT value FROM system_views.settings WHERE name = %s", (name,)
+                ).one()
+                if row is not None and row.value:
+                    threshold = data_size(row.value, unit)
+                    break
+        except Exception as error:  # no virtual tables, or not allowed to read them
+            log.info("batch size threshold not readable (%s); assuming the default", error)
+        return int(threshold * BATCH_SHARE)
+
     @property
     def one_replica_set(self) -> bool:
         """Whether every partition lives on the same nodes: one node, or as many replicas
@@ -125,6 +155,15 @@ class CassandraConnection:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def data_size(text: str, unit: str | None = None) -> int:
+    """Bytes in a size as Cassandra's settings write it ("50KiB", "1MiB", "512B"); a bare
+    number is in ``unit`` (bytes when None)."""
+    found = _DATA_SIZE.match(text)
+    if found is None or (found.group(2) and unit):
+        raise ValueError(f"not a data size: {text!r}")
+    return int(found.group(1)) * _DATA_UNITS[found.group(2) or unit]
 
 
 @functools.lru_cache(maxsize=512)
@@ -385,7 +424,7 @@ def upsert_batched(
     write_time_column: str | None = None,
 ) -> int:
     """Upsert ``rows`` like :func:`upsert_rows` (``write_time_column`` too), sent as UNLOGGED
-    batches of up to ``batch_rows`` rows (and :data:`BATCH_BYTES` of values) whose partitions
+    batches of up to ``batch_rows`` rows (and the node's ``batch_bytes``) whose partitions
     live on the same replicas (token-aware grouping, so a batch never makes its coordinator fan
     out to other nodes; on one node every row shares it). For bulk loads: per request Cassandra
     and the driver cost far more than per row, and batching cuts the requests by
@@ -395,6 +434,7 @@ def upsert_batched(
     insert = connection.prepare(cql)
     metadata = connection.session.cluster.metadata
     keyspace = connection.session.keyspace
+    limit = connection.batch_bytes
     groups: dict[tuple[str, ...], BatchStatement] = {}
     sizes: dict[tuple[str, ...], int] = {}
     chunk: list[tuple[Any, Sequence[Any] | None]] = []
@@ -411,7 +451,7 @@ def upsert_batched(
         replicas = tuple(sorted(str(host.endpoint) for host in owners))
         size = values_bytes(row)
         batch = groups.get(replicas)
-        if batch is not None and sizes[replicas] + size > BATCH_BYTES:
+        if batch is not None and sizes[replicas] + size > limit:
             chunk.append((groups.pop(replicas), None))
             batch = None
         if batch is None:
@@ -484,7 +524,7 @@ def execute_grouped(
     batch_size: int = 16,
 ) -> int:
     """Run groups of ``(cql, parameters)`` pairs, each group's statements sent together as
-    UNLOGGED batches of at most ``batch_size`` statements and :data:`BATCH_BYTES` of values
+    UNLOGGED batches of at most ``batch_size`` statements and the node's ``batch_bytes``
     (a group should share one partition key, e.g.
     one user's writes: one round trip to one replica set instead of one per statement).
     Where every partition has the same replicas (:attr:`CassandraConnection.one_replica_set`),
@@ -496,7 +536,7 @@ def execute_grouped(
     done = 0
     chunk: list[tuple[Any, Sequence[Any] | None]] = []
     pack = _packed if connection.one_replica_set else _split
-    parts = pack(groups, batch_size)
+    parts = pack(groups, batch_size, connection.batch_bytes)
     for part in parts:
         if len(part) == 1:
             cql, parameters = part[0]
@@ -547,21 +587,25 @@ def _cell_bytes(value: Any) -> int:
     return CELL_BYTES + (len(value) if isinstance(value, str | bytes) else 8)
 
 
-def _split(groups: Iterable[Statements], size: int) -> Iterator[Statements]:
-    """Each group cut into batches of at most ``size`` statements and BATCH_BYTES."""
+def _split(
+    groups: Iterable[Statements], size: int, limit: int = BATCH_BYTES
+) -> Iterator[Statements]:
+    """Each group cut into batches of at most ``size`` statements and ``limit`` bytes."""
     for group in groups:
-        yield from _packed([group], size)
+        yield from _packed([group], size, limit)
 
 
-def _packed(groups: Iterable[Statements], size: int) -> Iterator[Statements]:
+def _packed(
+    groups: Iterable[Statements], size: int, limit: int = BATCH_BYTES
+) -> Iterator[Statements]:
     """The groups' statements, in order, in batches of at most ``size`` statements and
-    BATCH_BYTES of values (a statement larger than that alone in its batch)."""
+    ``limit`` bytes of values (a statement larger than that alone in its batch)."""
     part: list[tuple[str, Sequence[Any]]] = []
     part_bytes = 0
     for group in groups:
         for statement in group:
             statement_bytes = values_bytes(statement[1])
-            if part and part_bytes + statement_bytes > BATCH_BYTES:
+            if part and part_bytes + statement_bytes > limit:
                 yield part
                 part, part_bytes = [], 0
             part.append(statement)

@@ -91,7 +91,8 @@ class Settings:
     cassandra_username: str | None = None
     cassandra_password: str | None = None
     # Rows per unlogged batch when the nightly run loads its serving tables and the stream
-    # writes a micro-batch (1: no batches); a batch also ends at discorecs.cassandra.BATCH_BYTES.
+    # writes a micro-batch (1: no batches); a batch also ends at the bytes the node allows
+    # (discorecs.cassandra.CassandraConnection.batch_bytes).
     # 128 small rows cost the client ~2/3 of the CPU of 32 (measured on Cassandra 5.0).
     cassandra_batch_rows: int = 128
     # Only for the local node `discorecs up` starts: its inter-node port and heap.

@@ -8,10 +8,12 @@ import pytest
 from discorecs import tables
 from discorecs.cassandra import (
     BATCH_BYTES,
+    BATCH_SHARE,
     CassandraError,
     _packed,
     _split,
     connect,
+    data_size,
     execute_grouped,
     upsert_batched,
     upsert_rows,
@@ -116,16 +118,34 @@ def test_collections_count_by_what_they_hold():
     assert len(packed) > 1
 
 
+def test_sizes_read_as_cassandra_writes_them():
+    assert data_size("50KiB") == 50 * 1024
+    assert data_size("1MiB") == 1024 * 1024
+    assert data_size("512B") == data_size("512") == 512
+    assert data_size("50", "KiB") == 50 * 1024
+    for text in ("50 kilobytes", "", "1.5KiB"):
+        with pytest.raises(ValueError, match="not a data size"):
+            data_size(text)
+
+
+def test_a_connection_sizes_batches_by_what_its_node_allows(services):
+    """The local node raises batch_size_fail_threshold to 320 KiB; a client that assumed
+    Cassandra's default would cut a bulk load into ~6 times as many requests."""
+    with connect(services, keyspace=services.cassandra_keyspace) as connection:
+        assert connection.batch_bytes == int(320 * 1024 * BATCH_SHARE)
+    assert BATCH_BYTES == 32 * 1024  # what a node left at the default takes
+
+
 def test_large_documents_load_in_batches_cassandra_accepts(services):
-    """Real 6 KB documents, 32 rows a batch asked for: without the byte bound that is a
-    ~190 KB batch, which Cassandra refuses ("Batch too large")."""
+    """Real 12 KB documents, 64 rows a batch asked for: without the byte bound that is a
+    ~770 KB batch, which the node refuses ("Batch too large")."""
     rows = [
-        (user, "run-bytes", json.dumps({"user": user, "pad": "p" * 6_000})) for user in range(64)
+        (user, "run-bytes", json.dumps({"user": user, "pad": "p" * 12_000})) for user in range(64)
     ]
     columns = ("user_id", "run_id", "recommendation")
     with connect(services, keyspace=services.cassandra_keyspace) as connection:
         assert (
-            upsert_batched(connection, tables.RECOMMENDATIONS, columns, rows, batch_rows=32) == 64
+            upsert_batched(connection, tables.RECOMMENDATIONS, columns, rows, batch_rows=64) == 64
         )
         count = connection.prepare(
             f"SELECT COUNT(*) FROM {tables.RECOMMENDATIONS} WHERE user_id IN ? "
