@@ -218,9 +218,15 @@ def profile_rows(tastes: DataFrame, ranks: DataFrame, run_id: str) -> DataFrame:
 def run_rows(profiles: DataFrame, recommendations: DataFrame) -> DataFrame:
     """``tables.RECOMMENDATION_COLUMNS``: each user's genre profile (:func:`profile_rows`) and
     recommendation (:func:`recommendation_rows`) of the run in one row, what the node is
-    written once a user. A user with a profile and no friend has no recommendation (null)."""
-    return profiles.join(recommendations, ["user_id", "run_id"], "full").select(
-        *RECOMMENDATION_COLUMNS
+    written once a user. A user with a profile and no friend has no recommendation (null).
+
+    Joined on the user id alone, the key both sides are grouped by, so Spark joins them
+    where they are (no shuffle of the documents)."""
+    profile, answer = profiles.alias("profile"), recommendations.alias("answer")
+    return profile.join(answer, "user_id", "full").select(
+        "user_id",
+        F.coalesce("profile.run_id", "answer.run_id").alias("run_id"),
+        *(name for name in RECOMMENDATION_COLUMNS if name not in ("user_id", "run_id")),
     )
 
 
