@@ -174,7 +174,9 @@ sudo sed -i \\
   -e \"s/- seeds:.*/- seeds: \\\"$seeds\\\"/\" \\
   -e \"s/^listen_address:.*/listen_address: $node/\" \\
   -e \"s/^rpc_address:.*/rpc_address: $node/\" \\
-  -e \"s/^endpoint_snitch:.*/endpoint_snitch: GossipingPropertyFileSnitch/\" \"\$conf\"
+  -e \"s/^endpoint_snitch:.*/endpoint_snitch: GossipingPropertyFileSnitch/\" \\
+  -e \"s/^batch_size_warn_threshold:.*/batch_size_warn_threshold: 320KiB/\" \\
+  -e \"s/^batch_size_fail_threshold:.*/batch_size_fail_threshold: 320KiB/\" \"\$conf\"
 printf 'dc=%s\\nrack=rack1\\n' '$CASSANDRA_DC' | sudo tee /opt/cassandra/conf/cassandra-rackdc.properties
 sudo systemd-run --unit cassandra --property=Restart=always /opt/cassandra/bin/cassandra -f -R
 until /opt/cassandra/bin/nodetool status 2>/dev/null | grep -q \"UN  $node\"; do sleep 5; done"
