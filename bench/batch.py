@@ -88,7 +88,12 @@ def main() -> None:
             "projection_10m_users_hours": 10_000_000 / (args.users / seconds) / 3600,
             "target_seconds_1m_users": 600,
         }
-        path = write_results(f"batch_{args.users}", figures)
+        headline = {
+            "seconds": round(seconds, 1),
+            "serving_load_seconds": report.step_seconds.get("serving load"),
+            "peak_rss_mb": round(memory.peak / 1e6),
+        }
+        path = write_results(f"batch_{args.users}", figures, headline)
         print(
             f"\nbatch on {args.users:,} users ({population.collection_items:,} records, "
             f"{args.releases:,} releases): {seconds:.0f} s, {args.users / seconds:,.0f} "
