@@ -120,9 +120,8 @@ class CassandraConnection:
     def batch_bytes(self) -> int:
         """The most bytes of values one batch carries here: :data:`BATCH_SHARE` of the
         ``batch_size_fail_threshold`` the node reports (``system_views.settings``), so a
-        cluster configured for larger batches gets them (fewer requests for a bulk load,
-        whose cost to the node is mostly per request and per row) and one left at Cassandra's
-        default is never sent a batch it refuses."""
+        cluster configured for larger batches gets them (fewer requests for a bulk load)
+        and one left at Cassandra's default is never sent a batch it refuses."""
         threshold = DEFAULT_BATCH_FAIL_THRESHOLD
         try:
             for name, unit in (

@@ -223,8 +223,8 @@ def profile_rows(tastes: DataFrame, ranks: DataFrame, run_id: str) -> DataFrame:
 
 def run_rows(profiles: DataFrame, recommendations: DataFrame) -> DataFrame:
     """``tables.RECOMMENDATION_COLUMNS``: each user's genre profile (:func:`profile_rows`) and
-    recommendation (:func:`recommendation_rows`) of the run in one row, what the node is
-    written once a user. A user with a profile and no friend has no recommendation (null).
+    recommendation (:func:`recommendation_rows`) of the run in one row, so a run writes the
+    node one row a user. A user with a profile and no friend has no recommendation (null).
 
     Joined on the user id alone, the key both sides are grouped by, so Spark joins them
     where they are (no shuffle of the documents)."""
@@ -296,15 +296,15 @@ def recommendation_rows(
     run_id: str,
     generated_at: datetime,
 ) -> DataFrame:
-    """``tables.RECOMMENDATION_COLUMNS`` but the profile, for every user with a friend: the
-    API's answer
-    (:data:`tables.RECOMMENDATION_FIELDS`) rendered whole, the friends' names (``users``:
-    user_id, name, location, joined_at) and the releases' details (``releases``: the
-    catalog's RELEASE_FIELDS) joined in, so that serving it is one read. A friend missing
-    from ``users`` is "collector #<id>"; a release missing from the catalog has only its id.
-    Only the best friend carries a reason and shared genres. The picks after the first
-    ``tables.RELEASES_SHOWN`` are kept apart (``spare_picks``), with every pick's id in rank
-    order (``pick_ids``): what the site needs to replace a pick taken since the run.
+    """``tables.RECOMMENDATION_COLUMNS`` but the genre profile, for every user with a
+    friend: the API's answer (:data:`tables.RECOMMENDATION_FIELDS`) rendered whole, the
+    friends' names (``users``: user_id, name, location, joined_at) and the releases' details
+    (``releases``: the catalog's RELEASE_FIELDS) joined in, so that serving it is one read.
+    A friend missing from ``users`` is "collector #<id>"; a release missing from the catalog
+    has only its id. Only the best friend carries a reason and shared genres. The picks
+    after the first ``tables.RELEASES_SHOWN`` are kept apart (``spare_picks``), with every
+    pick's id in rank order (``pick_ids``): what the site needs to replace a pick taken
+    since the run.
 
     The documents are put together from JSON text: each picked release's details are
     rendered once (a few thousand releases are picked for a million users, fifteen times
