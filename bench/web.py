@@ -14,7 +14,8 @@ worker's response cache filled to its steady state):
 - ``api_recommendations_at_target_rate``: the same site at ~1,100 requests/s offered
   (``--target-rate``), where the target is judged.
 - ``api_recommendations_uncached``: the cache off, every request a Cassandra read.
-- ``user_page``: the HTML page (five reads, the live ones never cached).
+- ``user_page``: the HTML page (the user, their row of the run with both views and the
+  genre profile, the releases of their latest changes; the live reads never cached).
 
 Reports requests/s, p50/p90/p99 latency, errors and hit ratios. Target: >= 1,000 requests/s on
 the API with p99 < 50 ms and no errors, with Cassandra on the same 2-core machine.
