@@ -60,6 +60,10 @@ _UNAVAILABLE = (
     CassandraError,
 )
 
+BOTH_VIEWS = "recommendation, pick_ids, profile, holdings, updated_at"
+"""What a user's row of a run gives for their recommendations: the stored answer and the live
+state (the API reads only these; the user page also the run's genre profile)."""
+
 STATEMENTS = {
     "user": f"SELECT user_id, name, location, joined_at FROM {tables.USERS} WHERE user_id = ?",
     "users": f"SELECT user_id, name, location, joined_at FROM {tables.USERS} WHERE user_id IN ?",
@@ -68,11 +72,11 @@ STATEMENTS = {
     "AND name_lower >= ? AND name_lower < ? LIMIT ?",
     "published": f"SELECT run_id FROM {tables.PUBLISHED_RUNS} WHERE scope = ?",
     # Both views at once: the run's row and the user's live state (static columns).
-    "recommendations": f"SELECT recommendation, pick_ids, profile, holdings, updated_at "
-    f"FROM {tables.RECOMMENDATIONS} WHERE user_id = ? AND run_id = ?",
-    # The user page: the run's profile too.
-    "user_run": f"SELECT genre_profile, recommendation, pick_ids, profile, holdings, "
-    f"updated_at FROM {tables.RECOMMENDATIONS} WHERE user_id = ? AND run_id = ?",
+    "recommendations": f"SELECT {BOTH_VIEWS} FROM {tables.RECOMMENDATIONS} "
+    "WHERE user_id = ? AND run_id = ?",
+    # The user page: the run's genre profile too.
+    "user_run": f"SELECT genre_profile, {BOTH_VIEWS} FROM {tables.RECOMMENDATIONS} "
+    "WHERE user_id = ? AND run_id = ?",
     "spare_picks": f"SELECT spare_picks FROM {tables.RECOMMENDATIONS} "
     "WHERE user_id = ? AND run_id = ?",
     "releases": f"SELECT release_id, title, artists, year, genres, styles, country, formats "
