@@ -490,7 +490,11 @@ def process_batch(
 class StreamProgress:
     """The stream's ``stream_progress`` rows, written from the driver over one connection
     kept for the life of the stream (opened on first use): a connection per micro-batch
-    would put a cluster handshake and schema read on every batch's path."""
+    would put a cluster handshake and schema read on every batch's path.
+
+    Once closed it stays closed: Spark delivers the last progress events to the listener
+    on its own thread, possibly after the stream has ended, and a write then must not open
+    a connection that nobody closes (its reconnection threads would outlive the stream)."""
 
     INSERT = (
         f"INSERT INTO {tables.STREAM_PROGRESS} (query_name, batch_id, processed_at, "
@@ -502,10 +506,13 @@ class StreamProgress:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._connection: Any = None
+        self._closed = False
         self._lock = threading.Lock()  # the listener writes from another thread
 
     def _execute(self, cql: str, parameters: tuple) -> None:
         with self._lock:
+            if self._closed:
+                raise StreamError("the stream has stopped; its progress rows are closed")
             if self._connection is None or self._connection.cluster.is_shutdown:
                 self._connection = connect(
                     self.settings, keyspace=self.settings.cassandra_keyspace, schema_metadata=False
@@ -534,6 +541,7 @@ class StreamProgress:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None

@@ -26,6 +26,8 @@ from kafka_cluster_scripts.topics import create_topics
 from spark_jobs.tastes import CatalogIndex
 from spark_jobs.transforms import latest_events
 from streaming.job import (
+    StreamError,
+    StreamProgress,
     by_user,
     change_times,
     holding_events,
@@ -659,6 +661,28 @@ def test_the_lag_is_what_the_broker_holds_beyond_the_positions(services):
         assert lag_behind(bootstrap, [topic], start) == round_size
         start = ends
     producer.close()
+
+
+@pytest.mark.services
+def test_stream_progress_writes_until_closed_and_never_reopens(services):
+    """The listener may deliver a progress event after the stream has ended: once closed,
+    the store refuses it rather than open a connection nobody would close."""
+    progress = StreamProgress(services)
+    batch_id = 900_000 + free_port() % 1000
+    counts = {"input_rows": 5, "valid_rows": 4, "dead_lettered": 1, "upserts": 4}
+    progress.record(batch_id, counts, duration_ms=12)
+    progress.record_lag(batch_id, 7)
+    with connect(services, keyspace=services.cassandra_keyspace) as connection:
+        row = connection.session.execute(
+            f"SELECT input_rows, lag FROM {tables.STREAM_PROGRESS} "
+            "WHERE query_name = %s AND batch_id = %s",
+            (tables.STREAM_QUERY, batch_id),
+        ).one()
+    assert (row.input_rows, row.lag) == (5, 7)
+    progress.close()
+    with pytest.raises(StreamError, match="has stopped"):
+        progress.record_lag(batch_id, 8)
+    assert progress._connection is None
 
 
 def test_a_live_cache_is_trusted_only_straight_after_the_batch_before(tmp_path, monkeypatch):
