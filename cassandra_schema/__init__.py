@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -37,3 +38,12 @@ def declared_columns(statement: str) -> dict[str, str]:
             name, declared = part.split(None, 1)
             columns[name] = re.sub(r"\s+PRIMARY KEY$", "", declared, flags=re.I)
     return columns
+
+
+def declared_compaction(statement: str) -> dict[str, str] | None:
+    """The ``compaction`` options a ``CREATE TABLE`` statement sets (values as text, the way
+    Cassandra reports them), or None where it leaves Cassandra's default."""
+    found = re.search(r"\bcompaction\s*=\s*(\{[^}]*\})", statement)
+    if found is None:
+        return None
+    return {name: str(value) for name, value in ast.literal_eval(found.group(1)).items()}

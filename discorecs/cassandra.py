@@ -38,7 +38,7 @@ from cassandra.policies import (
 from cassandra.protocol import OverloadedErrorMessage
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
-from cassandra_schema import declared_columns, table_statements
+from cassandra_schema import declared_columns, declared_compaction, table_statements
 from discorecs import tables
 from discorecs.errors import DiscorecsError
 from discorecs.settings import Settings
@@ -353,18 +353,40 @@ def _upgrade_columns(connection: CassandraConnection, keyspace: Any) -> list[str
 
 
 def _upgrade_options(connection: CassandraConnection, keyspace: Any) -> list[str]:
-    """Give tables made by an earlier release the :data:`SPECULATIVE_RETRY` the schema sets;
-    returns the tables changed."""
+    """Give tables made by an earlier release the :data:`SPECULATIVE_RETRY` and the
+    compaction the schema sets; returns the tables changed."""
+    declared = {
+        re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", statement).group(1): declared_compaction(
+            statement
+        )
+        for statement in table_statements()
+    }
     changed = []
     for name, table in keyspace.tables.items():
+        settings = []
         if table.options.get("speculative_retry") != SPECULATIVE_RETRY:
+            settings.append(f"speculative_retry = '{SPECULATIVE_RETRY}'")
+        compaction = declared.get(name)
+        if compaction and not _same_compaction(table.options.get("compaction", {}), compaction):
+            options = ", ".join(f"'{key}': '{value}'" for key, value in compaction.items())
+            settings.append(f"compaction = {{{options}}}")
+        if settings:
             connection.session.execute(
-                f"ALTER TABLE {keyspace.name}.{name} WITH speculative_retry = "
-                f"'{SPECULATIVE_RETRY}'",
-                timeout=60,
+                f"ALTER TABLE {keyspace.name}.{name} WITH {' AND '.join(settings)}", timeout=60
             )
             changed.append(name)
     return changed
+
+
+def _same_compaction(existing: dict[str, str], declared: dict[str, str]) -> bool:
+    """Whether a table's compaction (as Cassandra reports it: the class's full name, every
+    option as text) is the one declared (a short class name, some options)."""
+    return all(
+        existing.get(key, "").rsplit(".", 1)[-1] == value
+        if key == "class"
+        else existing.get(key) == value
+        for key, value in declared.items()
+    )
 
 
 def insert_cql(table: str, columns: Sequence[str]) -> str:

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from cassandra_schema import SCHEMA_FILE, declared_columns, table_statements
+from cassandra_schema import SCHEMA_FILE, declared_columns, declared_compaction, table_statements
 from discorecs import tables
 from discorecs.cassandra import CassandraError, apply_schema, connect, schema_script
 
@@ -104,6 +104,13 @@ def test_column_types_are_read_from_the_statements():
     }
     runs = next(s for s in table_statements() if f" {tables.BATCH_RUNS} (" in s)
     assert declared_columns(runs)["step_counts"] == "map<text, bigint>"
+    assert declared_compaction(runs) is None
+    letters = next(s for s in table_statements() if f" {tables.DEAD_LETTERS} (" in s)
+    assert declared_compaction(letters) == {
+        "class": "TimeWindowCompactionStrategy",
+        "compaction_window_unit": "DAYS",
+        "compaction_window_size": "1",
+    }
 
 
 @contextmanager
@@ -158,4 +165,12 @@ def test_columns_the_schema_added_are_added_to_a_table_from_an_earlier_release(s
                 "'discorecs_schema_added' AND table_name = %s AND column_name = 'pick_ids'",
                 (tables.RECOMMENDATIONS,),
             ).one()
+            compaction = connection.session.execute(
+                "SELECT compaction FROM system_schema.tables WHERE keyspace_name = "
+                "'discorecs_schema_added' AND table_name = %s",
+                (tables.RECOMMENDATIONS,),
+            ).one()
     assert row is not None and row.type == "blob"
+    # the table was made with Cassandra's default compaction; it now has the schema's
+    assert compaction.compaction["class"].endswith(".SizeTieredCompactionStrategy")
+    assert compaction.compaction["min_threshold"] == "8"
