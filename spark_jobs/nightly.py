@@ -38,6 +38,7 @@ from discorecs.tables import (
 )
 from discorecs.users.population import current_users
 from spark_jobs import transforms as t
+from spark_jobs.answers import RUN_ROW_SCHEMA, render_answers
 
 SCOPE = "nightly"
 LEADERBOARD_DEPTH = 10_000
@@ -221,21 +222,6 @@ def profile_rows(tastes: DataFrame, ranks: DataFrame, run_id: str) -> DataFrame:
     )
 
 
-def run_rows(profiles: DataFrame, recommendations: DataFrame) -> DataFrame:
-    """``tables.RECOMMENDATION_COLUMNS``: each user's genre profile (:func:`profile_rows`) and
-    recommendation (:func:`recommendation_rows`) of the run in one row, so a run writes the
-    node one row a user. A user with a profile and no friend has no recommendation (null).
-
-    Joined on the user id alone, the key both sides are grouped by, so Spark joins them
-    where they are (no shuffle of the documents)."""
-    profile, answer = profiles.alias("profile"), recommendations.alias("answer")
-    return profile.join(answer, "user_id", "full").select(
-        "user_id",
-        F.coalesce("profile.run_id", "answer.run_id").alias("run_id"),
-        *(name for name in RECOMMENDATION_COLUMNS if name not in ("user_id", "run_id")),
-    )
-
-
 def leaderboard_rows(
     ranks: DataFrame, users: DataFrame, run_id: str, depth: int = LEADERBOARD_DEPTH
 ) -> DataFrame:
@@ -264,28 +250,10 @@ def _no_list(column: str) -> Column:
     return F.coalesce(F.col(column), F.array().cast("array<string>")).alias(column)
 
 
-def _packed_ids(ids: Column) -> Column:
-    """An array of (positive) release ids as ``tables.packed_release_ids`` packs them."""
-    return F.unhex(F.array_join(F.transform(ids, lambda x: F.lpad(F.hex(x), 16, "0")), ""))
-
-
 def _json(value: Column) -> Column:
     """``value`` (a scalar or a struct) as JSON text, nulls included, as ``to_json`` writes it."""
     listed = F.to_json(F.array(value), {"ignoreNullFields": "false"})
     return listed.substr(F.lit(2), F.length(listed) - 2)
-
-
-def _json_object(fields: dict[str, Column]) -> Column:
-    """A JSON object of ``fields`` (name -> a column of JSON text), keys in the given order."""
-    parts: list[Column] = []
-    for at, (name, text) in enumerate(fields.items()):
-        parts += [F.lit(("{" if at == 0 else ",") + json.dumps(name) + ":"), text]
-    return F.concat(*parts, F.lit("}"))
-
-
-def _json_array(texts: Column) -> Column:
-    """A JSON array of ``texts`` (an array of JSON text)."""
-    return F.concat(F.lit("["), F.array_join(texts, ","), F.lit("]"))
 
 
 def recommendation_rows(
@@ -295,21 +263,28 @@ def recommendation_rows(
     releases: DataFrame,
     run_id: str,
     generated_at: datetime,
+    profiles: DataFrame | None = None,
 ) -> DataFrame:
-    """``tables.RECOMMENDATION_COLUMNS`` but the genre profile, for every user with a
-    friend: the API's answer (:data:`tables.RECOMMENDATION_FIELDS`) rendered whole, the
-    friends' names (``users``: user_id, name, location, joined_at) and the releases' details
-    (``releases``: the catalog's RELEASE_FIELDS) joined in, so that serving it is one read.
+    """``tables.RECOMMENDATION_COLUMNS`` for every user with a friend: the API's answer
+    (:data:`tables.RECOMMENDATION_FIELDS`) rendered whole, the friends' names (``users``:
+    user_id, name, location, joined_at) and the releases' details (``releases``: the
+    catalog's RELEASE_FIELDS) joined in, so that serving it is one read.
     A friend missing from ``users`` is "collector #<id>"; a release missing from the catalog
     has only its id. Only the best friend carries a reason and shared genres. The picks
     after the first ``tables.RELEASES_SHOWN`` are kept apart (``spare_picks``), with every
     pick's id in rank order (``pick_ids``): what the site needs to replace a pick taken
-    since the run.
+    since the run. With ``profiles`` (:func:`profile_rows`) every user with a profile has a
+    row, with it in ``genre_profile`` (a user with a profile and no friend has no
+    recommendation), so that a run writes the node one row a user; without, the profile is
+    null. The profiles are joined on the user id before the documents are put together:
+    both sides are grouped by it, so nothing is shuffled.
 
-    The documents are put together from JSON text: each picked release's details are
-    rendered once (a few thousand releases are picked for a million users, fifteen times
-    each), not once per pick, and a user's lists are gathered as text rather than as nested
-    rows, which is most of what rendering cost."""
+    Spark renders the friends (names joined in) and each picked release's details once, as
+    JSON, and gathers every user's friends and picks in rank order;
+    :func:`spark_jobs.answers.render_answers` puts each user's documents together from them
+    (the details of the releases picked for anyone are collected to the driver and handed to
+    every task: the picks come from a bounded pool of candidates, a few thousand releases
+    for a million users)."""
     people = users.select(
         F.col("user_id").alias("friend_id"),
         F.struct("user_id", "name", "location", _as_text_time("joined_at")).alias("known"),
@@ -353,81 +328,27 @@ def recommendation_rows(
                 "country",
                 _no_list("formats"),
             )
-        ).alias("known"),
+        ).alias("json"),
     )
-    only_id = _json(
-        F.struct(
-            "release_id",
-            F.lit(None).cast("string").alias("title"),
-            *(
-                F.array().cast("array<string>").alias(name)
-                if kind == "list"
-                else F.lit(None).cast(kind).alias(name)
-                for name, kind in (
-                    ("artists", "list"),
-                    ("year", "int"),
-                    ("genres", "list"),
-                    ("styles", "list"),
-                    ("country", "string"),
-                    ("formats", "list"),
-                )
-            ),
-        )
-    )
-    release_picks = picks.join(details, "release_id", "left").select(
-        "user_id",
-        F.struct(
-            "rank",
-            "release_id",
-            _json_object(
-                {
-                    "release": F.coalesce("known", only_id),
-                    "score": _json(F.col("score")),
-                    "reason": _json(F.col("reason")),
-                }
-            ).alias("json"),
-        ).alias("ranked"),
-    )
-    # One grouping a side: every user's friends and picks each in one list in rank order,
-    # cut into the best friend and the others, the picks shown, the spares and the ids.
+    known = {row.release_id: row.json for row in details.collect()}
     friend_lists = friend_picks.groupBy("user_id").agg(
         F.sort_array(F.collect_list("ranked")).alias("ranked")
     )
-    pick_lists = release_picks.groupBy("user_id").agg(
-        F.sort_array(F.collect_list("ranked")).alias("ranked")
+    pick_lists = picks.groupBy("user_id").agg(
+        F.sort_array(F.collect_list(F.struct("rank", "release_id", "score", "reason"))).alias(
+            "picks"
+        )
     )
-    friend_ranks = F.col("friends.ranked")
-    pick_ranks = F.coalesce(
-        F.col("picks.ranked"), F.array().cast(pick_lists.schema["ranked"].dataType)
-    )
-
-    def json_of(ranked: Column, keep: Callable[[Column], Column]) -> Column:
-        return _json_array(F.transform(F.filter(ranked, keep), lambda x: x["json"]))
-
-    def shown(x: Column) -> Column:
-        return x["rank"] <= tables.RELEASES_SHOWN
-
     answers = (
-        friend_lists.alias("friends")
-        .filter(F.element_at(friend_ranks, 1)["rank"] == 1)
-        .join(pick_lists.alias("picks"), "user_id", "left")
+        friend_lists.filter(F.element_at("ranked", 1)["rank"] == 1)
+        .join(pick_lists, "user_id", "left")
+        .select("user_id", F.col("ranked.json").alias("friends"), "picks")
     )
-    document = {
-        "run_id": F.lit(json.dumps(run_id)),
-        "generated_at": F.lit(json.dumps(tables.document_time(generated_at))),
-        "friend": F.element_at(friend_ranks, 1)["json"],
-        "other_friends": json_of(friend_ranks, lambda x: x["rank"] > 1),
-        "releases": json_of(pick_ranks, shown),
-        "left_out": F.lit("[]"),
-    }
-    return answers.select(
-        "user_id",
-        F.lit(run_id).alias("run_id"),
-        _json_object({name: document[name] for name in tables.RECOMMENDATION_FIELDS}).alias(
-            "recommendation"
-        ),
-        json_of(pick_ranks, lambda x: ~shown(x)).alias("spare_picks"),
-        _packed_ids(F.transform(pick_ranks, lambda x: x["release_id"])).alias("pick_ids"),
+    if profiles is not None:
+        answers = profiles.select("user_id", "genre_profile").join(answers, "user_id", "full")
+    generated = tables.document_time(generated_at)
+    return answers.mapInArrow(
+        lambda batches: render_answers(batches, run_id, generated, known), RUN_ROW_SCHEMA
     )
 
 
@@ -591,20 +512,16 @@ def _run_steps(
                 tables.GENRE_LEADERBOARDS,
                 LEADERBOARD_COLUMNS,
             )
-            recommendations = recommendation_rows(
+            run_rows = recommendation_rows(
                 friends,
                 picks,
                 inputs.users,
                 inputs.release_details,
                 report.run_id,
                 report.started_at,
+                profiles=profile_rows(tastes, ranks, report.run_id),
             )
-            write_to_cassandra(
-                settings,
-                run_rows(profile_rows(tastes, ranks, report.run_id), recommendations),
-                tables.RECOMMENDATIONS,
-                RECOMMENDATION_COLUMNS,
-            )
+            write_to_cassandra(settings, run_rows, tables.RECOMMENDATIONS, RECOMMENDATION_COLUMNS)
 
         step("serving load", serve)
     report.results = {"tastes": tastes, "ranks": ranks, "friends": friends, "releases": picks}

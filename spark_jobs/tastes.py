@@ -49,7 +49,7 @@ class CatalogIndex:
         releases = releases.sort_by("release_id")
         genres = releases.column("genres").combine_chunks()
         styles = releases.column("styles").combine_chunks()
-        genre_offsets, genre_values = _flat(genres)
+        genre_offsets, genre_values = flat_lists(genres)
         index = pc.index_in(genre_values, value_set=pa.array(GENRE_NAMES))
         known = pc.is_valid(index).to_numpy(zero_copy_only=False)
         bits = np.zeros(releases.num_rows, dtype=np.int64)
@@ -58,7 +58,7 @@ class CatalogIndex:
             owners(genre_offsets)[known],
             np.left_shift(1, index.fill_null(0).to_numpy()[known].astype(np.int64)),
         )
-        style_offsets, style_values = _flat(styles)
+        style_offsets, style_values = flat_lists(styles)
         style_names = sorted(pc.unique(style_values.drop_null()).to_pylist())
         style_ids = pc.index_in(style_values, value_set=pa.array(style_names, pa.string()))
         return cls(
@@ -142,7 +142,9 @@ def genre_counts(bits: np.ndarray) -> np.ndarray:
     return counts
 
 
-def _flat(lists: pa.Array) -> tuple[np.ndarray, pa.Array]:
+def flat_lists(lists: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(offsets, values) of a list column: row i's values are values[offsets[i]:offsets[i +
+    1]]; a null list reads as an empty one."""
     lengths = pc.list_value_length(lists).fill_null(0).to_numpy()
     return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), pc.list_flatten(lists)
 

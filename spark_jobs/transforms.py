@@ -267,7 +267,7 @@ def candidate_friends(
         chunk = table.column("chunk").to_numpy()
         pos = table.column("pos").to_numpy()
         users = table.column("user_id").to_numpy()
-        offsets, values = _flat(table.column("features").combine_chunks())
+        offsets, values = taste_pass.flat_lists(table.column("features").combine_chunks())
         values = values.to_numpy(zero_copy_only=False)
         weights = pc.list_flatten(table.column("weights").combine_chunks()).to_numpy(
             zero_copy_only=False
@@ -477,10 +477,10 @@ def recommend_releases(
 
     def pick(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            taste_offsets, taste_values = _flat(batch.column("taste"))
+            taste_offsets, taste_values = taste_pass.flat_lists(batch.column("taste"))
             groups = pc.index_in(taste_values.field("group"), value_set=group_names)
-            chosen = _flat(batch.column("held"))
-            theirs = _flat(batch.column("theirs"))
+            chosen = taste_pass.flat_lists(batch.column("held"))
+            theirs = taste_pass.flat_lists(batch.column("theirs"))
             found = picks.pick_releases(
                 batch.num_rows,
                 taste_offsets,
@@ -522,9 +522,3 @@ def recommend_releases(
         .otherwise(F.format_string("popular among %s collectors like you", "source"))
     )
     return ranked.select("user_id", "rank", "release_id", "score", reason.alias("reason"))
-
-
-def _flat(lists: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """(offsets, values) of a list column, a null list read as an empty one."""
-    lengths = pc.list_value_length(lists).fill_null(0).to_numpy()
-    return np.concatenate([[0], np.cumsum(lengths)]), pc.list_flatten(lists)

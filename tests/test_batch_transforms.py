@@ -296,6 +296,19 @@ def test_a_recommendation_is_the_apis_whole_answer(spark):
     assert to_json(recommendations_of(merge_views(answer, [], set()))) == answer
 
 
+def no_people_and_no_catalog(spark):
+    """Empty users and releases frames: every friend and release is unknown."""
+    users = spark.createDataFrame(
+        [], "user_id long, name string, location string, joined_at timestamp"
+    )
+    releases = spark.createDataFrame(
+        [],
+        "release_id long, title string, artists array<string>, year int, "
+        "genres array<string>, styles array<string>, country string, formats array<string>",
+    )
+    return users, releases
+
+
 def test_picks_after_the_shown_ones_are_kept_as_spares(spark):
     from discorecs import tables
     from spark_jobs.nightly import recommendation_rows
@@ -311,14 +324,7 @@ def test_picks_after_the_shown_ones_are_kept_as_spares(spark):
         [(1, rank, 100 + rank, 1.0 / rank, "") for rank in range(count, 0, -1)],
         "user_id long, rank int, release_id long, score double, reason string",
     )
-    users = spark.createDataFrame(
-        [], "user_id long, name string, location string, joined_at timestamp"
-    )
-    releases = spark.createDataFrame(
-        [],
-        "release_id long, title string, artists array<string>, year int, "
-        "genres array<string>, styles array<string>, country string, formats array<string>",
-    )
+    users, releases = no_people_and_no_catalog(spark)
     row = recommendation_rows(friends, picks, users, releases, "run-1", when).collect()[0]
     shown = [p["release"]["release_id"] for p in json.loads(row.recommendation)["releases"]]
     spares = [p["release"]["release_id"] for p in json.loads(row.spare_picks)]
@@ -329,20 +335,34 @@ def test_picks_after_the_shown_ones_are_kept_as_spares(spark):
 
 def test_a_users_profile_and_recommendation_of_a_run_are_one_row(spark):
     from discorecs import tables
-    from spark_jobs.nightly import run_rows
+    from spark_jobs.nightly import recommendation_rows
 
     profiles = spark.createDataFrame(
         [(1, "run-1", '{"collection_size": 3}'), (2, "run-1", '{"collection_size": 1}')],
         "user_id long, run_id string, genre_profile string",
     )
-    recommendations = spark.createDataFrame(
-        [(1, "run-1", '{"friend": 2}', "[]", b"\x00" * 8)],
-        "user_id long, run_id string, recommendation string, spare_picks string, pick_ids binary",
+    friends = spark.createDataFrame(
+        [(1, 1, 2, 0.9, "r", ["Jazz"]), (3, 1, 1, 0.8, "r", ["Rock"])],
+        "user_id long, rank int, friend_id long, similarity double, reason string, "
+        "shared_genres array<string>",
     )
-    rows = sorted(run_rows(profiles, recommendations).collect())
-    assert [tuple(row) for row in rows] == [
-        (1, "run-1", '{"collection_size": 3}', '{"friend": 2}', "[]", b"\x00" * 8),
-        # no friend, so no recommendation: the row still carries the profile
-        (2, "run-1", '{"collection_size": 1}', None, None, None),
-    ]
+    picks = spark.createDataFrame(
+        [(1, 1, 10, 0.5, "first")],
+        "user_id long, rank int, release_id long, score double, reason string",
+    )
+    users, releases = no_people_and_no_catalog(spark)
+    when = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+    rows = sorted(
+        recommendation_rows(friends, picks, users, releases, "run-1", when, profiles).collect()
+    )
     assert tuple(rows[0].asDict()) == tables.RECOMMENDATION_COLUMNS
+    assert [(row.user_id, row.run_id, row.genre_profile) for row in rows] == [
+        (1, "run-1", '{"collection_size": 3}'),
+        (2, "run-1", '{"collection_size": 1}'),
+        (3, "run-1", None),  # a friend and no profile (no genre scored): no profile
+    ]
+    assert json.loads(rows[0].recommendation)["friend"]["user"]["user_id"] == 2
+    assert tables.release_ids(rows[0].pick_ids) == (10,)
+    # no friend, so no recommendation: the row still carries the profile
+    assert (rows[1].recommendation, rows[1].spare_picks, rows[1].pick_ids) == (None, None, None)
+    assert json.loads(rows[2].recommendation)["releases"] == []
