@@ -3,10 +3,11 @@
 The nightly batch stores each user's answer whole (``tables.RECOMMENDATION_COLUMNS``) so the
 site sends it as read. Spark gathers each user's friends (already JSON, in rank order) and
 picks (rank, release id, score, reason; in rank order); :func:`render_answers` puts the
-documents together here, in one pass over columns, with each picked release's details
-rendered once for the whole run (a few thousand releases are picked for a million users,
-fifteen times each) and looked up by id. Assembling the text in Spark took several times
-as long: every pick became a JSON string that was shuffled and sorted with its user's.
+documents together here, a column at a time, with each picked release's details rendered
+once for the whole run (a few thousand releases are picked for a million users, fifteen
+times each) and looked up by id. The picks travel to this step small (ids, scores,
+reasons), so what Spark shuffles and sorts per user is not the kilobytes of text each
+pick becomes.
 """
 
 from __future__ import annotations
