@@ -157,6 +157,12 @@ DOCUMENT_TIME_PATTERN = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSxxx"
 """Spark's ``date_format`` pattern of :func:`document_time` (in a UTC session)."""
 
 
+def document_json(value: Any) -> str:
+    """``value`` as serving documents write JSON: compact, non-ASCII text kept as it is (as
+    Spark's ``to_json`` writes it)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def document_time(moment: datetime) -> str:
     """A time as serving documents and the API write it: ISO 8601 in UTC, always with
     microseconds and the offset (``2026-11-25T03:00:00.000000+00:00``); a naive time (as the

@@ -13,7 +13,6 @@ pick becomes.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from discorecs import tables
+from discorecs.tables import document_json
 from spark_jobs.tastes import flat_lists
 
 _TYPES = {
@@ -36,16 +36,11 @@ RUN_ROW_SCHEMA = ", ".join(f"{name} {_TYPES[name]}" for name in tables.RECOMMEND
 """What :func:`render_answers` yields, as Spark's DDL: ``tables.RECOMMENDATION_COLUMNS``."""
 
 
-def json_text(value: Any) -> str:
-    """``value`` as compact JSON that keeps non-ASCII text as it is (as Spark's ``to_json``)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 def only_id(release_id: int) -> str:
     """The details of a release the catalog does not have: its id, every other field empty
     (lists) or null, as the site's models expect."""
     lists = {"artists", "genres", "styles", "formats"}
-    return json_text(
+    return document_json(
         {
             name: release_id if name == "release_id" else [] if name in lists else None
             for name in tables.RELEASE_FIELDS
@@ -55,7 +50,7 @@ def only_id(release_id: int) -> str:
 
 @functools.cache
 def _key(name: str) -> str:
-    return json_text(name) + ":"
+    return document_json(name) + ":"
 
 
 def render_answers(
@@ -77,7 +72,7 @@ def render_answers(
     from its release's details, score and reason, and a user's lists from their picks'."""
     known_ids = pa.array(list(details), pa.int64())
     known_texts = pa.array(list(details.values()), pa.string())
-    fixed = {"run_id": json_text(run_id), "generated_at": json_text(generated_at)}
+    fixed = {"run_id": document_json(run_id), "generated_at": document_json(generated_at)}
     for batch in batches:
         friends = batch.column("friends")
         befriended = pc.is_valid(friends)
@@ -154,7 +149,8 @@ def _release_texts(ids: pa.Array, known_ids: pa.Array, known_texts: pa.Array) ->
 def _json_texts(texts: pa.Array) -> pa.Array:
     """Each text as a JSON string (null as null), each distinct text encoded once."""
     encoded = pc.dictionary_encode(texts)
-    rendered = pa.array([json_text(text) for text in encoded.dictionary.to_pylist()], pa.string())
+    texts_once = encoded.dictionary.to_pylist()
+    rendered = pa.array([document_json(text) for text in texts_once], pa.string())
     return rendered.take(encoded.indices).fill_null("null")
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from discorecs.tables import RELEASES_SHOWN, document_time
+from discorecs.tables import RELEASES_SHOWN, document_json, document_time
 
 
 def to_json(value: Any) -> Any:
@@ -162,7 +162,7 @@ class StoredAnswer(NamedTuple):
         if not self.adjusted(taken):
             return self.document, []
         merged = self.merged(taken, spare_picks())
-        return json.dumps(merged, ensure_ascii=False, separators=(",", ":")), merged["left_out"]
+        return document_json(merged), merged["left_out"]
 
 
 def merge_views(
