@@ -130,6 +130,10 @@ class Settings:
     home: Path = Path("~/.discorecs")
     # Where downloaded service distributions are kept, shared by every home.
     cache_dir: Path = Path("~/.cache/discorecs")
+    # Where the locked jars come from: empty for Maven (Maven Central, or the mirror in
+    # ~/.m2/settings.xml); a repository address (https://repo1.maven.org/maven2, or any
+    # server with Maven's layout) to fetch each locked file from it directly, without Maven.
+    maven_repository: str = ""
 
     @property
     def run_dir(self) -> Path:
@@ -414,6 +418,17 @@ def _parse_endpoint(name: str, value: Any) -> str:
     return text
 
 
+def _parse_repository(name: str, value: Any) -> str:
+    """Empty, or the http(s):// address of a repository with Maven's layout."""
+    text = str(value).strip().rstrip("/")
+    if text and not text.startswith(("http://", "https://")):
+        raise SettingsError(
+            f"{_env(name)}: {text!r} is not a repository address such as "
+            "https://repo1.maven.org/maven2 (leave it empty to let Maven fetch the jars)"
+        )
+    return text
+
+
 def _parse_path(name: str, value: Any) -> Path:
     return Path(_parse_text(name, value))
 
@@ -478,4 +493,5 @@ _PARSERS = {
     "web_response_cache": lambda name, value: _parse_int(name, value, 0, 10_000_000),
     "home": _parse_path,
     "cache_dir": _parse_path,
+    "maven_repository": _parse_repository,
 }

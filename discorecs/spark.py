@@ -63,7 +63,9 @@ def spark_jars(settings: Settings) -> list[str]:
     return sorted(
         str(jar)
         for bundle in bundles
-        for jar in ensure_bundle(bundle, settings.cache_dir).glob("*.jar")
+        for jar in ensure_bundle(
+            bundle, settings.cache_dir, repository=settings.maven_repository
+        ).glob("*.jar")
     )
 
 

@@ -37,3 +37,22 @@ a test). ``hadoop-aws``, Spark's ``s3a://`` filesystem, must be the same release
 
 HADOOP_AWS = f"org.apache.hadoop:hadoop-aws:{HADOOP}"
 """The ``s3a://`` filesystem and what it needs (the AWS SDK's bundle), for a data root on S3."""
+
+
+def shell_assignments() -> str:
+    """The versions as shell assignments, for scripts that cannot import Python (the cluster
+    deployment sources ``python3 discorecs/stack.py``'s output)."""
+    return "\n".join(
+        [
+            f"SPARK_VERSION={SPARK}",
+            f"SCALA_VERSION={SCALA}",
+            f"KAFKA_VERSION={KAFKA}",
+            f"CASSANDRA_VERSION={CASSANDRA}",
+            f"JAVA_VERSION={JAVA}",
+            f"HADOOP_VERSION={HADOOP}",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    print(shell_assignments())

@@ -1,11 +1,14 @@
 """Local service management: starts, refuses, reports and stops only what it should."""
 
+import functools
 import hashlib
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -153,6 +156,40 @@ def test_maven_central_unreachable_names_the_service_and_the_fix(tmp_path, monke
     message = str(raised.value)
     assert message.startswith("tiny service: Maven could not fetch its jars from Maven Central")
     assert "Connection refused" in message and "run `discorecs up` again" in message
+
+
+def serve_folder(folder: Path):
+    """An HTTP server on 127.0.0.1 answering from ``folder`` (a repository with Maven's
+    layout), run in a thread; its address, and a function that stops it."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server.shutdown
+
+
+def test_a_repository_address_installs_the_locked_jars_without_maven(tmp_path, monkeypatch):
+    repository = tmp_path / "repository"
+    bundle = tiny_bundle_with_fake_maven(tmp_path, monkeypatch, "exit 1\n")  # never used
+    published = repository / "com" / "example" / "tiny" / "1.0"
+    published.mkdir(parents=True)
+    (published / "tiny-1.0.jar").write_bytes(b"x")
+    address, stop = serve_folder(repository)
+    try:
+        folder = maven.ensure_bundle(bundle, tmp_path / "cache", lambda m: None, address)
+        assert (folder / "tiny-1.0.jar").read_bytes() == b"x" and (folder / ".complete").exists()
+        (published / "tiny-1.0.jar").write_bytes(b"tampered")
+        with pytest.raises(
+            install.InstallError, match=r"com\.example:tiny:1\.0 failed its checksum"
+        ):
+            maven.ensure_bundle(bundle, tmp_path / "other", lambda m: None, address)
+        (published / "tiny-1.0.jar").unlink()
+        with pytest.raises(
+            install.InstallError, match=r"could not fetch .*/com/example/tiny/1\.0/"
+        ):
+            maven.ensure_bundle(bundle, tmp_path / "third", lambda m: None, address)
+    finally:
+        stop()
 
 
 def test_the_locks_pin_the_stack_versions():

@@ -112,7 +112,9 @@ class KafkaBroker(LocalNode):
 
     def install(self) -> None:
         self.java = find_java(service=self.name)
-        self.lib = ensure_bundle(KAFKA, self.settings.cache_dir)
+        self.lib = ensure_bundle(
+            KAFKA, self.settings.cache_dir, repository=self.settings.maven_repository
+        )
 
     @property
     def data_dir(self) -> Path:

@@ -163,7 +163,9 @@ class CassandraNode(LocalNode):
 
     def install(self) -> None:
         self.java = find_java(newest=stack.CASSANDRA_NEWEST_JAVA, service=self.name)
-        self.lib = ensure_bundle(CASSANDRA, self.settings.cache_dir)
+        self.lib = ensure_bundle(
+            CASSANDRA, self.settings.cache_dir, repository=self.settings.maven_repository
+        )
         self.jamm = next(self.lib.glob("jamm-*.jar"), None)
         if self.jamm is None:
             raise InstallError(f"{self.name}: {self.lib} has no jamm jar; remove it and retry")

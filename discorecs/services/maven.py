@@ -5,9 +5,18 @@ filesystem) is a folder of jars under the cache folder. Which jars, at which ver
 which SHA-256, is locked in ``locks/<bundle>.lock`` beside this file, committed with the
 project: an install asks Maven for exactly the locked files (no dependency resolution at
 install time, so a new release on Central changes nothing here), checks every file's hash,
-and renames the folder into place only when all of them match. Maven (Debian's ``maven``
-package, installed when missing) does the downloading, so Central's address is Maven's own
-default or a mirror the user has configured in ``~/.m2/settings.xml``.
+and renames the folder into place only when all of them match. By default Maven (Debian's
+``maven`` package, installed when missing) does the downloading, so Central's address is
+Maven's own default or a mirror the user has configured in ``~/.m2/settings.xml``. With a
+repository address (the ``maven_repository`` setting) each locked file is fetched from it
+directly over HTTP: a cluster node needs no Maven, and any server with Maven's layout (a
+company mirror, or a folder served over HTTP) can stand in for Central.
+
+A cluster node that runs no Python of the project's own installs Kafka's or Cassandra's jars
+with the standard library alone::
+
+    PYTHONPATH=/opt/discorecs/app python3 -m discorecs.services.maven install kafka \
+        --repository https://repo1.maven.org/maven2 --cache /opt/discorecs
 
 After changing a version in :mod:`discorecs.stack`, regenerate a lock with::
 
@@ -21,6 +30,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,25 +126,33 @@ def lock_digest(jars: Iterable[Jar]) -> str:
 
 
 def ensure_bundle(
-    bundle: Bundle, cache_dir: Path, say: Callable[[str], None] | None = None
+    bundle: Bundle,
+    cache_dir: Path,
+    say: Callable[[str], None] | None = None,
+    repository: str = "",
 ) -> Path:
     """The folder holding the bundle's jars, installed if missing; every jar is checked
     against the lock. The folder's name carries the lock's digest, so a changed lock
-    installs anew beside the old one."""
+    installs anew beside the old one. ``repository``: fetch from this address directly
+    instead of through Maven."""
     jars = read_lock(bundle)
     target = cache_dir / "jvm" / f"{bundle.name}-{lock_digest(jars)}"
     if (target / ".complete").exists():
         return target
     (say or say_to_stderr)(
-        f"discorecs: installing {bundle.service} ({len(jars)} jars from Maven Central, "
-        "first run only)"
+        f"discorecs: installing {bundle.service} ({len(jars)} jars from "
+        f"{repository or 'Maven Central'}, first run only)"
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        repository = cache_dir / "maven"
-        _copy_from_maven(bundle, jars, staging, repository)
-        verify(bundle, jars, staging, repository)
+        local_repository = cache_dir / "maven"
+        if repository:
+            _download(bundle, jars, staging, repository)
+            verify(bundle, jars, staging)
+        else:
+            _copy_from_maven(bundle, jars, staging, local_repository)
+            verify(bundle, jars, staging, local_repository)
         (staging / ".complete").write_text(lock_digest(jars))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
@@ -167,6 +186,25 @@ def verify(bundle: Bundle, jars: list[Jar], folder: Path, repository: Path | Non
 
 def _local_copy(repository: Path, jar: Jar) -> Path:
     return repository.joinpath(*jar.group.split("."), jar.artifact, jar.version, jar.filename)
+
+
+def _download(bundle: Bundle, jars: list[Jar], dest: Path, repository: str) -> None:
+    """Fetch each locked file from a repository with Maven's layout into ``dest``."""
+    for jar in jars:
+        url = "/".join(
+            [repository.rstrip("/"), *jar.group.split("."), jar.artifact, jar.version, jar.filename]
+        )
+        try:
+            with (
+                urllib.request.urlopen(url, timeout=60) as answer,
+                (dest / jar.filename).open("wb") as out,
+            ):
+                shutil.copyfileobj(answer, out, 1 << 20)
+        except (urllib.error.URLError, OSError) as error:
+            raise InstallError(
+                f"{bundle.service}: could not fetch {url}: {error}; check that the repository "
+                "is reachable from this machine (the maven_repository setting), then retry"
+            ) from None
 
 
 def _pom(name: str, dependencies: Iterable[str], *, transitive: bool) -> str:
@@ -280,8 +318,25 @@ def _in_pyspark(artifact: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    """``lock BUNDLE`` (a maintainer's step), or ``install BUNDLE --repository URL --cache DIR``
+    (a cluster node's: prints the installed folder)."""
+    names = "{" + ",".join(BUNDLES) + "}"
+    if len(argv) == 6 and argv[0] == "install" and argv[1] in BUNDLES:
+        options = dict(zip(argv[2::2], argv[3::2], strict=True))
+        if set(options) == {"--repository", "--cache"}:
+            try:
+                folder = ensure_bundle(
+                    BUNDLES[argv[1]], Path(options["--cache"]), repository=options["--repository"]
+                )
+            except InstallError as error:
+                print(f"discorecs: {error}", file=sys.stderr)
+                return 1
+            print(folder)
+            return 0
     if len(argv) != 2 or argv[0] != "lock" or argv[1] not in BUNDLES:
-        print(f"usage: python -m discorecs.services.maven lock {{{','.join(BUNDLES)}}}")
+        usage = "usage: python -m discorecs.services.maven"
+        print(f"{usage} lock {names}")
+        print(f"{usage} install {names} --repository URL --cache DIR")
         return 2
     from discorecs.settings import load_settings
 
