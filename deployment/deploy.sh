@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# Spin up and configure discorecs' three clusters on AWS with Pegasus, deploy the project,
-# and install the nightly schedule.
+# Spin up discorecs' three clusters on AWS with Pegasus, install and start everything, load
+# the catalog and the users, and schedule the nightly batch.
 #
 #   deployment/deploy.sh [--dry-run] STEP...
 #
 # Steps, in the order `all` runs them:
-#   up         create the Kafka, Spark and Cassandra clusters (peg up), fetch their addresses
-#   kafka      install Apache Kafka in KRaft mode (no ZooKeeper) and start the brokers
-#   cassandra  install Apache Cassandra, one datacenter, and start the nodes one at a time
-#   spark      install Spark 4 (standalone master and workers) and start them
-#   app        ship the package to the Spark nodes, apply the schema (NetworkTopologyStrategy,
-#              RF 3), create the topics, start the producers and the streaming job
-#   schedule   install the nightly batch (a systemd timer on the Spark master)
-#   down       terminate every instance of the three clusters (asks first unless YES=1)
+#   preflight  check peg (patched to take AWS_IMAGE), the AWS settings, ssh-agent; hint quotas
+#   up         create the Kafka, Spark and Cassandra clusters (peg up), fetch their addresses,
+#              wait for ssh, give the Spark nodes their instance role
+#   kafka      Apache Kafka (KRaft, every broker a controller voter) as a systemd unit
+#   cassandra  Apache Cassandra, one datacenter, nodes started one at a time
+#   spark      the project's virtualenv (PySpark = Spark) on every Spark node, the standalone
+#              master and workers as systemd units, the units of the jobs and the site
+#   load       on the Spark master: schema (NetworkTopologyStrategy), topics, the catalog
+#              from the releases dump (DUMP), the users, onto the data root
+#   app        on the Spark master: start the producers, the streaming job and the site
+#   schedule   the nightly batch's systemd timer (NIGHTLY_AT, UTC)
+# Other steps:
+#   nightly    run the nightly batch now, as the timer would, and wait for it
+#   down       terminate every instance of the three clusters (asks first on a terminal
+#              unless YES=1; unattended otherwise)
 #
-# --dry-run prints every command instead of running it (no AWS account needed).
-# Settings: deployment/clusters.env, overridable from the environment.
+# --dry-run prints every command and every node script instead of running them.
+# Settings: deployment/clusters.env, overridable from the environment. Versions: the ones
+# discorecs/stack.py, the jar locks and requirements.txt pin (the laptop's own).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,14 +37,18 @@ steps=()
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY_RUN=1 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    up|kafka|cassandra|spark|app|schedule|down) steps+=("$arg") ;;
-    all) steps+=(up kafka cassandra spark app schedule) ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    preflight|up|kafka|cassandra|spark|load|app|schedule|nightly|down) steps+=("$arg") ;;
+    all) steps+=(preflight up kafka cassandra spark load app schedule) ;;
     *) die "unknown step '$arg'; see deployment/deploy.sh --help" ;;
   esac
 done
 [[ ${#steps[@]} -gt 0 ]] || die "name a step (or all); see deployment/deploy.sh --help"
 export DRY_RUN
+[[ -x "$PYTHON" ]] || die "no project virtualenv at $PYTHON: run \`make venv\` first"
+# The versions every node runs, from the one place the local installer reads them.
+eval "$("$PYTHON" "$ROOT_DIR/discorecs/stack.py")"
+say "discorecs on Kafka $KAFKA_VERSION, Cassandra $CASSANDRA_VERSION, Spark $SPARK_VERSION, Java $JAVA_VERSION"
 
 for step in "${steps[@]}"; do
   say "== $step"

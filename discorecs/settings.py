@@ -113,6 +113,11 @@ class Settings:
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 16
+    # On a standalone cluster: the cores one application may take (0: every core offered,
+    # Spark's default, which leaves none for a second application such as the nightly batch
+    # beside the stream) and each executor's memory (empty: Spark's default, 1g).
+    spark_cores_max: int = 0
+    spark_executor_memory: str = ""
     # The speed layer: events per micro-batch at most, the trigger interval, and how many
     # failures in a row it restarts from before giving up. The cap keeps a slowdown from
     # feeding itself: a batch's time grows with its size, and events arrive meanwhile, so an
@@ -485,6 +490,8 @@ _PARSERS = {
     "spark_master": _parse_text,
     "spark_driver_memory": _parse_memory,
     "spark_shuffle_partitions": lambda name, value: _parse_int(name, value, 1, 100_000),
+    "spark_cores_max": lambda name, value: _parse_int(name, value, 0, 100_000),
+    "spark_executor_memory": lambda name, value: _parse_memory(name, value) if value else "",
     "stream_max_events_per_trigger": lambda name, value: _parse_int(name, value, 1, 10_000_000),
     "stream_trigger_seconds": _parse_seconds,
     "stream_restarts": lambda name, value: _parse_int(name, value, 0, 1000),

@@ -37,6 +37,10 @@ def build_spark_session(
     # virtualenv's). SparkContext takes it from PYSPARK_PYTHON (default: `python3` on PATH,
     # which may be another Python); on a cluster set PYSPARK_PYTHON to the nodes' interpreter.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if settings.spark_cores_max:
+        options["spark.cores.max"] = str(settings.spark_cores_max)
+    if settings.spark_executor_memory:
+        options["spark.executor.memory"] = settings.spark_executor_memory
     options.update(s3a_options(settings))
     options.update(conf or {})
     builder = SparkSession.builder.appName(app_name)

@@ -24,10 +24,11 @@ from discorecs.services.install import find_java
 from discorecs.services.maven import KAFKA, ensure_bundle
 from discorecs.settings import LOCAL_NODE_HOSTS
 
-# Every internal topic is replicated to every broker, up to three, and needs all but one
-# copy per write: their defaults (3 and 2) cannot be met by one broker, and the share-group
-# state topic's default would fail its creation there.
-_PROPERTIES = """\
+# A broker's server.properties, locally and on a cluster node (discorecs.services.node_files).
+# Every internal topic is replicated as the event topics are, and needs all but one copy per
+# write: Kafka's defaults (3 and 2) cannot be met by one broker, and the share-group state
+# topic's default would fail its creation there.
+SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id={node_id}
 controller.quorum.voters={voters}
@@ -37,7 +38,7 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data}
-num.partitions=1
+num.partitions={partitions}
 auto.create.topics.enable=false
 default.replication.factor={replication}
 min.insync.replicas={min_isr}
@@ -48,12 +49,12 @@ transaction.state.log.min.isr={min_isr}
 share.coordinator.state.topic.replication.factor={replication}
 share.coordinator.state.topic.min.isr={min_isr}
 group.initial.rebalance.delay.ms=0
-num.network.threads=2
-num.io.threads=4
+num.network.threads={network_threads}
+num.io.threads={io_threads}
 log.retention.hours=168
 """
 
-_LOG4J2 = """\
+LOG4J2 = """\
 Configuration:
   status: warn
   Appenders:
@@ -85,6 +86,22 @@ def new_cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not text.startswith("-"):
             return text
+
+
+def broker_arguments(*, heap: str, log4j2: Path | str, lib: Path | str, properties: Path | str):
+    """The JVM's arguments for a broker (everything after ``java``), locally and on a node."""
+    return [
+        f"-Xmx{heap}",
+        f"-Xms{heap}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j2}",
+        "-cp",
+        f"{lib}/*",
+        "kafka.Kafka",
+        str(properties),
+    ]
 
 
 class KafkaBroker(LocalNode):
@@ -123,7 +140,7 @@ class KafkaBroker(LocalNode):
     def prepare(self) -> None:
         conf = ensure_dir(self.dir / "conf")
         (conf / "server.properties").write_text(
-            _PROPERTIES.format(
+            SERVER_PROPERTIES.format(
                 node_id=self.node,
                 voters=",".join(
                     f"{node}@{LOCAL_NODE_HOSTS[node - 1]}:{self.settings.kafka_controller_port}"
@@ -135,9 +152,12 @@ class KafkaBroker(LocalNode):
                 data=ensure_dir(self.data_dir),
                 replication=self.nodes,
                 min_isr=max(1, self.nodes - 1),
+                partitions=1,
+                network_threads=2,
+                io_threads=4,
             )
         )
-        (conf / "log4j2.yaml").write_text(_LOG4J2)
+        (conf / "log4j2.yaml").write_text(LOG4J2)
         if not (self.data_dir / "meta.properties").exists():
             self._format_storage(conf / "server.properties")
 
@@ -182,17 +202,15 @@ class KafkaBroker(LocalNode):
         ]
 
     def command(self) -> list[str]:
-        java, *rest = self._java_command()
+        conf = self.dir / "conf"
         return [
-            java,
-            f"-Xmx{self.settings.kafka_max_heap}",
-            f"-Xms{self.settings.kafka_max_heap}",
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true",
-            *rest,
-            "kafka.Kafka",
-            str(self.dir / "conf" / "server.properties"),
+            self.java.path,
+            *broker_arguments(
+                heap=self.settings.kafka_max_heap,
+                log4j2=conf / "log4j2.yaml",
+                lib=self.lib,
+                properties=conf / "server.properties",
+            ),
         ]
 
     def probe(self) -> str:

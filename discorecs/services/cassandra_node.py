@@ -11,6 +11,8 @@ inter-node ports.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from discorecs import stack
 from discorecs.cassandra import connect, release_version
 from discorecs.services.base import LocalNode, ServiceError, ensure_dir, loopback
@@ -18,8 +20,9 @@ from discorecs.services.install import InstallError, find_java
 from discorecs.services.maven import CASSANDRA, ensure_bundle
 from discorecs.settings import LOCAL_NODE_HOSTS
 
-_YAML = """\
-cluster_name: discorecs-local
+# A node's cassandra.yaml, locally and on a cluster node (discorecs.services.node_files).
+CASSANDRA_YAML = """\
+cluster_name: {cluster_name}
 num_tokens: 16
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
 data_file_directories: [{data}]
@@ -38,7 +41,7 @@ rpc_address: {host}
 storage_port: {storage_port}
 native_transport_port: {native_port}
 start_native_transport: true
-endpoint_snitch: SimpleSnitch
+endpoint_snitch: {snitch}
 storage_compatibility_mode: NONE
 auto_snapshot: false
 hinted_handoff_enabled: true
@@ -72,7 +75,7 @@ sstable:
   selected_format: bti
 """
 
-_LOGBACK = """\
+LOGBACK = """\
 <configuration scan="false">
   <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
     <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
@@ -141,6 +144,36 @@ FAST_LOCAL_START = (
 )
 
 
+def daemon_arguments(
+    *,
+    heap: str,
+    jamm: Path | str,
+    conf: Path | str,
+    lib: Path | str,
+    log_dir: Path | str,
+    storage_dir: Path | str,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """The JVM's arguments for a node (everything after ``java``), locally and on a cluster
+    node; ``conf`` holds cassandra.yaml and logback.xml."""
+    return [
+        f"-Xms{heap}",
+        f"-Xmx{heap}",
+        *JVM_SERVER_OPTIONS,
+        *JVM17_SERVER_OPTIONS,
+        f"-javaagent:{jamm}",
+        *extra,
+        f"-Dcassandra.config=file://{conf}/cassandra.yaml",
+        f"-Dlogback.configurationFile=file://{conf}/logback.xml",
+        f"-Dcassandra.logdir={log_dir}",
+        f"-Dcassandra.storagedir={storage_dir}",
+        "-Dcassandra-foreground=yes",
+        "-cp",
+        f"{conf}:{lib}/*",
+        "org.apache.cassandra.service.CassandraDaemon",
+    ]
+
+
 class CassandraNode(LocalNode):
     """A local Cassandra node. Every node of a local cluster is a seed: a new empty ring then
     forms without streaming (no node bootstraps), and a node restarted after a fault finds the
@@ -173,7 +206,9 @@ class CassandraNode(LocalNode):
     def prepare(self) -> None:
         conf = ensure_dir(self.dir / "conf")
         (conf / "cassandra.yaml").write_text(
-            _YAML.format(
+            CASSANDRA_YAML.format(
+                cluster_name="discorecs-local",
+                snitch="SimpleSnitch",
                 data=ensure_dir(self.dir / "data"),
                 commitlog=ensure_dir(self.dir / "commitlog"),
                 saved_caches=ensure_dir(self.dir / "saved_caches"),
@@ -188,27 +223,20 @@ class CassandraNode(LocalNode):
                 native_port=self.settings.cassandra_port,
             )
         )
-        (conf / "logback.xml").write_text(_LOGBACK)
+        (conf / "logback.xml").write_text(LOGBACK)
 
     def command(self) -> list[str]:
-        conf = self.dir / "conf"
-        heap = self.settings.cassandra_max_heap
         return [
             self.java.path,
-            f"-Xms{heap}",
-            f"-Xmx{heap}",
-            *JVM_SERVER_OPTIONS,
-            *JVM17_SERVER_OPTIONS,
-            f"-javaagent:{self.jamm}",
-            *FAST_LOCAL_START,
-            f"-Dcassandra.config=file://{conf / 'cassandra.yaml'}",
-            f"-Dlogback.configurationFile=file://{conf / 'logback.xml'}",
-            f"-Dcassandra.logdir={self.log_path.parent}",
-            f"-Dcassandra.storagedir={self.dir}",
-            "-Dcassandra-foreground=yes",
-            "-cp",
-            f"{conf}:{self.lib}/*",
-            "org.apache.cassandra.service.CassandraDaemon",
+            *daemon_arguments(
+                heap=self.settings.cassandra_max_heap,
+                jamm=self.jamm,
+                conf=self.dir / "conf",
+                lib=self.lib,
+                log_dir=self.log_path.parent,
+                storage_dir=self.dir,
+                extra=FAST_LOCAL_START,
+            ),
         ]
 
     def probe(self) -> str:
