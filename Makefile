@@ -6,13 +6,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv tools demo demo-stop up down status test test-faults bench lint format web clean
+.PHONY: help venv tools demo demo-stop up down status test test-faults test-deployment bench lint format web clean
 
 help:
 	@echo "make demo       set up and run the whole pipeline locally, then serve the site"
 	@echo "make demo-stop  stop everything the demo started"
 	@echo "make test       set up, lint, and run the test suite against real services"
 	@echo "make test-faults the longer fault tests on local three-node clusters"
+	@echo "make test-deployment the AWS deployment rehearsed on local test hosts (root)"
 	@echo "make bench      run the benchmarks (figures printed and written as JSON)"
 	@echo "make lint       ruff check and format check"
 
@@ -66,6 +67,11 @@ test: venv tools lint
 # a Cassandra node down, the stream's driver killed while a node is down.
 test-faults: venv
 	$(BIN)/pytest -m faults
+
+# The AWS deployment rehearsed on six local test hosts (network namespaces; needs root):
+# deployment/deploy.sh all, the nightly batch through its unit, the site, deploy.sh down.
+test-deployment: venv tools
+	$(BIN)/pytest -m rehearsal
 
 web: venv
 	$(BIN)/discorecs web

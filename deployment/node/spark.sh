@@ -19,6 +19,10 @@ pip=("$VENV/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check)
 # shellcheck disable=SC2086
 "${pip[@]}" $PIP_OPTIONS --no-deps --force-reinstall "$APP"
 
+# Spark's own scripts find Spark beside the python on PATH; the units name it instead.
+spark_home=$("$VENV/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
+echo "SPARK_HOME=$spark_home" >>/etc/discorecs/node.env
+
 mkdir -p /var/lib/discorecs/spark/work /var/lib/discorecs/spark/local
 chown -R discorecs: /var/lib/discorecs/spark
 

@@ -154,6 +154,9 @@ def ensure_bundle(
             _copy_from_maven(bundle, jars, staging, local_repository)
             verify(bundle, jars, staging, local_repository)
         (staging / ".complete").write_text(lock_digest(jars))
+        # mkdtemp makes the folder private; the services that read the jars may run as
+        # another user than the one who installed them (a cluster node's service user).
+        staging.chmod(0o755)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     finally:
