@@ -44,7 +44,8 @@ for arg in "$@"; do
   esac
 done
 [[ ${#steps[@]} -gt 0 ]] || die "name a step (or all); see deployment/deploy.sh --help"
-export DRY_RUN
+# Pegasus and the aws CLI read the region from the environment, wherever it was set.
+export DRY_RUN AWS_DEFAULT_REGION
 [[ -x "$PYTHON" ]] || die "no project virtualenv at $PYTHON: run \`make venv\` first"
 # The versions every node runs, from the one place the local installer reads them.
 eval "$("$PYTHON" "$ROOT_DIR/discorecs/stack.py")"

@@ -25,6 +25,7 @@ from pathlib import Path
 # removed again at the end). /tmp last: the other folders' sources may be under it.
 PRIVATE = ("/etc", "/opt", "/var/lib/discorecs", "/var/log/discorecs", "/tmp")
 TOOLS = ("ip", "unshare", "nsenter")
+STANDIN_BIN = Path(__file__).with_name("bin")
 
 
 def missing_tools() -> list[str]:
@@ -51,14 +52,17 @@ class Host:
         return [int(pid) for pid in listed]
 
     def run(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        """A shell command on the host, as root (for the test's own checks)."""
+        """A shell command on the host, as root, with the systemctl stand-in on PATH (for the
+        test's own checks)."""
+        path = f"{STANDIN_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         return subprocess.run(
-            ["nsenter", "-t", str(self.holder.pid), "-n", "-m", "--", "bash", "-c", command],
+            ["nsenter", "-t", str(self.holder.pid), "-n", "-m", "--",
+             "env", f"PATH={path}", "bash", "-c", command],
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
-        )
+        )  # fmt: skip
 
 
 class RehearsalHosts:
