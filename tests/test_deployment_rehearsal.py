@@ -12,7 +12,7 @@ data root). Everything else is what a cluster runs: the node scripts, the units,
 KRaft mode with two voters, two Cassandra nodes (both seeds) with NetworkTopologyStrategy and
 RF 2, a Spark standalone master and worker, the producers, the stream and the batch.
 
-Run by `make test-deployment` (root needed; about ten minutes).
+Run by `make test-deployment` (root needed; about six minutes).
 """
 
 from __future__ import annotations
