@@ -37,7 +37,7 @@ steps=()
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY_RUN=1 ;;
-    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     preflight|up|kafka|cassandra|spark|load|app|schedule|nightly|down) steps+=("$arg") ;;
     all) steps+=(preflight up kafka cassandra spark load app schedule) ;;
     *) die "unknown step '$arg'; see deployment/deploy.sh --help" ;;
