@@ -82,11 +82,29 @@ def test_local_data_root_is_made_absolute():
         ("DISCORECS_LOCAL_NODES", "2", r"LOCAL_NODES.*2 nodes cannot lose one.*use 1 or 3"),
         ("DISCORECS_LOCAL_NODES", "5", r"LOCAL_NODES.*outside 1..3"),
         ("DISCORECS_CASSANDRA_READ_CONSISTENCY", "MOST", r"READ_CONSISTENCY.*LOCAL_QUORUM"),
+        ("DISCORECS_SPARK_EXECUTOR_MEMORY", "lots", r"SPARK_EXECUTOR_MEMORY.*memory size"),
+        ("DISCORECS_SPARK_CORES_MAX", "-1", r"SPARK_CORES_MAX"),
+        ("DISCORECS_MAVEN_REPOSITORY", "repo1.maven.org", r"MAVEN_REPOSITORY.*repository address"),
     ],
 )
 def test_bad_values_name_the_setting(name: str, value: str, expected: str):
     with pytest.raises(SettingsError, match=expected):
         load_settings({name: value})
+
+
+def test_cluster_spark_and_artifact_settings():
+    settings = load_settings(
+        {
+            "DISCORECS_SPARK_CORES_MAX": "2",
+            "DISCORECS_SPARK_EXECUTOR_MEMORY": "1500m",
+            "DISCORECS_MAVEN_REPOSITORY": "https://repo1.maven.org/maven2/",
+        }
+    )
+    assert settings.spark_cores_max == 2 and settings.spark_executor_memory == "1500m"
+    assert settings.maven_repository == "https://repo1.maven.org/maven2"
+    defaults = load_settings({})
+    assert (defaults.spark_cores_max, defaults.spark_executor_memory) == (0, "")
+    assert defaults.maven_repository == ""
 
 
 def test_unknown_key_in_file_is_named(tmp_path: Path):

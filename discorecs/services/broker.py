@@ -88,7 +88,9 @@ def new_cluster_id() -> str:
             return text
 
 
-def broker_arguments(*, heap: str, log4j2: Path | str, lib: Path | str, properties: Path | str):
+def broker_arguments(
+    *, heap: str, log4j2: Path | str, lib: Path | str, properties: Path | str
+) -> list[str]:
     """The JVM's arguments for a broker (everything after ``java``), locally and on a node."""
     return [
         f"-Xmx{heap}",
