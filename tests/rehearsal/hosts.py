@@ -25,7 +25,10 @@ from pathlib import Path
 # removed again at the end). /tmp last: the other folders' sources may be under it.
 PRIVATE = ("/etc", "/opt", "/var/lib/discorecs", "/var/log/discorecs", "/tmp")
 TOOLS = ("ip", "unshare", "nsenter")
-STANDIN_BIN = Path(__file__).with_name("bin")
+# The systemctl and sudo stand-ins, mounted into every host at one fixed place: the
+# checkout they come from may lie under /tmp, which each host replaces with its own.
+STANDIN_SOURCE = Path(__file__).with_name("bin")
+STANDIN_BIN = "/run/discorecs-rehearsal/bin"
 
 
 def missing_tools() -> list[str]:
@@ -110,6 +113,11 @@ class RehearsalHosts:
                 point.mkdir(parents=True)
                 self.created_mount_points.append(point)
             binds.append(f"mount --bind {mine} {folder}")
+        # Before /tmp is replaced (the last of PRIVATE): the checkout may lie under it.
+        binds.insert(-1, f"mount --bind {STANDIN_SOURCE} {STANDIN_BIN}")
+        if not Path(STANDIN_BIN).exists():
+            Path(STANDIN_BIN).mkdir(parents=True)
+            self.created_mount_points += [Path(STANDIN_BIN).parent, Path(STANDIN_BIN)]
         holder = subprocess.Popen(
             [
                 "ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private",
