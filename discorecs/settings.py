@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -412,26 +412,17 @@ def _parse_data_root(name: str, value: Any) -> str:
     return str(Path(text).expanduser().absolute())
 
 
-def _parse_endpoint(name: str, value: Any) -> str:
-    """Empty, or an http(s):// address."""
-    text = str(value).strip().rstrip("/")
-    if text and not text.startswith(("http://", "https://")):
-        raise SettingsError(
-            f"{_env(name)}: {text!r} is not an endpoint such as http://127.0.0.1:9000 "
-            "(leave it empty for AWS's own)"
-        )
-    return text
+def _http_address(what: str, empty: str) -> Callable[[str, Any], str]:
+    """A parser of an optional http(s):// address (trailing slashes dropped); ``what`` is
+    what to give ("an endpoint such as ..."), ``empty`` what an empty value means."""
 
+    def parse(name: str, value: Any) -> str:
+        text = str(value).strip().rstrip("/")
+        if text and not text.startswith(("http://", "https://")):
+            raise SettingsError(f"{_env(name)}: {text!r} is not {what} (leave it empty {empty})")
+        return text
 
-def _parse_repository(name: str, value: Any) -> str:
-    """Empty, or the http(s):// address of a repository with Maven's layout."""
-    text = str(value).strip().rstrip("/")
-    if text and not text.startswith(("http://", "https://")):
-        raise SettingsError(
-            f"{_env(name)}: {text!r} is not a repository address such as "
-            "https://repo1.maven.org/maven2 (leave it empty to let Maven fetch the jars)"
-        )
-    return text
+    return parse
 
 
 def _parse_path(name: str, value: Any) -> Path:
@@ -484,7 +475,7 @@ _PARSERS = {
     "cassandra_max_heap": _parse_memory,
     "local_nodes": _parse_local_nodes,
     "data_root": _parse_data_root,
-    "s3_endpoint": _parse_endpoint,
+    "s3_endpoint": _http_address("an endpoint such as http://127.0.0.1:9000", "for AWS's own"),
     "s3_region": _parse_text,
     "old_versions_grace_hours": _parse_hours,
     "spark_master": _parse_text,
@@ -500,5 +491,8 @@ _PARSERS = {
     "web_response_cache": lambda name, value: _parse_int(name, value, 0, 10_000_000),
     "home": _parse_path,
     "cache_dir": _parse_path,
-    "maven_repository": _parse_repository,
+    "maven_repository": _http_address(
+        "a repository address such as https://repo1.maven.org/maven2",
+        "to let Maven fetch the jars",
+    ),
 }
