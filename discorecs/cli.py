@@ -19,6 +19,7 @@ from discorecs.services.base import ServiceStatus
 from discorecs.services.install import InstallError, find_java
 from discorecs.services.manager import LocalServices
 from discorecs.settings import LOCAL_NODES_FILE, Settings, load_settings
+from discorecs.users import TASTE_MODELS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     users.add_argument("--users", type=positive_int, required=True)
     users.add_argument("--seed", type=int, default=0)
     users.add_argument("--batch-size", type=positive_int, default=50_000)
+    users.add_argument(
+        "--taste-model",
+        choices=TASTE_MODELS,
+        default="genres",
+        help="how collectors choose records: by preferred genres and styles (default), or "
+        "by scenes (labels in an era, their artists)",
+    )
     users.add_argument(
         "--skip-cassandra", action="store_true", help="write the Parquet master dataset only"
     )
@@ -365,6 +373,7 @@ def cmd_generate_users(settings: Settings, args: argparse.Namespace) -> int:
         args.users,
         seed=args.seed,
         batch_size=args.batch_size,
+        taste_model=args.taste_model,
         load_cassandra=not args.skip_cassandra,
     )
     size = report.collection_size

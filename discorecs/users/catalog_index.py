@@ -55,12 +55,13 @@ class CatalogIndex:
         return len(self.release_ids)
 
 
-def _csr(groups: np.ndarray, items: np.ndarray, group_count: int, order: np.ndarray) -> Lists:
-    """Group ``items`` by ``groups`` (codes 0..group_count-1), each group sorted by ``order``."""
-    sort = np.lexsort((order, groups))
+def csr_lists(groups: np.ndarray, positions: np.ndarray, group_count: int) -> Lists:
+    """Group catalog ``positions`` by ``groups`` (codes 0..group_count-1), each group's most
+    popular (lowest position) first."""
+    sort = np.lexsort((positions, groups))
     counts = np.bincount(groups, minlength=group_count)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return Lists(offsets, items[sort].astype(np.int64))
+    return Lists(offsets, positions[sort].astype(np.int64))
 
 
 def build_catalog_index(releases: pa.Table, seed: int = 0) -> CatalogIndex:
@@ -88,7 +89,7 @@ def build_catalog_index(releases: pa.Table, seed: int = 0) -> CatalogIndex:
 
     keep = genre_code >= 0
     genre_positions = position_of_row[genre_parent[keep]]
-    genres = _csr(genre_code[keep], genre_positions, len(GENRES), genre_positions)
+    genres = csr_lists(genre_code[keep], genre_positions, len(GENRES))
 
     styles_flat = pc.list_flatten(releases["styles"])
     style_parent = pc.list_parent_indices(releases["styles"]).to_numpy()
@@ -97,12 +98,7 @@ def build_catalog_index(releases: pa.Table, seed: int = 0) -> CatalogIndex:
     style_code = encoded.indices.to_numpy() if len(styles_flat) else np.zeros(0, np.int64)
     style_positions = position_of_row[style_parent]
     has_genre = style_positions >= 0
-    styles = _csr(
-        style_code[has_genre],
-        style_positions[has_genre],
-        len(style_names),
-        style_positions[has_genre],
-    )
+    styles = csr_lists(style_code[has_genre], style_positions[has_genre], len(style_names))
 
     # Which styles go with which genre: count (genre, style) pairs over releases.
     genre_of = _first_genre_per_row(genre_parent[keep], genre_code[keep], releases.num_rows)

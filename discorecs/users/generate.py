@@ -22,6 +22,7 @@ from Faker-seeded pools.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,6 +31,13 @@ import pyarrow as pa
 
 from discorecs.genres import GENRES
 from discorecs.users.catalog_index import CatalogIndex
+from discorecs.users.scenes import (
+    SceneIndex,
+    codes_of_records,
+    draw_scene_positions,
+    draw_scenes,
+    most_common,
+)
 
 GENRE_COUNT_SHARES = (0.45, 0.35, 0.20)
 GENRE_MIXTURE = np.array([1.0, 0.45, 0.25])
@@ -120,28 +128,39 @@ def generate_population(
     first_user_id: int,
     count: int,
     rng: np.random.Generator,
+    scenes: SceneIndex | None = None,
 ) -> Population:
-    """``count`` users with ids from ``first_user_id`` (pure: everything from ``rng``)."""
+    """``count`` users with ids from ``first_user_id`` (pure: everything from ``rng``), by
+    the genre taste model, or by the scenes model when ``scenes`` is given."""
     user_ids = np.arange(first_user_id, first_user_id + count, dtype=np.int64)
-    genres, mixture = _preferred_genres(index, count, rng)
-    styles = _preferred_styles(index, genres, mixture, rng)
+    if scenes is None:
+        genres, mixture = _preferred_genres(index, count, rng)
+        styles = _preferred_styles(index, genres, mixture, rng)
+
+        def draw(rows: np.ndarray) -> np.ndarray:
+            return draw_release_positions(index, genres, mixture, styles, rows, rng)
+    else:
+        followed, scene_mixture = draw_scenes(scenes, count, rng)
+
+        def draw(rows: np.ndarray) -> np.ndarray:
+            return draw_scene_positions(
+                index, scenes, followed, scene_mixture, rows, rng, POPULARITY_EXPONENT
+            )
+
     joined = _uniform_times(rng, count, JOINED_FROM, JOINED_UNTIL)
     collection = _draw_items(
-        index,
-        genres,
-        mixture,
-        styles,
-        rng,
-        _sizes(rng, count, COLLECTION_MEDIAN, COLLECTION_SIGMA, 1, COLLECTION_MAX),
+        index, draw, _sizes(rng, count, COLLECTION_MEDIAN, COLLECTION_SIGMA, 1, COLLECTION_MAX)
     )
     wanted = _draw_items(
-        index,
-        genres,
-        mixture,
-        styles,
-        rng,
-        _sizes(rng, count, WANTLIST_MEDIAN, WANTLIST_SIGMA, 0, WANTLIST_MAX),
+        index, draw, _sizes(rng, count, WANTLIST_MEDIAN, WANTLIST_SIGMA, 0, WANTLIST_MAX)
     )
+    if scenes is not None:
+        # What the event producers draw from: the user's most common genres and styles.
+        rows, positions = np.divmod(collection, index.size)
+        genres = most_common(*codes_of_records(index.genres, index.size, rows, positions), count, 3)
+        styles = most_common(
+            *codes_of_records(index.styles, index.size, rows, positions), count, MAX_STYLES
+        )
     wanted = wanted[~np.isin(wanted, collection, assume_unique=True)]
     locale = rng.integers(0, len(LOCALES), count) * POOL_SIZE
     names = [
@@ -275,17 +294,11 @@ def taste_from_preferences(index: CatalogIndex, preferences: pa.Table):
 
 
 def _draw_items(
-    index: CatalogIndex,
-    genres: np.ndarray,
-    mixture: np.ndarray,
-    styles: np.ndarray,
-    rng: np.random.Generator,
-    sizes: np.ndarray,
+    index: CatalogIndex, draw: Callable[[np.ndarray], np.ndarray], sizes: np.ndarray
 ) -> np.ndarray:
     """Sorted unique keys ``user_row * catalog_size + release_position``."""
     rows = np.repeat(np.arange(len(sizes)), sizes)
-    positions = draw_release_positions(index, genres, mixture, styles, rows, rng)
-    return np.unique(rows * index.size + positions)
+    return np.unique(rows * index.size + draw(rows))
 
 
 def _items_table(

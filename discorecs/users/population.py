@@ -25,8 +25,10 @@ from discorecs.progress import Progress, say_to_stderr
 from discorecs.settings import Settings
 from discorecs.storage import Location
 from discorecs.tables import name_prefix
-from discorecs.users.catalog_index import read_catalog_index
+from discorecs.users import TASTE_MODELS
+from discorecs.users.catalog_index import build_catalog_index, read_catalog_index
 from discorecs.users.generate import NamePools, generate_population
+from discorecs.users.scenes import SCENE_COLUMNS, build_scene_index
 
 DATASETS = (
     paths.USER_PROFILES,
@@ -39,6 +41,7 @@ DATASETS = (
 @dataclass
 class PopulationReport:
     users: int = 0
+    taste_model: str = "genres"
     collection_items: int = 0
     wantlist_items: int = 0
     seed: int = 0
@@ -66,6 +69,7 @@ def generate_users(
     *,
     seed: int = 0,
     batch_size: int = 50_000,
+    taste_model: str = "genres",
     load_cassandra: bool = True,
     say: Callable[[str], None] = say_to_stderr,
 ) -> PopulationReport:
@@ -73,7 +77,15 @@ def generate_users(
         raise DiscorecsError(f"--users must be at least 1, got {count}")
     catalog = current_catalog(settings)
     with storage.publishing(settings, paths.USERS) as folder:
-        report = write_population(catalog, folder, count, seed=seed, batch_size=batch_size, say=say)
+        report = write_population(
+            catalog,
+            folder,
+            count,
+            seed=seed,
+            batch_size=batch_size,
+            taste_model=taste_model,
+            say=say,
+        )
     users = current_users(settings)
     report.folder = users.uri
     if load_cassandra:
@@ -88,15 +100,30 @@ def write_population(
     *,
     seed: int = 0,
     batch_size: int = 50_000,
+    taste_model: str = "genres",
     say: Callable[[str], None] = say_to_stderr,
 ) -> PopulationReport:
     """Generate ``count`` users from ``catalog`` into the local folder ``folder`` (created;
-    :func:`generate_users` hands it a new version to publish). Pure of any service: Parquet
-    only."""
+    :func:`generate_users` hands it a new version to publish) by ``taste_model`` (one of
+    :data:`TASTE_MODELS`). Pure of any service: Parquet only."""
     started = time.monotonic()
-    index = read_catalog_index(catalog, seed)
+    if taste_model not in TASTE_MODELS:
+        raise DiscorecsError(
+            f"unknown taste model {taste_model!r}; choose one of {', '.join(TASTE_MODELS)}"
+        )
+    scenes = None
+    if taste_model == "scenes":
+        table = (
+            storage.location(catalog)
+            .dataset()
+            .to_table(columns=["genres", "styles", *SCENE_COLUMNS])
+        )
+        index = build_catalog_index(table, seed)
+        scenes = build_scene_index(table, index)
+    else:
+        index = read_catalog_index(catalog, seed)
     pools = NamePools.build(seed)
-    report = PopulationReport(seed=seed, folder=str(folder))
+    report = PopulationReport(seed=seed, taste_model=taste_model, folder=str(folder))
     progress = Progress("generating users", count, say, unit="users")
     sizes: list[np.ndarray] = []
     folder = Path(folder)
@@ -107,7 +134,7 @@ def write_population(
         # alone, and the result does not depend on the order batches run in.
         rng = np.random.default_rng([seed, part])
         population = generate_population(
-            index, pools, first, min(batch_size, count + 1 - first), rng
+            index, pools, first, min(batch_size, count + 1 - first), rng, scenes
         )
         for name in DATASETS:
             pq.write_table(
