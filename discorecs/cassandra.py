@@ -31,6 +31,7 @@ from cassandra.policies import (
     ConstantSpeculativeExecutionPolicy,
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
+    RetryPolicy,
     RoundRobinPolicy,
     TokenAwarePolicy,
     WhiteListRoundRobinPolicy,
@@ -66,6 +67,30 @@ READ_SPECULATION = ConstantSpeculativeExecutionPolicy(delay=0.25, max_attempts=2
 the next node of the query plan (twice at most), and the first answer wins. A coordinator
 busy with a node that has just died (hints for every write, a read repair waiting on it)
 can stall for seconds; another coordinator answers meanwhile."""
+
+
+class RetryElsewhere(RetryPolicy):
+    """Ask another coordinator, twice at most, when one answers that it could not start a
+    request (Unavailable) or that its replicas were too slow for a read.
+
+    A node that has just restarted opens its CQL port before gossip has told it that its
+    peers are up (local nodes skip the wait for gossip to settle), so for a moment it
+    answers Unavailable to what the others serve; the driver's default retries that once
+    only, and never a read timeout elsewhere. Unavailable means nothing was written, and
+    reads are idempotent, so both are safe to send on. Write timeouts are left to the
+    default (rethrown): the writers' own retries decide (:func:`is_transient`)."""
+
+    ATTEMPTS = 2
+
+    def on_unavailable(self, query, consistency, required_replicas, alive_replicas, retry_num):
+        return (self.RETRY_NEXT_HOST, None) if retry_num < self.ATTEMPTS else (self.RETHROW, None)
+
+    def on_read_timeout(
+        self, query, consistency, required_responses, received_responses, data_retrieved, retry_num
+    ):
+        return (self.RETRY_NEXT_HOST, None) if retry_num < self.ATTEMPTS else (self.RETHROW, None)
+
+
 SPECULATIVE_RETRY = "MIN(99p,50ms)"
 """Every table's ``speculative_retry``: a coordinator that has not heard from a replica within
 the table's 99th percentile read time, or 50 ms at most, asks another one. A node that has
@@ -211,6 +236,7 @@ def connect(
         load_balancing_policy=balancing,
         row_factory=named_rows,
         speculative_execution_policy=READ_SPECULATION,
+        retry_policy=RetryElsewhere(),
         consistency_level=ConsistencyLevel.name_to_value[settings.cassandra_read_consistency],
         request_timeout=request_timeout,
     )

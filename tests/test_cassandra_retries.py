@@ -66,3 +66,15 @@ def test_what_counts_as_busy():
     assert not busy(NoHostAvailable("down", {"127.0.0.1": ConnectionRefusedError()}))
     assert not busy(NoHostAvailable("no hosts", {}))
     assert not busy(InvalidRequest("no such table"))
+
+
+def test_a_coordinator_that_cannot_serve_is_left_for_another_twice_at_most():
+    from cassandra.policies import RetryPolicy
+
+    policy = layer.RetryElsewhere()
+    unavailable = [policy.on_unavailable(None, 6, 2, 1, n)[0] for n in range(4)]
+    read_timeout = [policy.on_read_timeout(None, 6, 2, 1, False, n)[0] for n in range(4)]
+    expected = [RetryPolicy.RETRY_NEXT_HOST] * 2 + [RetryPolicy.RETHROW] * 2
+    assert unavailable == read_timeout == expected
+    # A write that timed out is not sent on (the writers' own retries decide).
+    assert policy.on_write_timeout(None, 6, WriteType.SIMPLE, 2, 1, 0)[0] == RetryPolicy.RETHROW

@@ -59,7 +59,10 @@ def create_app(
 
     @app.errorhandler(ServingUnavailable)
     def unavailable(error: ServingUnavailable):
-        app.logger.warning("serving unavailable: %s", error)
+        cause = error.__cause__
+        app.logger.warning(
+            "serving unavailable: %s (%s)", error, type(cause).__name__ if cause else "no cause"
+        )
         message = "The record store is restarting; try again in a few seconds."
         if wants_json():
             response = jsonify(error={"status": 503, "message": message})
