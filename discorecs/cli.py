@@ -184,11 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = command(
         "evaluate",
         cmd_evaluate,
-        "hide part of each collection and score recommendations against it, "
-        "next to baselines (top genre, friend's most owned, ALS)",
+        "generate a population per taste model from the catalog, hide part of each "
+        "collection and score recommendations against it, next to baselines (top genre, "
+        "friend's most owned, item-to-item, ALS tuned by a grid)",
     )
     evaluate.add_argument("--holdout", type=positive_float, default=0.1)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=int, default=0, help="of the populations and the split")
+    evaluate.add_argument(
+        "--users", type=positive_int, default=5_000, help="collectors per generated population"
+    )
+    evaluate.add_argument(
+        "--published",
+        action="store_true",
+        help="evaluate the published users (with the events since) instead of generating",
+    )
     evaluate.add_argument(
         "--als-users",
         type=positive_int,
@@ -441,16 +450,24 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from discorecs.spark import build_spark_session
-    from spark_jobs.evaluate import evaluate, format_table, write_evaluation
+    from spark_jobs.evaluate import (
+        Evaluation,
+        evaluate,
+        evaluate_published,
+        format_table,
+        write_evaluation,
+    )
 
     if not 0 < args.holdout < 1:
         print("discorecs: error: --holdout must be between 0 and 1", file=sys.stderr)
         return 2
     spark = build_spark_session(settings, "discorecs-evaluate")
     try:
-        result = evaluate(
-            spark, settings, holdout=args.holdout, seed=args.seed, als_users=args.als_users
-        )
+        how = Evaluation(holdout=args.holdout, seed=args.seed, als_users=args.als_users)
+        if args.published:
+            result = evaluate_published(spark, settings, how)
+        else:
+            result = evaluate(spark, settings, how, users=args.users)
     finally:
         spark.stop()
     out = write_evaluation(

@@ -20,8 +20,10 @@ users covered (share of users with at least one recommendation).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,15 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from discorecs import paths
+from discorecs.catalog.ingest import current_catalog
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings
+from discorecs.users import TASTE_MODELS
+from discorecs.users.population import write_population
 from spark_jobs import transforms as t
+from spark_jobs.affinities import AFFINITY_COLUMNS, release_affinities
+from spark_jobs.cocollection import similar_releases
 from spark_jobs.nightly import materialize, read_inputs
 
 K = 10
@@ -119,7 +127,30 @@ def baseline_friends_most_owned(train: DataFrame, held: DataFrame, friends: Data
     return _top_k_excluding(candidates, held, [F.desc("owners"), "release_id"])
 
 
-def baseline_als(train: DataFrame, held: DataFrame, users: DataFrame, seed: int) -> DataFrame:
+def baseline_item_to_item(train: DataFrame, held: DataFrame, similar: DataFrame) -> DataFrame:
+    """Releases most similar to the user's own (summed similarity over what they own)."""
+    candidates = (
+        train.select("user_id", F.col("release_id").alias("owned"))
+        .join(similar.withColumnRenamed("release_id", "owned"), "owned")
+        .groupBy("user_id", F.col("similar_id").alias("release_id"))
+        .agg(F.sum("similarity").alias("score"))
+    )
+    return _top_k_excluding(candidates, held, [F.desc("score"), "release_id"])
+
+
+ALS_GRID: tuple[dict[str, float], ...] = (
+    {"rank": 32, "regParam": 0.1, "alpha": 10.0, "maxIter": 10},
+    {"rank": 64, "regParam": 0.1, "alpha": 10.0, "maxIter": 10},
+    {"rank": 64, "regParam": 0.01, "alpha": 10.0, "maxIter": 10},
+    {"rank": 64, "regParam": 0.1, "alpha": 40.0, "maxIter": 10},
+    {"rank": 64, "regParam": 0.1, "alpha": 10.0, "maxIter": 20},
+)
+"""The settings ALS is fitted with; the best (by hit rate at 10, then recall) is reported."""
+
+
+def baseline_als(
+    train: DataFrame, held: DataFrame, users: DataFrame, seed: int, params: dict[str, float]
+) -> DataFrame:
     from pyspark.ml.recommendation import ALS
 
     ratings = train.select(
@@ -129,10 +160,10 @@ def baseline_als(train: DataFrame, held: DataFrame, users: DataFrame, seed: int)
     )
     model = ALS(
         implicitPrefs=True,
-        rank=32,
-        maxIter=10,
-        regParam=0.05,
-        alpha=20.0,
+        rank=int(params["rank"]),
+        maxIter=int(params["maxIter"]),
+        regParam=params["regParam"],
+        alpha=params["alpha"],
         seed=seed,
         userCol="user",
         itemCol="item",
@@ -154,20 +185,28 @@ def baseline_als(train: DataFrame, held: DataFrame, users: DataFrame, seed: int)
     return _top_k_excluding(recs, held, [F.desc("score"), "release_id"])
 
 
-def evaluate(
-    spark: SparkSession,
-    settings: Settings,
-    *,
-    holdout: float = 0.1,
-    seed: int = 0,
-    als_users: int = 20_000,
+@dataclass(frozen=True)
+class Evaluation:
+    """How every population is evaluated: the share of each collection hidden, the seed of
+    the split (and of generated populations), and how ALS is fitted."""
+
+    holdout: float = 0.1
+    seed: int = 0
+    als_users: int = 20_000  # ALS is fitted for a sample of this many users at most
+    als_grid: tuple[dict[str, float], ...] = ALS_GRID
+
+
+def evaluate_population(
+    releases: DataFrame,
+    collections: DataFrame,
+    wantlists: DataFrame,
+    how: Evaluation,
     say: Callable[[str], None] = say_to_stderr,
 ) -> dict[str, Any]:
+    """Hide ``how.holdout`` of each collection, recommend from the rest with discorecs and
+    with every baseline, and score each top-10 list against the hidden records."""
     started = time.monotonic()
-    inputs = read_inputs(spark, settings)
-    collections = materialize(t.current_collections(inputs.collections, inputs.events))
-    wantlists = materialize(t.current_wantlists(inputs.wantlists, inputs.events))
-    releases = materialize(inputs.releases)
+    holdout, seed, als_users, als_grid = how.holdout, how.seed, how.als_users, how.als_grid
     train, hidden = split_holdout(collections, holdout, seed)
     train, hidden = materialize(train), materialize(hidden)
     evaluated = hidden.select("user_id").distinct()
@@ -178,55 +217,121 @@ def evaluate(
     )
     say(f"evaluate: {evaluated_users:,} users with {hidden.count():,} hidden records")
 
+    def scored(recommended: DataFrame) -> dict[str, float]:
+        return score_lists(
+            recommended.join(evaluated, "user_id"), hidden, catalog_size, evaluated_users
+        )
+
     tastes = materialize(t.user_tastes(train, wantlists, releases))
     scores = t.genre_scores(tastes)
     friends = materialize(t.best_friends(t.candidate_friends(tastes), tastes))
-    ours = materialize(t.recommend_releases(train, releases, tastes, friends))
-
-    def only_evaluated(frame: DataFrame) -> DataFrame:
-        return frame.join(evaluated, "user_id")
-
-    results = {
-        "discorecs": score_lists(only_evaluated(ours), hidden, catalog_size, evaluated_users)
-    }
-    say("evaluate: discorecs scored")
-    results["top genre"] = score_lists(
-        only_evaluated(baseline_top_genre(train, held, releases, scores)),
-        hidden,
-        catalog_size,
-        evaluated_users,
+    similar = materialize(similar_releases(train))
+    affinities = materialize(release_affinities(releases))
+    ours = materialize(
+        t.recommend_releases(
+            train, releases, tastes, friends, similar=similar, affinities=affinities
+        )
     )
-    results["friend's most owned"] = score_lists(
-        only_evaluated(baseline_friends_most_owned(train, held, friends)),
-        hidden,
-        catalog_size,
-        evaluated_users,
-    )
-    say("evaluate: baselines scored; fitting ALS")
+    results = {}
+    for name, recommended in (
+        ("discorecs", ours),
+        ("top genre", baseline_top_genre(train, held, releases, scores)),
+        ("friend's most owned", baseline_friends_most_owned(train, held, friends)),
+        ("item-to-item", baseline_item_to_item(train, held, similar)),
+    ):
+        results[name] = scored(recommended)
+        say(f"evaluate: {name}: hit@10 {results[name]['hit_rate_at_10']:.3f}")
     sample = evaluated
     if evaluated_users > als_users:
         sample = evaluated.orderBy(F.xxhash64(F.lit(seed), "user_id")).limit(als_users)
     sample = materialize(sample)
     sample_size = sample.count()
     sample_hidden = hidden.join(sample, "user_id")
-    als = baseline_als(train, held, sample, seed)
-    results["ALS (implicit)"] = score_lists(
-        als.join(sample, "user_id"), sample_hidden, catalog_size, sample_size
-    )
+    grid = []
+    for params in als_grid:
+        als = baseline_als(train, held, sample, seed, params)
+        metrics = score_lists(als.join(sample, "user_id"), sample_hidden, catalog_size, sample_size)
+        grid.append({"params": params, **metrics})
+        say(f"evaluate: ALS {params}: hit@10 {metrics['hit_rate_at_10']:.3f}")
+    best = max(grid, key=lambda row: (row["hit_rate_at_10"], row["recall_at_10"]))
+    results["ALS (implicit, tuned)"] = {k: v for k, v in best.items() if k != "params"}
     if sample_size < evaluated_users:
         # The same sample for discorecs, so the ALS row has a like-for-like neighbour.
         results["discorecs (ALS sample)"] = score_lists(
             ours.join(sample, "user_id"), sample_hidden, catalog_size, sample_size
         )
     return {
-        "holdout": holdout,
-        "seed": seed,
         "evaluated_users": evaluated_users,
         "catalog_size": catalog_size,
         "als_users": sample_size,
+        "als_best": best["params"],
+        "als_grid": grid,
         "seconds": round(time.monotonic() - started, 1),
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "results": results,
+    }
+
+
+def evaluate(
+    spark: SparkSession,
+    settings: Settings,
+    how: Evaluation = Evaluation(),
+    *,
+    users: int = 5_000,
+    taste_models: tuple[str, ...] = TASTE_MODELS,
+    say: Callable[[str], None] = say_to_stderr,
+) -> dict[str, Any]:
+    """Every taste model's population of ``users`` collectors, generated from the published
+    catalog with ``how.seed`` into a scratch folder, evaluated side by side: the same
+    catalog, the same split rule, the same baselines."""
+    catalog = current_catalog(settings)
+    releases = materialize(
+        spark.read.parquet(catalog.uri).select(
+            "release_id", "title", "genres", "styles", *AFFINITY_COLUMNS[1:]
+        )
+    )
+    scratch = settings.run_dir / "evaluate"
+    populations = {}
+    for model in taste_models:
+        folder = scratch / model
+        shutil.rmtree(folder, ignore_errors=True)
+        write_population(
+            catalog, folder, users, seed=how.seed, taste_model=model, say=lambda message: None
+        )
+        collections, wantlists = (
+            spark.read.parquet(str(folder / dataset)).select("user_id", "release_id")
+            for dataset in (paths.INITIAL_COLLECTIONS, paths.INITIAL_WANTLISTS)
+        )
+        say(f"evaluate: the {model!r} population")
+        populations[model] = evaluate_population(releases, collections, wantlists, how, say)
+        shutil.rmtree(folder, ignore_errors=True)
+    return _evaluation(how, populations)
+
+
+def evaluate_published(
+    spark: SparkSession,
+    settings: Settings,
+    how: Evaluation = Evaluation(),
+    say: Callable[[str], None] = say_to_stderr,
+) -> dict[str, Any]:
+    """The published population as the nightly run sees it (its collections and wantlists
+    with the events logged since), evaluated like a generated one."""
+    inputs = read_inputs(spark, settings)
+    population = evaluate_population(
+        materialize(inputs.releases),
+        materialize(t.current_collections(inputs.collections, inputs.events)),
+        materialize(t.current_wantlists(inputs.wantlists, inputs.events)),
+        how,
+        say,
+    )
+    return _evaluation(how, {"published": population})
+
+
+def _evaluation(how: Evaluation, populations: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "holdout": how.holdout,
+        "seed": how.seed,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "populations": populations,
     }
 
 
@@ -240,15 +345,19 @@ def format_table(evaluation: dict[str, Any]) -> str:
         "users_covered",
     )
     header = f"{'recommender':24s}" + "".join(f"{c:>22s}" for c in columns)
-    lines = [header, "-" * len(header)]
-    for name, metrics in evaluation["results"].items():
-        lines.append(f"{name:24s}" + "".join(f"{metrics[c]:>22.4f}" for c in columns))
-    lines.append(
-        f"({evaluation['evaluated_users']:,} users, holdout {evaluation['holdout']}, "
-        f"seed {evaluation['seed']}, ALS on {evaluation['als_users']:,} users, "
-        f"{evaluation['seconds']:.0f} s)"
-    )
-    return "\n".join(lines)
+    lines = []
+    for name, population in evaluation["populations"].items():
+        lines += [f"population: {name}", header, "-" * len(header)]
+        for recommender, metrics in population["results"].items():
+            lines.append(f"{recommender:24s}" + "".join(f"{metrics[c]:>22.4f}" for c in columns))
+        lines.append(
+            f"({population['evaluated_users']:,} users, holdout {evaluation['holdout']}, "
+            f"seed {evaluation['seed']}, ALS on {population['als_users']:,} users, best of "
+            f"{len(population['als_grid'])}: {population['als_best']}, "
+            f"{population['seconds']:.0f} s)"
+        )
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 def write_evaluation(evaluation: dict[str, Any], out: Path) -> Path:

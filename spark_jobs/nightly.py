@@ -38,7 +38,9 @@ from discorecs.tables import (
 )
 from discorecs.users.population import current_users
 from spark_jobs import transforms as t
+from spark_jobs.affinities import AFFINITY_COLUMNS, release_affinities
 from spark_jobs.answers import RUN_ROW_SCHEMA, render_answers
+from spark_jobs.cocollection import similar_releases
 
 SCOPE = "nightly"
 LEADERBOARD_DEPTH = 10_000
@@ -85,7 +87,9 @@ def read_inputs(spark: SparkSession, settings: Settings) -> Inputs:
     collections before the first run) and the events logged since it."""
     catalog = current_catalog(settings).uri
     people = current_users(settings)
-    releases = spark.read.parquet(catalog).select("release_id", "title", "genres", "styles")
+    releases = spark.read.parquet(catalog).select(
+        "release_id", "title", "genres", "styles", *AFFINITY_COLUMNS[1:]
+    )
     users = spark.read.parquet(people.join(paths.USER_PROFILES).uri).select(
         "user_id", "name", "location", "joined_at"
     )
@@ -495,9 +499,20 @@ def _run_steps(
         lambda: materialize(t.best_friends(t.candidate_friends(tastes), tastes)),
     )
     counts["users_with_friend"] = friends.filter("rank = 1").count()
+    similar = step(
+        "co-collection",
+        lambda: materialize(
+            similar_releases(collections, sample_share=settings.co_collection_sample)
+        ),
+    )
+    affinities = step("affinities", lambda: materialize(release_affinities(releases)))
     picks = step(
         "releases",
-        lambda: materialize(t.recommend_releases(collections, releases, tastes, friends)),
+        lambda: materialize(
+            t.recommend_releases(
+                collections, releases, tastes, friends, similar=similar, affinities=affinities
+            )
+        ),
     )
     counts["users_with_release"] = picks.filter("rank = 1").count()
     counts["distinct_top_releases"] = (

@@ -52,10 +52,67 @@ class PopularLists:
             popularity[g, : len(entries)] = [p for _, p in entries]
         return cls(names, releases, popularity)
 
+    def merged(self, other: PopularLists) -> PopularLists:
+        """These groups and ``other``'s (names must not repeat), at this depth."""
+        depth = self.releases.shape[1]
+        pad = ((0, 0), (0, depth - other.releases.shape[1]))
+        return PopularLists(
+            self.names + other.names,
+            np.vstack([self.releases, np.pad(other.releases, pad)]),
+            np.vstack([self.popularity, np.pad(other.popularity, pad)]),
+        )
+
+
+@dataclass(frozen=True)
+class SimilarReleases:
+    """Each release's most similar releases (:mod:`spark_jobs.cocollection`) as flat lists:
+    ``release_ids`` sorted, release ``release_ids[i]`` has ``similar[offsets[i]:offsets[i+1]]``
+    with ``similarity``."""
+
+    release_ids: np.ndarray
+    offsets: np.ndarray
+    similar: np.ndarray
+    similarity: np.ndarray
+
+    @classmethod
+    def build(
+        cls, release_ids: np.ndarray, similar: np.ndarray, similarity: np.ndarray
+    ) -> SimilarReleases:
+        """From (release, similar release, similarity) rows in any order."""
+        order = np.lexsort((similar, -similarity, release_ids))
+        release_ids, similar, similarity = (a[order] for a in (release_ids, similar, similarity))
+        starts = np.flatnonzero(run_starts(release_ids)) if len(release_ids) else np.zeros(0, int)
+        offsets = np.concatenate([starts, [len(release_ids)]]).astype(np.int64)
+        return cls(
+            release_ids[starts].astype(np.int64),
+            offsets,
+            similar.astype(np.int64),
+            similarity.astype(np.float64),
+        )
+
+    def candidates(self, user: np.ndarray, owned: np.ndarray):
+        """(user, release, similarity, because): every release similar to one a user owns,
+        once per owned release that suggests it (``because``)."""
+        if len(self.release_ids) == 0:
+            return (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) + (np.zeros(0, np.int64),)
+        at = np.minimum(np.searchsorted(self.release_ids, owned), len(self.release_ids) - 1)
+        found = self.release_ids[at] == owned
+        counts = np.where(found, self.offsets[at + 1] - self.offsets[at], 0)
+        first = np.repeat(self.offsets[at], counts)
+        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        return (
+            np.repeat(user, counts),
+            self.similar[first + within],
+            self.similarity[first + within],
+            np.repeat(owned, counts),
+        )
+
 
 @dataclass(frozen=True)
 class Picks:
-    """Ranked picks, one row per (user index, rank); ``source`` indexes the group names."""
+    """Ranked picks, one row per (user index, rank); ``source`` indexes the group names, or
+    is NO_SOURCE; ``because`` is the owned release that suggested a co-collection pick
+    (NO_SOURCE for a taste pick)."""
 
     user: np.ndarray
     rank: np.ndarray
@@ -63,6 +120,7 @@ class Picks:
     score: np.ndarray
     source: np.ndarray
     friend_owns: np.ndarray
+    because: np.ndarray
 
 
 def owners(offsets: np.ndarray) -> np.ndarray:
@@ -113,6 +171,11 @@ def pick_releases(
     fallback_releases: np.ndarray,
     fallback_owners: np.ndarray,
     kept: int,
+    *,
+    similar: SimilarReleases | None = None,
+    owned_offsets: np.ndarray | None = None,
+    owned_releases: np.ndarray | None = None,
+    co_weight: float = 0.0,
 ) -> Picks:
     """The top ``kept`` releases for each of ``users`` users that they neither own nor want.
 
@@ -123,6 +186,12 @@ def pick_releases(
     ``taste`` otherwise. Users in ``wants_picks`` left with no candidate get the fallback
     releases (most owned overall) they do not hold, scored owners x 1e-9. Ties: lower
     release id first.
+
+    With ``similar`` (and each user's owned releases), the releases similar to what a user
+    owns are candidates too, and a candidate scores ``(1 - co_weight) x taste / best taste
+    + co_weight x co / best co`` (each part relative to the user's best candidate by it;
+    ``co`` is the similarity summed over the owned releases that suggest it, ``because`` the
+    strongest of them when that part outweighs the taste part), before the friend bonus.
     """
     held = np.sort(_keys(owners(held_offsets), held_releases))
     depth = popular.releases.shape[1]
@@ -156,10 +225,20 @@ def pick_releases(
     source = np.minimum.reduceat(contenders, starts) if len(starts) else contenders
     user_of, release, keys = (a[starts] for a in (user_of, release, keys))
     group_of = source
+    because = np.full(len(keys), NO_SOURCE, dtype=np.int64)
+    if similar is not None and owned_offsets is not None and owned_releases is not None:
+        keys, taste, group_of, because = _blend_co_collection(
+            keys,
+            taste,
+            group_of,
+            similar.candidates(owners(owned_offsets), owned_releases.astype(np.int64)),
+            co_weight,
+        )
+        user_of, release = keys >> 32, keys & 0xFFFFFFFF
 
     fresh = ~contains(held, keys)
-    user_of, group_of, release, keys, taste = (
-        a[fresh] for a in (user_of, group_of, release, keys, taste)
+    user_of, group_of, release, keys, taste, because = (
+        a[fresh] for a in (user_of, group_of, release, keys, taste, because)
     )
     friend_owns = contains(np.sort(_keys(owners(friend_offsets), friend_releases)), keys)
     score = np.round(taste * np.where(friend_owns, 1.0 + FRIEND_BONUS, 1.0), RANKING_DIGITS)
@@ -178,15 +257,74 @@ def pick_releases(
     score = np.concatenate([score, f_score[f_fresh]])
     source = np.concatenate([group_of, np.full(int(f_fresh.sum()), NO_SOURCE)])
     friend_owns = np.concatenate([friend_owns, np.zeros(int(f_fresh.sum()), dtype=bool)])
+    because = np.concatenate([because, np.full(int(f_fresh.sum()), NO_SOURCE)])
 
     # By user, then score descending, then release: the rows of a user are in release order
     # (candidates) or in fallback order (most owned, then release), so a stable sort on
     # user + a fraction falling with the score keeps that order among equal scores. Scores
     # are below 4 (shares sum to at most 1 per list, x 1.5) and 1e-9 apart at least.
     order = np.argsort(user_of + (1.0 - np.clip(score, 0.0, 3.999) / 4.0), kind="stable")
-    user_of, release, score, source, friend_owns = (
-        a[order] for a in (user_of, release, score, source, friend_owns)
+    user_of, release, score, source, friend_owns, because = (
+        a[order] for a in (user_of, release, score, source, friend_owns, because)
     )
     rank = ranks_in_runs(user_of)
     top = rank <= kept
-    return Picks(user_of[top], rank[top], release[top], score[top], source[top], friend_owns[top])
+    return Picks(
+        user_of[top],
+        rank[top],
+        release[top],
+        score[top],
+        source[top],
+        friend_owns[top],
+        because[top],
+    )
+
+
+def _blend_co_collection(
+    keys: np.ndarray,
+    taste: np.ndarray,
+    group: np.ndarray,
+    co_candidates: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    co_weight: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(keys, score, group, because) of the taste candidates (one row per key) merged with
+    the co-collection candidates (one row per suggesting owned release), sorted by key."""
+    c_user, c_release, c_similarity, c_because = co_candidates
+    c_keys = _keys(c_user, c_release)
+    # By key, the strongest suggestion first (ties: the lower owned release).
+    order = np.lexsort((c_because, -c_similarity, c_keys))
+    c_keys, c_similarity, c_because = (a[order] for a in (c_keys, c_similarity, c_because))
+    c_starts = np.flatnonzero(run_starts(c_keys)) if len(c_keys) else np.zeros(0, np.int64)
+    co = np.add.reduceat(c_similarity, c_starts) if len(c_starts) else np.zeros(0)
+    c_keys, c_because = c_keys[c_starts], c_because[c_starts]
+
+    every = np.concatenate([keys, c_keys])
+    order = np.argsort(every, kind="stable")
+    every = every[order]
+    taste_part = np.concatenate([taste, np.zeros(len(c_keys))])[order]
+    co_part = np.concatenate([np.zeros(len(keys)), co])[order]
+    groups = np.concatenate([group, np.full(len(c_keys), NO_SOURCE)])[order]
+    becauses = np.concatenate([np.full(len(keys), NO_SOURCE), c_because])[order]
+    if len(every) == 0:
+        return every, taste_part, groups, becauses
+    starts = np.flatnonzero(run_starts(every))
+    keys = every[starts]
+    taste_part, co_part = (np.add.reduceat(a, starts) for a in (taste_part, co_part))
+    groups, becauses = (np.maximum.reduceat(a, starts) for a in (groups, becauses))
+
+    user = keys >> 32
+    first = run_starts(user)
+    run = np.cumsum(first) - 1
+    best_taste = np.maximum.reduceat(taste_part, np.flatnonzero(first))[run]
+    best_co = np.maximum.reduceat(co_part, np.flatnonzero(first))[run]
+    taste_part = (1.0 - co_weight) * np.divide(
+        taste_part, best_taste, out=np.zeros(len(keys)), where=best_taste > 0
+    )
+    co_part = co_weight * np.divide(co_part, best_co, out=np.zeros(len(keys)), where=best_co > 0)
+    co_led = co_part > taste_part
+    return (
+        keys,
+        taste_part + co_part,
+        np.where(co_led, NO_SOURCE, groups),
+        np.where(co_led, becauses, NO_SOURCE),
+    )

@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from discorecs import tables
 from discorecs.events import EventKind
 from discorecs.genres import GENRES
+from spark_jobs import affinities as affinity
 from spark_jobs import neighbours, picks
 from spark_jobs import tastes as taste_pass
 
@@ -39,6 +40,9 @@ TOP_GENRES = 2
 POPULAR_PER_GROUP = 40
 RELEASES_KEPT = tables.RELEASES_SHOWN + tables.RELEASE_SPARES  # spares: see tables
 FALLBACK_CANDIDATES = 200
+CO_WEIGHT = 0.1
+"""How much of a pick's score comes from co-collection (releases kept by the collectors of
+what the user owns) rather than taste (popular in the user's styles and genres)."""
 
 
 # -- current state -------------------------------------------------------------------------------
@@ -424,6 +428,9 @@ def recommend_releases(
     tastes: DataFrame,
     friends: DataFrame,
     kept: int = RELEASES_KEPT,
+    similar: DataFrame | None = None,
+    co_weight: float = CO_WEIGHT,
+    affinities: DataFrame | None = None,
 ) -> DataFrame:
     """user_id, rank, release_id, score, reason: releases the user neither owns nor wants.
 
@@ -433,6 +440,11 @@ def recommend_releases(
     get the most owned releases overall they do not hold. The per-user arithmetic is
     :func:`spark_jobs.picks.pick_releases`, run on Arrow batches of users: each user's row
     of ``tastes`` (:func:`user_tastes`) with their friend's collection joined to it.
+
+    With ``similar`` (:func:`spark_jobs.cocollection.similar_releases`), releases kept by the
+    collectors of what the user owns are candidates too, blended in with ``co_weight``.
+    With ``affinities`` (:func:`spark_jobs.affinities.release_affinities`), the user's
+    strongest artists and label-eras are taste groups beside their styles and genres.
     """
     # Styles and genres share one group index ("s:"/"g:" keep a style named like a genre
     # apart). Ownership counts are one aggregation; the ranking per group is numpy's.
@@ -453,18 +465,44 @@ def recommend_releases(
             ),
         )
 
-    friend = friends.filter("rank = 1").select("user_id", "friend_id")
-    users = (
-        tastes.select(
+    taste = F.concat(
+        taste_list("styles", "style_shares", TOP_STYLES, "s:"),
+        taste_list("genres", "genre_shares", TOP_GENRES, "g:"),
+    )
+    with_taste = tastes.select("user_id", "held", "owned", taste.alias("taste"))
+    if affinities is not None:
+        strongest = affinity.user_affinities(collections, affinities)
+        rows = (
+            affinity.popular_in_groups(
+                collections,
+                affinities,
+                strongest.select(F.explode("affinity.group").alias("group")),
+                POPULAR_PER_GROUP,
+            )
+            .orderBy("group", "r")
+            .toArrow()
+        )
+        popular = popular.merged(
+            picks.PopularLists.build(
+                zip(
+                    rows.column("group").to_pylist(),
+                    rows.column("release_id").to_pylist(),
+                    rows.column("popularity").to_pylist(),
+                    strict=True,
+                ),
+                POPULAR_PER_GROUP,
+            )
+        )
+        no_affinity = F.array().cast("array<struct<group:string,share:double>>")
+        with_taste = with_taste.join(strongest, "user_id", "left").select(
             "user_id",
             "held",
             "owned",
-            F.concat(
-                taste_list("styles", "style_shares", TOP_STYLES, "s:"),
-                taste_list("genres", "genre_shares", TOP_GENRES, "g:"),
-            ).alias("taste"),
+            F.concat("taste", F.coalesce("affinity", no_affinity)).alias("taste"),
         )
-        .join(friend, "user_id", "left")
+    friend = friends.filter("rank = 1").select("user_id", "friend_id")
+    users = (
+        with_taste.join(friend, "user_id", "left")
         .join(
             tastes.select(F.col("user_id").alias("friend_id"), F.col("owned").alias("theirs")),
             "friend_id",
@@ -472,8 +510,16 @@ def recommend_releases(
         )
         .select("user_id", "held", "owned", "taste", "theirs")
     )
+    neighbours_of = None
+    if similar is not None:
+        rows = similar.select("release_id", "similar_id", "similarity").toArrow()
+        neighbours_of = picks.SimilarReleases.build(
+            rows.column("release_id").to_numpy(),
+            rows.column("similar_id").to_numpy(),
+            rows.column("similarity").to_numpy(),
+        )
     group_names = pa.array(popular.names)
-    source_names = pa.array([name[2:] for name in popular.names], pa.string())
+    source_names = pa.array(popular.names, pa.string())
 
     def pick(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
@@ -481,6 +527,7 @@ def recommend_releases(
             groups = pc.index_in(taste_values.field("group"), value_set=group_names)
             chosen = taste_pass.flat_lists(batch.column("held"))
             theirs = taste_pass.flat_lists(batch.column("theirs"))
+            owned = taste_pass.flat_lists(batch.column("owned"))
             found = picks.pick_releases(
                 batch.num_rows,
                 taste_offsets,
@@ -495,6 +542,10 @@ def recommend_releases(
                 fallback_releases,
                 fallback_owners,
                 kept,
+                similar=neighbours_of,
+                owned_offsets=owned[0],
+                owned_releases=owned[1].to_numpy(zero_copy_only=False),
+                co_weight=co_weight,
             )
             yield pa.record_batch(
                 {
@@ -506,19 +557,41 @@ def recommend_releases(
                         pa.array(found.source, mask=found.source == picks.NO_SOURCE)
                     ),
                     "friend_owns": pa.array(found.friend_owns, pa.bool_()),
+                    "because": pa.array(found.because, mask=found.because == picks.NO_SOURCE),
                 }
             )
 
     ranked = users.mapInArrow(
         pick,
-        "user_id long, rank int, release_id long, score double, source string, friend_owns boolean",
+        "user_id long, rank int, release_id long, score double, source string, "
+        "friend_owns boolean, because long",
     )
+    if similar is not None:
+        # Only co-collection picks have a release behind them to name. The others join on
+        # a negative key spread by user (never a release id), not on null: null keys would
+        # all land in one partition.
+        titles = releases.select(
+            F.col("release_id").alias("because_key"), F.col("title").alias("because_title")
+        )
+        spread = F.coalesce(F.col("because"), -1 - F.col("user_id") % 4096)
+        ranked = ranked.withColumn("because_key", spread).join(titles, "because_key", "left")
+    else:
+        ranked = ranked.withColumn("because_title", F.lit(None).cast("string"))
+    because_title = F.coalesce(
+        F.col("because_title"), F.format_string("release %d", F.col("because"))
+    )
+    group = F.substring("source", 3, 1_000_000)  # the name after "g:" or "s:"
     reason = (
-        F.when(F.col("source").isNull(), F.lit("one of the most collected records on discorecs"))
+        F.when(
+            F.col("because").isNotNull(),
+            F.format_string("collectors of %s also keep it", because_title),
+        )
+        .when(F.col("source").isNull(), F.lit("one of the most collected records on discorecs"))
+        .when(affinity.explain(F.col("source")).isNotNull(), affinity.explain(F.col("source")))
         .when(
             F.col("friend_owns"),
-            F.format_string("owned by your closest taste match and popular in %s", "source"),
+            F.format_string("owned by your closest taste match and popular in %s", group),
         )
-        .otherwise(F.format_string("popular among %s collectors like you", "source"))
+        .otherwise(F.format_string("popular among %s collectors like you", group))
     )
     return ranked.select("user_id", "rank", "release_id", "score", reason.alias("reason"))

@@ -134,6 +134,47 @@ def test_unknown_groups_are_ignored():
     assert rows(found) == [(0, 1, 20, 0.5, PUNK, False)]
 
 
+def test_releases_kept_by_the_collectors_of_what_a_user_owns_blend_in_with_taste():
+    # User 0: all Jazz (10: 0.5, 11: 0.3, 12: 0.2), owns 13 and wants 12. Collectors of 13
+    # also keep 30 (0.9) and 11 (0.3) and 12 (0.6), which the user already wants.
+    similar = picks.SimilarReleases.build(
+        np.array([13, 13, 13, 40]), np.array([30, 11, 12, 10]), np.array([0.9, 0.3, 0.6, 1.0])
+    )
+    found = picks.pick_releases(
+        1,
+        np.array([0, 1]),
+        np.array([JAZZ]),
+        np.array([1.0]),
+        np.array([0, 2]),
+        np.array([13, 12]),
+        np.array([0, 0]),
+        np.zeros(0, dtype=np.int64),
+        np.array([True]),
+        POPULAR,
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0, dtype=np.int64),
+        10,
+        similar=similar,
+        owned_offsets=np.array([0, 1]),
+        owned_releases=np.array([13]),
+        co_weight=0.5,
+    )
+    # Each part relative to the user's best by it: taste 0.5 / 0.5 x 0.5 for 10; co
+    # 0.9 / 0.9 x 0.5 for 30 (tied with 10: the lower id first); 11 has both,
+    # 0.3 / 0.5 x 0.5 + 0.3 / 0.9 x 0.5, mostly taste. 40's neighbours are not the user's.
+    assert rows(found) == [
+        (0, 1, 10, 0.5, JAZZ, False),
+        (0, 2, 30, 0.5, picks.NO_SOURCE, False),
+        (0, 3, 11, pytest.approx(0.3 + 0.5 / 3), JAZZ, False),
+    ]
+    assert found.because.tolist() == [picks.NO_SOURCE, 13, picks.NO_SOURCE]
+
+
+def test_without_similar_releases_a_pick_names_no_release_behind_it():
+    found = pick([[(PUNK, 1.0)]], [[]], [[]])
+    assert found.because.tolist() == [picks.NO_SOURCE]
+
+
 def unit(*weights):
     vector = np.array(weights, dtype=np.float64)
     return vector / np.linalg.norm(vector)

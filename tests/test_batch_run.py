@@ -257,19 +257,25 @@ def test_a_standalone_cluster_gives_the_same_results(first_run, tmp_path):
     assert recommendations(settings, cluster_run) == recommendations(settings, report.run_id)
 
 
+ONE_ALS = ({"rank": 8, "regParam": 0.1, "alpha": 10.0, "maxIter": 5},)
+
+
 def test_evaluation_reports_every_recommender(first_run, spark, batch_root):
     from collections import Counter
 
-    from spark_jobs.evaluate import evaluate, format_table
+    from spark_jobs.evaluate import Evaluation, evaluate_published, format_table
 
     settings, report = first_run
     root, *_ = batch_root
-    result = evaluate(spark, settings, holdout=0.2, seed=5, als_users=100, say=lambda m: None)
-    assert set(result["results"]) == {
+    how = Evaluation(holdout=0.2, seed=5, als_users=100, als_grid=ONE_ALS)
+    result = evaluate_published(spark, settings, how, say=lambda m: None)
+    published = result["populations"]["published"]
+    assert set(published["results"]) == {
         "discorecs",
         "top genre",
         "friend's most owned",
-        "ALS (implicit)",
+        "item-to-item",
+        "ALS (implicit, tuned)",
         "discorecs (ALS sample)",
     }
     # Users with a single record keep it: only users with two or more are evaluated.
@@ -278,16 +284,34 @@ def test_evaluation_reports_every_recommender(first_run, spark, batch_root):
         row["user_id"]
         for row in ds.dataset(snapshot, format="parquet").to_table(columns=["user_id"]).to_pylist()
     )
-    assert result["evaluated_users"] == sum(size >= 2 for size in sizes.values())
-    assert result["als_users"] == 100
-    ours = result["results"]["discorecs"]
+    assert published["evaluated_users"] == sum(size >= 2 for size in sizes.values())
+    assert published["als_users"] == 100
+    assert [row["params"] for row in published["als_grid"]] == list(ONE_ALS)
+    ours = published["results"]["discorecs"]
     assert ours["users_covered"] == 1.0
-    for metrics in result["results"].values():
+    for metrics in published["results"].values():
         assert all(0.0 <= value <= 1.0 for value in metrics.values())
         assert metrics["hit_rate_at_1"] <= metrics["hit_rate_at_10"]
     # Hidden records are drawn by taste: the taste model must find some of them.
     assert ours["hit_rate_at_10"] > 0.05
-    assert "discorecs" in format_table(result)
+    assert "population: published" in format_table(result)
+
+
+def test_evaluation_generates_each_taste_model_from_the_catalog(first_run, spark):
+    from spark_jobs.evaluate import Evaluation, evaluate
+
+    settings, _ = first_run
+    how = Evaluation(holdout=0.2, seed=2, als_grid=ONE_ALS)
+    result = evaluate(spark, settings, how, users=300, say=lambda m: None)
+    assert set(result["populations"]) == {"genres", "scenes"}
+    for population in result["populations"].values():
+        # 300 users, less those with a single record (nothing to hide).
+        assert 250 <= population["evaluated_users"] <= 300
+        assert population["results"]["discorecs"]["users_covered"] == 1.0
+    # The populations differ: one model's collections are not the other's.
+    genres, scenes = (result["populations"][m]["results"] for m in ("genres", "scenes"))
+    assert genres["discorecs"] != scenes["discorecs"]
+    assert not (settings.run_dir / "evaluate" / "scenes").exists()  # scratch removed
 
 
 def test_the_stored_answer_names_friends_and_releases_as_the_inputs_do(first_run, batch_root):

@@ -366,3 +366,87 @@ def test_a_users_profile_and_recommendation_of_a_run_are_one_row(spark):
     # no friend, so no recommendation: the row still carries the profile
     assert (rows[1].recommendation, rows[1].spare_picks, rows[1].pick_ids) == (None, None, None)
     assert json.loads(rows[2].recommendation)["releases"] == []
+
+
+def catalog_with_credits(spark):
+    """Releases 1-7 as above, with titles, first artists, labels and years."""
+    credits = {
+        1: ("Sun Ra", ["Saturn"], 1961),
+        2: ("Various", ["Saturn"], 1965),
+        3: ("Sun Ra", ["Impulse!"], None),
+        4: ("X-Ray Spex", ["EMI"], 1978),
+        5: ("Sun Ra", ["Saturn"], 1967),
+        6: ("Art Blakey", ["Blue Note"], 1960),
+        7: ("Sun Ra", ["Saturn"], 1972),
+    }
+    rows = []
+    for r in releases(spark).collect():
+        artist, labels, year = credits[r.release_id]
+        rows.append(
+            (r.release_id, f"Title {r.release_id}", r.genres, r.styles, [artist], labels, year)
+        )
+    return spark.createDataFrame(
+        rows,
+        "release_id long, title string, genres array<string>, styles array<string>, "
+        "artists array<string>, labels array<string>, year int",
+    )
+
+
+def test_affinity_groups_are_the_first_artist_and_each_label_in_its_decade(spark):
+    from spark_jobs.affinities import release_affinities
+
+    groups = collect(release_affinities(catalog_with_credits(spark)), "release_id", "group")
+    assert groups[:6] == [
+        (1, "a:Sun Ra"),
+        (1, "l:Saturn (1960s)"),
+        (2, "l:Saturn (1960s)"),  # "Various" is nobody's record
+        (3, "a:Sun Ra"),  # no year: no label-era
+        (4, "a:X-Ray Spex"),
+        (4, "l:EMI (1970s)"),
+    ]
+
+
+def test_a_users_affinities_need_two_records_and_are_shares_of_the_collection(spark):
+    from spark_jobs.affinities import release_affinities, user_affinities
+
+    collections = holdings(spark, [(1, r, T0, None) for r in (1, 2, 3, 4)])
+    found = user_affinities(collections, release_affinities(catalog_with_credits(spark)))
+    [row] = found.collect()
+    # Sun Ra: 1 and 3; Saturn in the 1960s: 1 and 2; X-Ray Spex and EMI once only.
+    assert [(a.group, a.share) for a in row.affinity] == [
+        ("a:Sun Ra", 0.5),
+        ("l:Saturn (1960s)", 0.5),
+    ]
+
+
+def test_an_artist_the_user_completes_brings_their_other_records(spark):
+    from spark_jobs.affinities import release_affinities
+
+    catalog = catalog_with_credits(spark)
+    # User 1 owns two Sun Ra records; users 2 and 3 own 7, another Sun Ra (on Saturn, 1972).
+    rows = [(1, 1), (1, 3), (2, 7), (2, 6), (3, 7), (3, 4)]
+    collections, tastes, friends = friends_for(spark, rows)
+    recommended = t.recommend_releases(
+        collections, catalog, tastes, friends, affinities=release_affinities(catalog)
+    )
+    mine = {row.release_id: row.reason for row in recommended.filter("user_id = 1").collect()}
+    assert mine[7] == "more by Sun Ra, whose records you keep"
+
+
+def test_collectors_of_a_users_record_name_it_in_the_reason(spark):
+    from spark_jobs.cocollection import similar_releases
+
+    catalog = catalog_with_credits(spark)
+    # Users 2, 3 and 4 keep 3 and 4 together; user 1 owns 3.
+    rows = [(1, 3), (2, 3), (2, 4), (3, 3), (3, 4), (4, 3), (4, 4), (5, 6)]
+    collections, tastes, friends = friends_for(spark, rows)
+    similar = similar_releases(collections)
+    assert collect(similar.select("release_id", "similar_id", "co_owners"), "release_id") == [
+        (3, 4, 3),
+        (4, 3, 3),
+    ]
+    recommended = t.recommend_releases(
+        collections, catalog, tastes, friends, similar=similar, co_weight=0.9
+    )
+    mine = recommended.filter("user_id = 1").orderBy("rank").collect()
+    assert (mine[0].release_id, mine[0].reason) == (4, "collectors of Title 3 also keep it")
