@@ -6,7 +6,7 @@ Cassandra JVM) and users per second. Targets on this 2-core machine: 1M users (c
 least 1M releases) in under 10 minutes including the Cassandra load; 10M users once in under
 2 hours.
 
-    .venv/bin/python -m bench.batch [--users 1000000] [--releases 1000000]
+    .venv/bin/python -m bench.batch [--users 1000000] [--releases 1000000] [--taste-model scenes]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from discorecs.catalog.ingest import build_catalog
 from discorecs.services.manager import LocalServices
 from discorecs.settings import load_settings
 from discorecs.spark import build_spark_session
+from discorecs.users import TASTE_MODELS
 from discorecs.users.population import write_population
 from spark_jobs.nightly import run_batch
 
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--releases", type=int, default=1_000_000)
     parser.add_argument("--driver-memory", default="8g")
+    parser.add_argument("--taste-model", choices=TASTE_MODELS, default="genres")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="discorecs-bench-batch-"))
@@ -62,7 +64,12 @@ def main() -> None:
         build_catalog(dump, catalog, say=lambda m: None)
         print(f"generating {args.users:,} users ...", flush=True)
         population = write_population(
-            catalog, work / "data" / "users", args.users, seed=1, say=lambda m: None
+            catalog,
+            work / "data" / "users",
+            args.users,
+            seed=1,
+            taste_model=args.taste_model,
+            say=lambda m: None,
         )
         services.cassandra_nodes[0].start()
         from discorecs.cassandra import apply_schema
@@ -79,6 +86,7 @@ def main() -> None:
         figures = {
             "users": args.users,
             "releases": args.releases,
+            "taste_model": args.taste_model,
             "collection_records": population.collection_items,
             "seconds": seconds,
             "users_per_second": args.users / seconds,
@@ -93,7 +101,8 @@ def main() -> None:
             "serving_load_seconds": report.step_seconds.get("serving load"),
             "peak_rss_mb": round(memory.peak / 1e6),
         }
-        path = write_results(f"batch_{args.users}", figures, headline)
+        name = f"batch_{args.users}" + ("" if args.taste_model == "genres" else "_scenes")
+        path = write_results(name, figures, headline)
         print(
             f"\nbatch on {args.users:,} users ({population.collection_items:,} records, "
             f"{args.releases:,} releases): {seconds:.0f} s, {args.users / seconds:,.0f} "

@@ -118,10 +118,10 @@ class Settings:
     # beside the stream) and each executor's memory (empty: Spark's default, 1g).
     spark_cores_max: int = 0
     spark_executor_memory: str = ""
-    # The share of users whose collections the nightly batch pairs up to find releases kept
-    # together (spark_jobs.cocollection): 1 pairs everyone's; below 1 bounds the cost on a
-    # large population (a uniform sample estimates the same similarities).
-    co_collection_sample: float = 1.0
+    # How many users' collections the nightly batch pairs up at most to find releases kept
+    # together (spark_jobs.cocollection): a larger population is sampled uniformly by user
+    # id, which estimates the same similarities at a bounded cost.
+    co_collection_users: int = 200_000
     # The speed layer: events per micro-batch at most, the trigger interval, and how many
     # failures in a row it restarts from before giving up. The cap keeps a slowdown from
     # feeding itself: a batch's time grows with its size, and events arrive meanwhile, so an
@@ -487,7 +487,7 @@ _PARSERS = {
     "spark_shuffle_partitions": lambda name, value: _parse_int(name, value, 1, 100_000),
     "spark_cores_max": lambda name, value: _parse_int(name, value, 0, 100_000),
     "spark_executor_memory": lambda name, value: _parse_memory(name, value) if value else "",
-    "co_collection_sample": lambda name, value: _parse_amount(name, value, "share", 0.001, 1.0),
+    "co_collection_users": lambda name, value: _parse_int(name, value, 1, 1_000_000_000),
     "stream_max_events_per_trigger": lambda name, value: _parse_int(name, value, 1, 10_000_000),
     "stream_trigger_seconds": _parse_seconds,
     "stream_restarts": lambda name, value: _parse_int(name, value, 0, 1000),

@@ -3,11 +3,12 @@
 Two releases are similar when the same collectors keep both. Over the ownership matrix the
 similarity of releases a and b is the cosine of their owner sets,
 
-    similarity(a, b) = co_owners(a, b) / sqrt(owners(a) * owners(b)) ** POPULARITY_DAMPING
+    similarity(a, b) = co_owners(a, b) / (owners(a) * owners(b)) ** OWNERS_EXPONENT
 
-where a damping below 1 leaves popular releases some of their pull instead of dividing it
-all away (0.5 would be the plain cosine). Each release keeps its ``kept`` most similar
-releases.
+With an exponent of 0.5 this is the cosine of the two releases' owner sets; above it,
+popular releases are pushed down further (two collectors sharing a rare record say more
+about each other's taste than two sharing a hit, which everyone keeps anyway). Each release
+keeps its ``kept`` most similar releases.
 
 Bounded, because pairs grow with the square of a collection: a user contributes the pairs of
 at most ``PAIRED_RECORDS`` of their records (chosen by a seeded hash, the same every run), so
@@ -26,7 +27,7 @@ from pyspark.sql import functions as F
 PAIRED_RECORDS = 40
 MIN_CO_OWNERS = 2
 NEIGHBOURS_KEPT = 30
-POPULARITY_DAMPING = 0.8
+OWNERS_EXPONENT = 0.8
 PAIR_SEED = 17
 
 
@@ -65,7 +66,7 @@ def similar_releases(
         .withColumn(
             "similarity",
             F.round(
-                F.col("co_owners") / F.pow(F.col("na") * F.col("nb"), F.lit(POPULARITY_DAMPING)),
+                F.col("co_owners") / F.pow(F.col("na") * F.col("nb"), F.lit(OWNERS_EXPONENT)),
                 9,
             ),
         )

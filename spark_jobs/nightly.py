@@ -502,7 +502,12 @@ def _run_steps(
     similar = step(
         "co-collection",
         lambda: materialize(
-            similar_releases(collections, sample_share=settings.co_collection_sample)
+            similar_releases(
+                collections,
+                sample_share=min(
+                    1.0, settings.co_collection_users / max(counts["users_scored"], 1)
+                ),
+            )
         ),
     )
     affinities = step("affinities", lambda: materialize(release_affinities(releases)))

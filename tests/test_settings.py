@@ -107,6 +107,13 @@ def test_cluster_spark_and_artifact_settings():
     assert defaults.maven_repository == ""
 
 
+def test_co_collection_users_bound_the_pairing():
+    assert load_settings({}).co_collection_users == 200_000
+    assert load_settings({"DISCORECS_CO_COLLECTION_USERS": "5000"}).co_collection_users == 5000
+    with pytest.raises(SettingsError, match="DISCORECS_CO_COLLECTION_USERS"):
+        load_settings({"DISCORECS_CO_COLLECTION_USERS": "0"})
+
+
 def test_unknown_key_in_file_is_named(tmp_path: Path):
     config = tmp_path / "c.toml"
     config.write_text("cassandra_prot = 4\n")
