@@ -121,7 +121,7 @@ class Settings:
     # How many users' collections the nightly batch pairs up at most to find releases kept
     # together (spark_jobs.cocollection): a larger population is sampled uniformly by user
     # id, which estimates the same similarities at a bounded cost.
-    co_collection_users: int = 200_000
+    co_collection_users: int = 50_000
     # The speed layer: events per micro-batch at most, the trigger interval, and how many
     # failures in a row it restarts from before giving up. The cap keeps a slowdown from
     # feeding itself: a batch's time grows with its size, and events arrive meanwhile, so an

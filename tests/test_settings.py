@@ -108,7 +108,7 @@ def test_cluster_spark_and_artifact_settings():
 
 
 def test_co_collection_users_bound_the_pairing():
-    assert load_settings({}).co_collection_users == 200_000
+    assert load_settings({}).co_collection_users == 50_000
     assert load_settings({"DISCORECS_CO_COLLECTION_USERS": "5000"}).co_collection_users == 5000
     with pytest.raises(SettingsError, match="DISCORECS_CO_COLLECTION_USERS"):
         load_settings({"DISCORECS_CO_COLLECTION_USERS": "0"})
