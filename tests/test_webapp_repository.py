@@ -162,3 +162,40 @@ def test_an_answer_stored_by_an_earlier_release_is_served_in_the_current_form(re
     assert live is None
     assert stored.pick_ids == (9102,)
     assert json.loads(stored.document) == {**old, "left_out": []}
+
+
+class _StallingSession:
+    """A session whose first ``stalls`` executions time out on the client."""
+
+    def __init__(self, stalls: int) -> None:
+        self.stalls, self.calls = stalls, 0
+
+    def execute(self, statement, params):
+        from cassandra import OperationTimedOut
+
+        self.calls += 1
+        if self.calls <= self.stalls:
+            raise OperationTimedOut("Client request timeout")
+        return [("row", params)]
+
+
+def _repository_over(session, settings):
+    from types import SimpleNamespace
+
+    repository = CassandraRepository(settings)
+    repository._connection = SimpleNamespace(session=session)
+    repository._prepared = {"user": "SELECT ..."}
+    return repository
+
+
+def test_a_read_that_timed_out_is_asked_once_more(test_settings):
+    session = _StallingSession(stalls=1)
+    assert _repository_over(session, test_settings)._run("user", [7]) == [("row", (7,))]
+    assert session.calls == 2
+
+
+def test_a_read_that_times_out_twice_is_unavailable(test_settings):
+    session = _StallingSession(stalls=2)
+    with pytest.raises(ServingUnavailable, match="Client request timeout"):
+        _repository_over(session, test_settings)._run("user", [7])
+    assert session.calls == 2

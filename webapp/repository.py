@@ -51,6 +51,7 @@ from webapp.models import (
 SCOPE = "nightly"
 PUBLISHED_RUN_TTL = 10.0  # seconds a published run id is reused before it is read again
 RECONNECT_EVERY = 2.0
+READ_ATTEMPTS = 2  # a read that timed out on the client is asked once more
 _UNAVAILABLE = (
     NoHostAvailable,
     OperationTimedOut,
@@ -145,11 +146,21 @@ class CassandraRepository:
         return self._connection.session
 
     def _run(self, name: str, params: Iterable[Any]) -> list[Any]:
+        """The statement's rows. A read that timed out on the client is asked once more
+        before the site answers 503: on a loaded machine every coordinator the driver tried
+        can stall for seconds while a node dies or rejoins, and a second plan, a moment
+        later, usually finds one that answers (every statement here is a read)."""
         session = self._session()
-        try:
-            return list(session.execute(self._prepared[name], tuple(params)))
-        except _UNAVAILABLE as error:
-            raise ServingUnavailable(f"Cassandra did not answer: {error}") from error
+        params = tuple(params)
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return list(session.execute(self._prepared[name], params))
+            except OperationTimedOut as error:
+                if attempt + 1 == READ_ATTEMPTS:
+                    raise ServingUnavailable(f"Cassandra did not answer: {error}") from error
+            except _UNAVAILABLE as error:
+                raise ServingUnavailable(f"Cassandra did not answer: {error}") from error
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self._connection is not None:
