@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from discorecs import tables
+from discorecs.flatlists import flat_lists
 from discorecs.tables import document_json
-from spark_jobs.tastes import flat_lists
 
 _TYPES = {
     "user_id": "long",

@@ -32,15 +32,16 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from discorecs import paths
+from discorecs.affinities import CREDIT_COLUMNS
 from discorecs.catalog.ingest import current_catalog
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings
 from discorecs.users import TASTE_MODELS
 from discorecs.users.population import write_population
 from spark_jobs import transforms as t
-from spark_jobs.affinities import AFFINITY_COLUMNS, release_affinities
-from spark_jobs.cocollection import similar_releases
+from spark_jobs.cocollection import sampled_holdings, similar_releases
 from spark_jobs.nightly import materialize, read_inputs
+from spark_jobs.picks import SimilarReleases
 
 K = 10
 
@@ -127,11 +128,12 @@ def baseline_friends_most_owned(train: DataFrame, held: DataFrame, friends: Data
     return _top_k_excluding(candidates, held, [F.desc("owners"), "release_id"])
 
 
-def baseline_item_to_item(train: DataFrame, held: DataFrame, similar: DataFrame) -> DataFrame:
+def baseline_item_to_item(train: DataFrame, held: DataFrame, similar: SimilarReleases) -> DataFrame:
     """Releases most similar to the user's own (summed similarity over what they own)."""
+    neighbours = train.sparkSession.createDataFrame(similar.as_table())
     candidates = (
         train.select("user_id", F.col("release_id").alias("owned"))
-        .join(similar.withColumnRenamed("release_id", "owned"), "owned")
+        .join(neighbours.withColumnRenamed("release_id", "owned"), "owned")
         .groupBy("user_id", F.col("similar_id").alias("release_id"))
         .agg(F.sum("similarity").alias("score"))
     )
@@ -222,15 +224,13 @@ def evaluate_population(
             recommended.join(evaluated, "user_id"), hidden, catalog_size, evaluated_users
         )
 
-    tastes = materialize(t.user_tastes(train, wantlists, releases))
+    catalog = t.catalog_index(releases)
+    tastes = materialize(t.user_tastes(train, wantlists, releases, catalog=catalog))
     scores = t.genre_scores(tastes)
     friends = materialize(t.best_friends(t.candidate_friends(tastes), tastes))
-    similar = materialize(similar_releases(train))
-    affinities = materialize(release_affinities(releases))
+    similar = similar_releases(sampled_holdings(train))
     ours = materialize(
-        t.recommend_releases(
-            train, releases, tastes, friends, similar=similar, affinities=affinities
-        )
+        t.recommend_releases(train, releases, tastes, friends, similar=similar, catalog=catalog)
     )
     results = {}
     for name, recommended in (
@@ -286,7 +286,7 @@ def evaluate(
     catalog = current_catalog(settings)
     releases = materialize(
         spark.read.parquet(catalog.uri).select(
-            "release_id", "title", "genres", "styles", *AFFINITY_COLUMNS[1:]
+            "release_id", "title", "genres", "styles", *CREDIT_COLUMNS
         )
     )
     scratch = settings.run_dir / "evaluate"

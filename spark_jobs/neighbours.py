@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from spark_jobs.picks import RANKING_DIGITS, owners, ranks_in_runs, run_starts
+from discorecs.flatlists import owners, ranks_in_runs, run_starts
+from spark_jobs.picks import RANKING_DIGITS
 
 
 def dense_rows(offsets: np.ndarray, features: np.ndarray, weights: np.ndarray, dims: int):

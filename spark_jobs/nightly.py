@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from discorecs import paths, storage, tables
+from discorecs.affinities import CREDIT_COLUMNS
 from discorecs.catalog.ingest import current_catalog
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings, load_settings
@@ -38,9 +39,9 @@ from discorecs.tables import (
 )
 from discorecs.users.population import current_users
 from spark_jobs import transforms as t
-from spark_jobs.affinities import AFFINITY_COLUMNS, release_affinities
 from spark_jobs.answers import RUN_ROW_SCHEMA, render_answers
-from spark_jobs.cocollection import similar_releases
+from spark_jobs.cocollection import sampled_holdings, similar_releases
+from spark_jobs.tastes import CatalogIndex
 
 SCOPE = "nightly"
 LEADERBOARD_DEPTH = 10_000
@@ -88,7 +89,7 @@ def read_inputs(spark: SparkSession, settings: Settings) -> Inputs:
     catalog = current_catalog(settings).uri
     people = current_users(settings)
     releases = spark.read.parquet(catalog).select(
-        "release_id", "title", "genres", "styles", *AFFINITY_COLUMNS[1:]
+        "release_id", "title", "genres", "styles", *CREDIT_COLUMNS
     )
     users = spark.read.parquet(people.join(paths.USER_PROFILES).uri).select(
         "user_id", "name", "location", "joined_at"
@@ -480,10 +481,14 @@ def _run_steps(
         settings.spark_shuffle_partitions,
         (counts["collection_items"] + counts["wantlist_items"]) // HOLDINGS_PER_PARTITION,
     )
-    tastes = step(
-        "tastes",
-        lambda: materialize(t.user_tastes(collections, wantlists, releases, partitions)),
-    )
+
+    def taste() -> tuple[CatalogIndex, DataFrame]:
+        catalog = t.catalog_index(releases)  # numbers the taste groups for the picks too
+        return catalog, materialize(
+            t.user_tastes(collections, wantlists, releases, partitions, catalog=catalog)
+        )
+
+    catalog, tastes = step("tastes", taste)
     users = tastes.agg(
         F.sum("missing").alias("missing"), F.count_if(F.size("genres") > 0).alias("scored")
     ).first()
@@ -499,23 +504,16 @@ def _run_steps(
         lambda: materialize(t.best_friends(t.candidate_friends(tastes), tastes)),
     )
     counts["users_with_friend"] = friends.filter("rank = 1").count()
+    sample_share = min(1.0, settings.co_collection_users / max(counts["users_scored"], 1))
     similar = step(
         "co-collection",
-        lambda: materialize(
-            similar_releases(
-                collections,
-                sample_share=min(
-                    1.0, settings.co_collection_users / max(counts["users_scored"], 1)
-                ),
-            )
-        ),
+        lambda: similar_releases(sampled_holdings(collections, sample_share)),
     )
-    affinities = step("affinities", lambda: materialize(release_affinities(releases)))
     picks = step(
         "releases",
         lambda: materialize(
             t.recommend_releases(
-                collections, releases, tastes, friends, similar=similar, affinities=affinities
+                collections, releases, tastes, friends, similar=similar, catalog=catalog
             )
         ),
     )

@@ -1,14 +1,13 @@
 """Release picks for a batch of users, vectorised with numpy: the per-user core of
 :func:`spark_jobs.transforms.recommend_releases`, which feeds it Arrow batches of users.
 
-Why numpy and not Spark SQL: every user has up to (3 styles + 2 genres) x 40 popular
-candidates. As rows that is 200 candidate rows per user, shuffled three times (sum per
-release, drop what the user holds, rank) -- 200M shuffled rows for 1M users. Here a batch of
-users' candidates live in flat arrays: one sort groups them, one sorted membership test drops
-what is held, one more sort ranks them; nothing is shuffled.
+Why numpy and not Spark SQL: every user has up to (3 styles + 2 genres + 4 affinity
+groups) x 40 popular candidates. As rows that is up to 360 candidate rows per user, shuffled
+three times (sum per release, drop what the user holds, rank): 360M shuffled rows for 1M
+users. Here a batch of users' candidates live in flat arrays: one sort groups them, one
+sorted membership test drops what is held, one more sort ranks them; nothing is shuffled.
 
-Flattened lists: a list column of n users is ``offsets`` (n + 1 ints, user i owns
-``values[offsets[i]:offsets[i + 1]]``) and ``values``, which is how Arrow stores it.
+Lists per user are flat (:mod:`discorecs.flatlists`), as Arrow stores them.
 """
 
 from __future__ import annotations
@@ -17,6 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+
+from discorecs.flatlists import contains, owners, ranks_in_runs, run_starts, spans
 
 # Scores and similarities are rounded before ranking: sums of floats depend on the order Spark
 # adds them in (its partitioning), and the last bits must not decide a tie that the id breaks.
@@ -27,39 +29,32 @@ NO_SOURCE = -1  # the source of a fallback pick: the most collected records over
 
 @dataclass(frozen=True)
 class PopularLists:
-    """The most owned releases of each taste group (a style or a genre).
+    """The most owned releases of each taste group (a genre, a style, an artist or a
+    label-era) as flat lists: group ``g`` is named ``names[g]`` and has
+    ``releases[offsets[g]:offsets[g + 1]]``, most owned first, with ``popularity`` (their
+    share of the group's ownership). Most groups of a large catalog hold a handful of
+    releases, so the lists are flat rather than a (groups x depth) table."""
 
-    Group ``g`` is named ``names[g]``; ``releases[g]`` holds its releases, most owned first,
-    and ``popularity[g]`` their share of the group's ownership (0 pads a short group).
-    """
-
-    names: list[str]
-    releases: np.ndarray  # (groups, depth) int64
-    popularity: np.ndarray  # (groups, depth) float64
+    names: pa.Array  # string
+    offsets: np.ndarray
+    releases: np.ndarray
+    popularity: np.ndarray
 
     @classmethod
     def build(cls, rows: Iterable[tuple[str, int, float]], depth: int) -> PopularLists:
-        """From (group name, release id, popularity) rows, each group's rows in rank order."""
+        """From (group name, release id, popularity) rows, each group's rows in rank order;
+        groups sorted by name, at most ``depth`` releases each."""
         by_group: dict[str, list[tuple[int, float]]] = {}
         for name, release_id, share in rows:
             by_group.setdefault(name, []).append((release_id, share))
         names = sorted(by_group)
-        releases = np.zeros((len(names), depth), dtype=np.int64)
-        popularity = np.zeros((len(names), depth), dtype=np.float64)
-        for g, name in enumerate(names):
-            entries = by_group[name][:depth]
-            releases[g, : len(entries)] = [r for r, _ in entries]
-            popularity[g, : len(entries)] = [p for _, p in entries]
-        return cls(names, releases, popularity)
-
-    def merged(self, other: PopularLists) -> PopularLists:
-        """These groups and ``other``'s (names must not repeat), at this depth."""
-        depth = self.releases.shape[1]
-        pad = ((0, 0), (0, depth - other.releases.shape[1]))
-        return PopularLists(
-            self.names + other.names,
-            np.vstack([self.releases, np.pad(other.releases, pad)]),
-            np.vstack([self.popularity, np.pad(other.popularity, pad)]),
+        entries = [by_group[name][:depth] for name in names]
+        flat = [entry for group in entries for entry in group]
+        return cls(
+            pa.array(names, pa.string()),
+            np.concatenate([[0], np.cumsum([len(group) for group in entries])]).astype(np.int64),
+            np.array([r for r, _ in flat], dtype=np.int64),
+            np.array([p for _, p in flat], dtype=np.float64),
         )
 
 
@@ -90,21 +85,29 @@ class SimilarReleases:
             similarity.astype(np.float64),
         )
 
+    def as_table(self) -> pa.Table:
+        """release_id, similar_id, similarity: one row per kept neighbour."""
+        return pa.table(
+            {
+                "release_id": self.release_ids[owners(self.offsets)],
+                "similar_id": self.similar,
+                "similarity": self.similarity,
+            }
+        )
+
     def candidates(self, user: np.ndarray, owned: np.ndarray):
         """(user, release, similarity, because): every release similar to one a user owns,
         once per owned release that suggests it (``because``)."""
         if len(self.release_ids) == 0:
             return (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) + (np.zeros(0, np.int64),)
         at = np.minimum(np.searchsorted(self.release_ids, owned), len(self.release_ids) - 1)
-        found = self.release_ids[at] == owned
-        counts = np.where(found, self.offsets[at + 1] - self.offsets[at], 0)
-        first = np.repeat(self.offsets[at], counts)
-        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        found = np.flatnonzero(self.release_ids[at] == owned)
+        which, position = spans(self.offsets, at[found])
         return (
-            np.repeat(user, counts),
-            self.similar[first + within],
-            self.similarity[first + within],
-            np.repeat(owned, counts),
+            user[found][which],
+            self.similar[position],
+            self.similarity[position],
+            owned[found][which],
         )
 
 
@@ -123,44 +126,15 @@ class Picks:
     because: np.ndarray
 
 
-def owners(offsets: np.ndarray) -> np.ndarray:
-    """For each flattened value, the index of the list (user) it belongs to."""
-    return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-
-
 def _keys(user: np.ndarray, release: np.ndarray) -> np.ndarray:
     # Release ids are below 2**32 (Discogs ids are in the tens of millions).
     return (user.astype(np.int64) << 32) | release.astype(np.int64)
 
 
-def contains(sorted_haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
-    """For each needle, whether it is in the sorted array (binary search, no hashing)."""
-    if len(sorted_haystack) == 0:
-        return np.zeros(len(needles), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_haystack, needles), len(sorted_haystack) - 1)
-    return sorted_haystack[at] == needles
-
-
-def run_starts(*sorted_columns: np.ndarray) -> np.ndarray:
-    """True where a row starts a new run of equal values in the (sorted) columns."""
-    starts = np.zeros(len(sorted_columns[0]), dtype=bool)
-    starts[:1] = True
-    for column in sorted_columns:
-        starts[1:] |= column[1:] != column[:-1]
-    return starts
-
-
-def ranks_in_runs(sorted_column: np.ndarray) -> np.ndarray:
-    """1-based position of each row within its run of equal values."""
-    starts = np.flatnonzero(run_starts(sorted_column))
-    first = np.repeat(starts, np.diff(np.r_[starts, len(sorted_column)]))
-    return np.arange(len(sorted_column)) - first + 1
-
-
 def pick_releases(
     users: int,
     taste_offsets: np.ndarray,
-    taste_groups: np.ndarray,  # group index, -1 for a group with no popular releases
+    taste_groups: np.ndarray,  # index in popular.names (-1: none)
     taste_shares: np.ndarray,
     held_offsets: np.ndarray,
     held_releases: np.ndarray,
@@ -180,12 +154,12 @@ def pick_releases(
     """The top ``kept`` releases for each of ``users`` users that they neither own nor want.
 
     A candidate is one of the popular releases of a group in the user's taste lists (their
-    top styles and genres, with the share of their collection each takes); its taste score
-    is the sum over those groups of share x popularity, its source the group that gave the
-    most. It scores ``taste x (1 + FRIEND_BONUS)`` when the recommended friend owns it, and
-    ``taste`` otherwise. Users in ``wants_picks`` left with no candidate get the fallback
-    releases (most owned overall) they do not hold, scored owners x 1e-9. Ties: lower
-    release id first.
+    top styles, genres and affinity groups, with the share of their collection each takes);
+    its taste score is the sum over those groups of share x popularity, its source the group
+    that gave the most. It scores ``taste x (1 + FRIEND_BONUS)`` when the recommended friend
+    owns it, and ``taste`` otherwise. Users in ``wants_picks`` left with no candidate get the
+    fallback releases (most owned overall) they do not hold, scored owners x 1e-9. Ties:
+    lower release id first.
 
     With ``similar`` (and each user's owned releases), the releases similar to what a user
     owns are candidates too, and a candidate scores ``(1 - co_weight) x taste / best taste
@@ -194,20 +168,16 @@ def pick_releases(
     strongest of them when that part outweighs the taste part), before the friend bonus.
     """
     held = np.sort(_keys(owners(held_offsets), held_releases))
-    depth = popular.releases.shape[1]
-    known = taste_groups >= 0  # a group without popular releases has no candidates
+    # A group outside ``popular`` (-1: unknown) has no candidates.
+    known = (taste_groups >= 0) & (taste_groups < len(popular.offsets) - 1)
     taste_users, taste_groups, taste_shares = (
         owners(taste_offsets)[known],
         taste_groups[known].astype(np.int64),
         taste_shares[known],
     )
-    user_of = np.repeat(taste_users, depth)
-    group_of = np.repeat(taste_groups, depth)
-    release = popular.releases[taste_groups].ravel()
-    popularity = popular.popularity[taste_groups].ravel()
-    weight = np.repeat(taste_shares, depth) * popularity
-    real = popularity > 0
-    user_of, group_of, release, weight = (a[real] for a in (user_of, group_of, release, weight))
+    which, at = spans(popular.offsets, taste_groups)
+    user_of, group_of, release = taste_users[which], taste_groups[which], popular.releases[at]
+    weight = taste_shares[which] * popular.popularity[at]
 
     # One row per (user, release): summed weight, the source with the largest part (of
     # equal parts, the lower group index). One sort of one int64 key; the rest is per run.

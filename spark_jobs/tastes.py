@@ -20,10 +20,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from discorecs.affinities import ARTIST, CREDIT_COLUMNS, release_groups
+from discorecs.flatlists import flat_lists, offsets_of, owners, ranks_in_runs, run_starts, spans
 from discorecs.genres import GENRES
-from spark_jobs.picks import RANKING_DIGITS, PopularLists, owners, ranks_in_runs, run_starts
+from spark_jobs.picks import RANKING_DIGITS, PopularLists
 
 GENRE_NAMES = sorted(GENRES)
+TOP_STYLES, TOP_GENRES = 3, 2
+MIN_RECORDS = 2  # an artist or label-era with one of a user's records is not yet a pattern
+TOP_AFFINITIES = 2  # artists, and label-eras, weighed per user
 
 
 def direction(feature: str) -> float:
@@ -35,17 +40,26 @@ def direction(feature: str) -> float:
 @dataclass(frozen=True)
 class CatalogIndex:
     """What a taste needs of each release, as arrays: sorted ids, a bit per known genre
-    (bit g = GENRE_NAMES[g]), and the styles (indices into ``style_names``) as flat lists."""
+    (bit g = GENRE_NAMES[g]), the styles (indices into ``style_names``) and the affinity
+    groups (:mod:`discorecs.affinities`, indices into ``affinity_names``) as flat lists.
+
+    Taste groups share one numbering, :attr:`group_names`: the genres, then the styles, then
+    the affinity groups (artists before label-eras), each part in name order."""
 
     release_ids: np.ndarray
     genre_bits: np.ndarray
     style_offsets: np.ndarray
     style_ids: np.ndarray
     style_names: list[str]
+    affinity_offsets: np.ndarray
+    affinity_ids: np.ndarray
+    affinity_names: pa.Array  # string, sorted
+    artist_groups: int  # affinity ids below it are artists, the rest label-eras
 
     @classmethod
     def from_arrow(cls, releases: pa.Table) -> CatalogIndex:
-        """From a table of release_id, genres (list of names), styles (list of names)."""
+        """From a table of release_id, genres (list of names), styles (list of names) and,
+        when it has them, the credit columns the affinity groups are read from."""
         releases = releases.sort_by("release_id")
         genres = releases.column("genres").combine_chunks()
         styles = releases.column("styles").combine_chunks()
@@ -61,54 +75,66 @@ class CatalogIndex:
         style_offsets, style_values = flat_lists(styles)
         style_names = sorted(pc.unique(style_values.drop_null()).to_pylist())
         style_ids = pc.index_in(style_values, value_set=pa.array(style_names, pa.string()))
+        if all(column in releases.column_names for column in CREDIT_COLUMNS):
+            rows, names = release_groups(releases)
+        else:
+            rows, names = np.zeros(0, np.int64), pa.array([], pa.string())
+        encoded = names.dictionary_encode()
+        order = pc.sort_indices(encoded.dictionary).to_numpy()
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
         return cls(
             releases.column("release_id").to_numpy(),
             bits,
             style_offsets,
             style_ids.fill_null(0).to_numpy().astype(np.int64),
             style_names,
+            offsets_of(rows, releases.num_rows),
+            rank[encoded.indices.to_numpy(zero_copy_only=False)],
+            encoded.dictionary.take(pa.array(order)),
+            pc.sum(pc.starts_with(encoded.dictionary, ARTIST)).as_py() or 0,
         )
+
+    @property
+    def group_names(self) -> pa.Array:
+        """Every taste group's name: "g:" genres, "s:" styles, then the affinity groups."""
+        return pa.concat_arrays([pa.array(self.features, pa.string()), self.affinity_names])
 
     def most_owned(
         self, release_ids: np.ndarray, owner_counts: np.ndarray, depth: int, fallback_depth: int
     ) -> tuple[PopularLists, np.ndarray, np.ndarray]:
         """From each owned release's number of owners: the ``depth`` most owned releases of
-        every genre ("g:" name) and style ("s:" name) with their popularity (share of the
-        group's ownership), and the ``fallback_depth`` most owned catalog releases overall
-        (ids, owners). Ties: lower release id first. Releases not in the catalog count for
+        every taste group (:attr:`group_names`) with their popularity (share of the group's
+        ownership), and the ``fallback_depth`` most owned catalog releases overall (ids,
+        owners). Ties: lower release id first. Releases not in the catalog count for
         nothing."""
         at, known = self.locate(release_ids)
         at, counts = at[known], owner_counts[known].astype(np.int64)
 
-        # (group, release index) pairs: genres are groups 0..14, styles 15.. .
+        # (group, owned release) pairs: genres are groups 0..14, then styles, then affinities.
         genre_of = [np.flatnonzero((self.genre_bits[at] >> g) & 1) for g in range(len(GENRE_NAMES))]
-        per_record = self.style_offsets[at + 1] - self.style_offsets[at]
-        before = np.cumsum(per_record) - per_record
-        first = np.repeat(self.style_offsets[at] - before, per_record)
-        member = np.concatenate([*genre_of, np.repeat(np.arange(len(at)), per_record)]).astype(
-            np.int64
-        )
+        by_style, style_at = spans(self.style_offsets, at)
+        by_affinity, affinity_at = spans(self.affinity_offsets, at)
+        first_affinity = len(GENRE_NAMES) + len(self.style_names)
+        member = np.concatenate([*genre_of, by_style, by_affinity]).astype(np.int64)
         group = np.concatenate(
             [np.full(len(m), g) for g, m in enumerate(genre_of)]
-            + [len(GENRE_NAMES) + self.style_ids[first + np.arange(len(first))]]
+            + [len(GENRE_NAMES) + self.style_ids[style_at]]
+            + [first_affinity + self.affinity_ids[affinity_at]]
         ).astype(np.int64)
         owners_of, release_of = counts[member], self.release_ids[at][member]
         order = np.lexsort((release_of, -owners_of, group))
         group, owners_of, release_of = group[order], owners_of[order], release_of[order]
-        groups = len(GENRE_NAMES) + len(self.style_names)
+        groups = first_affinity + len(self.affinity_names)
         totals = np.bincount(group, weights=owners_of, minlength=groups)
         top = ranks_in_runs(group) <= depth
         group, owners_of, release_of = group[top], owners_of[top], release_of[top]
-        present = np.unique(group)
-        row = np.searchsorted(present, group)
-        slot = ranks_in_runs(group) - 1
-        releases = np.zeros((len(present), depth), dtype=np.int64)
-        popularity = np.zeros((len(present), depth))
-        releases[row, slot] = release_of
-        popularity[row, slot] = owners_of / totals[group]
-        names = [f"g:{g}" for g in GENRE_NAMES] + [f"s:{s}" for s in self.style_names]
-        popular = PopularLists([names[g] for g in present], releases, popularity)
-
+        popular = PopularLists(
+            self.group_names,
+            offsets_of(group, groups),
+            release_of.astype(np.int64),
+            owners_of / totals[group] if len(group) else np.zeros(0),
+        )
         overall = np.lexsort((self.release_ids[at], -counts))[:fallback_depth]
         return popular, self.release_ids[at][overall], counts[overall]
 
@@ -142,20 +168,9 @@ def genre_counts(bits: np.ndarray) -> np.ndarray:
     return counts
 
 
-def flat_lists(lists: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """(offsets, values) of a list column: row i's values are values[offsets[i]:offsets[i +
-    1]]; a null list reads as an empty one."""
-    lengths = pc.list_value_length(lists).fill_null(0).to_numpy()
-    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), pc.list_flatten(lists)
-
-
-def _lists(offsets_of: np.ndarray, values: pa.Array | np.ndarray) -> pa.ListArray:
-    """A list column from per-row counts' cumulative offsets and the flat values."""
-    return pa.ListArray.from_arrays(pa.array(offsets_of, pa.int32()), values)
-
-
-def _offsets(sorted_rows: np.ndarray, rows: int) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(np.bincount(sorted_rows, minlength=rows))])
+def _lists(offsets: np.ndarray, values: pa.Array | np.ndarray) -> pa.ListArray:
+    """A list column from offsets and the flat values."""
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
 
 
 def user_tastes(
@@ -165,7 +180,8 @@ def user_tastes(
     False for a wantlist entry). Columns: user_id, collection_size, genres, genre_scores,
     genre_shares, styles, style_shares (both sorted by share descending, then name),
     features, weights (the unit taste vector, feature indices into ``catalog.features``),
-    signature, missing (owned records not in the catalog), owned, held (release ids). Users
+    signature, missing (owned records not in the catalog), owned, held (release ids), and
+    taste_groups / taste_shares: what the release picks weigh (:func:`taste_groups`). Users
     with wantlist entries only have size 0 and empty tastes."""
     order = np.lexsort((release, user))
     user, release, owned = user[order], release[order], owned[order]
@@ -174,9 +190,9 @@ def user_tastes(
     row_user = np.cumsum(starts) - 1  # user index of each holdings row
     count = len(users)
 
-    held_offsets = _offsets(row_user, count)
+    held_offsets = offsets_of(row_user, count)
     mine = owned.astype(bool)
-    owned_offsets = _offsets(row_user[mine], count)
+    owned_offsets = offsets_of(row_user[mine], count)
     size = np.diff(owned_offsets)
 
     # Genres: each owned record's known genres share one record.
@@ -197,14 +213,9 @@ def user_tastes(
     # Styles: each owned record's styles share one record.
     rec_user, rec_at = own_user[found], at[found]
     per_record = catalog.style_offsets[rec_at + 1] - catalog.style_offsets[rec_at]
-    style_user = np.repeat(rec_user, per_record)
-    first = np.repeat(
-        catalog.style_offsets[rec_at] - np.cumsum(per_record) + per_record, per_record
-    )
-    style_id = catalog.style_ids[first + np.arange(len(first))] if len(first) else first
-    style_weight = np.repeat(
-        np.divide(1.0, per_record, out=np.zeros(len(per_record)), where=per_record > 0), per_record
-    )
+    by_record, style_at = spans(catalog.style_offsets, rec_at)
+    style_user, style_id = rec_user[by_record], catalog.style_ids[style_at]
+    style_weight = 1.0 / per_record[by_record]
     styles = len(catalog.style_names)
     key = style_user * max(styles, 1) + style_id
     keys, inverse = np.unique(key, return_inverse=True)
@@ -233,9 +244,16 @@ def user_tastes(
 
     genre_names = pa.array(GENRE_NAMES, pa.string())
     style_names = pa.array(catalog.style_names, pa.string())
-    genre_offsets = _offsets(g_user, count)
-    style_offsets = _offsets(s_user, count)
-    feature_offsets = _offsets(f_user, count)
+    genre_offsets = offsets_of(g_user, count)
+    style_offsets = offsets_of(s_user, count)
+    feature_offsets = offsets_of(f_user, count)
+    t_user, t_group, t_share = taste_groups(
+        (g_user, g_id, genre_shares[g_user, g_id]),
+        (s_user, s_style, s_share),
+        affinity_shares(rec_user, rec_at, size, catalog),
+        catalog,
+    )
+    taste_offsets = offsets_of(t_user, count)
     return pa.record_batch(
         {
             "user_id": pa.array(users, pa.int64()),
@@ -251,5 +269,56 @@ def user_tastes(
             "missing": pa.array(np.bincount(own_user[~found], minlength=count), pa.int32()),
             "owned": _lists(owned_offsets, pa.array(release[mine], pa.int64())),
             "held": _lists(held_offsets, pa.array(release, pa.int64())),
+            "taste_groups": _lists(taste_offsets, pa.array(t_group, pa.int32())),
+            "taste_shares": _lists(taste_offsets, pa.array(t_share, pa.float64())),
         }
     )
+
+
+Ranked = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""(user, id, share) rows sorted by user, then share descending, then id."""
+
+
+def affinity_shares(
+    user: np.ndarray, at: np.ndarray, size: np.ndarray, catalog: CatalogIndex
+) -> Ranked:
+    """Each user's affinity groups (ids into ``catalog.affinity_names``) holding
+    ``MIN_RECORDS`` or more of their records (``user``, catalog position ``at``: one row per
+    owned record found in the catalog), with the share of the collection (``size``) in each;
+    by user, then share descending, then id (name order)."""
+    by_record, group_at = spans(catalog.affinity_offsets, at)
+    groups = max(len(catalog.affinity_names), 1)
+    key = user[by_record] * groups + catalog.affinity_ids[group_at]
+    keys, records = np.unique(key, return_counts=True)
+    keys, records = keys[records >= MIN_RECORDS], records[records >= MIN_RECORDS]
+    a_user, a_id = np.divmod(keys, groups)
+    order = np.lexsort((a_id, -records, a_user))
+    a_user, a_id = a_user[order], a_id[order]
+    return a_user, a_id, records[order] / size[a_user]
+
+
+def taste_groups(
+    genres: Ranked, styles: Ranked, affinities: Ranked, catalog: CatalogIndex
+) -> Ranked:
+    """The groups the release picks weigh per user, as (user, group id in
+    ``catalog.group_names``, share of the collection) in this order: the top ``TOP_STYLES``
+    styles, the top ``TOP_GENRES`` genres, the ``TOP_AFFINITIES`` strongest artists, then
+    label-eras."""
+    a_user, a_id, a_share = affinities
+    artist = a_id < catalog.artist_groups
+    first_style = len(GENRE_NAMES)
+    first_affinity = first_style + len(catalog.style_names)
+    parts = [
+        (styles[0], first_style + styles[1], styles[2], TOP_STYLES),
+        (genres[0], genres[1], genres[2], TOP_GENRES),
+        (a_user[artist], first_affinity + a_id[artist], a_share[artist], TOP_AFFINITIES),
+        (a_user[~artist], first_affinity + a_id[~artist], a_share[~artist], TOP_AFFINITIES),
+    ]
+    kept = [
+        (user[top], group[top], share[top], np.full(int(top.sum()), part))
+        for part, (user, group, share, most) in enumerate(parts)
+        for top in [ranks_in_runs(user) <= most if len(user) else np.zeros(0, bool)]
+    ]
+    user, group, share, part = (np.concatenate(column) for column in zip(*kept, strict=True))
+    order = np.lexsort((np.arange(len(user)), part, user))
+    return user[order], group[order].astype(np.int64), share[order].astype(np.float64)

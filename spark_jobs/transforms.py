@@ -25,9 +25,10 @@ from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 
 from discorecs import tables
+from discorecs.affinities import ARTIST, CREDIT_COLUMNS, LABEL_ERA
 from discorecs.events import EventKind
+from discorecs.flatlists import flat_lists, ranks_in_runs, run_starts
 from discorecs.genres import GENRES
-from spark_jobs import affinities as affinity
 from spark_jobs import neighbours, picks
 from spark_jobs import tastes as taste_pass
 
@@ -35,14 +36,15 @@ FRIEND_WINDOW = 8  # neighbours compared on each side in every block (sorted nei
 FRIENDS_KEPT = 5
 FRIEND_CHUNK_ROWS = 4096  # users of a block compared in one numpy pass
 SHARED_GENRE_SHARE = 0.15
-TOP_STYLES = 3
-TOP_GENRES = 2
 POPULAR_PER_GROUP = 40
 RELEASES_KEPT = tables.RELEASES_SHOWN + tables.RELEASE_SPARES  # spares: see tables
 FALLBACK_CANDIDATES = 200
 CO_WEIGHT = 0.1
 """How much of a pick's score comes from co-collection (releases kept by the collectors of
-what the user owns) rather than taste (popular in the user's styles and genres)."""
+what the user owns) rather than taste (popular in the user's taste groups: styles, genres,
+artists and label-eras)."""
+BECAUSE_SPREAD = 4096
+"""Picks with no release behind them join the titles on one of this many negative keys."""
 
 
 # -- current state -------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ TASTE_SCHEMA = (
     "user_id long, collection_size int, genres array<string>, genre_scores array<double>, "
     "genre_shares array<double>, styles array<string>, style_shares array<double>, "
     "features array<int>, weights array<double>, signature double, missing int, "
-    "owned array<long>, held array<long>"
+    "owned array<long>, held array<long>, taste_groups array<int>, taste_shares array<double>"
 )
 
 
@@ -133,18 +135,21 @@ def user_tastes(
     wantlists: DataFrame,
     releases: DataFrame,
     partitions: int | None = None,
+    catalog: taste_pass.CatalogIndex | None = None,
 ) -> DataFrame:
     """One row per user with a collection or a wantlist (:data:`TASTE_SCHEMA`): collection
     size, genres with score and share, styles with share (both by share, descending), the
-    unit taste vector, its signature, and the owned and held (owned or wanted) releases.
+    unit taste vector, its signature, the owned and held (owned or wanted) releases, and the
+    taste groups the release picks weigh.
 
     Spark partitions the holdings by user; numpy computes every user of a partition in one
     pass (:func:`spark_jobs.tastes.user_tastes`) against the catalog's genres and styles,
     broadcast as arrays. ``partitions``: how many (default: the shuffle partitions); each
-    holds its users' holdings in memory at once.
+    holds its users' holdings in memory at once. ``catalog``: :func:`catalog_index` of
+    ``releases``, when the caller has it already.
     """
     spark = collections.sparkSession
-    shared = spark.sparkContext.broadcast(catalog_index(releases))
+    shared = spark.sparkContext.broadcast(catalog or catalog_index(releases))
     holdings = collections.select("user_id", "release_id", F.lit(True).alias("owned")).unionByName(
         wantlists.select("user_id", "release_id", F.lit(False).alias("owned"))
     )
@@ -170,13 +175,15 @@ def user_tastes(
 
 
 def catalog_index(releases: DataFrame) -> taste_pass.CatalogIndex:
-    """The catalog's genres and styles as arrays, collected to the driver (~25 bytes a
-    release)."""
+    """The catalog's genres, styles and (when ``releases`` has the credit columns) affinity
+    groups as arrays, collected to the driver."""
+    credits = [c for c in CREDIT_COLUMNS if c in releases.columns]
     return taste_pass.CatalogIndex.from_arrow(
         releases.select(
             "release_id",
             known_genres().alias("genres"),
             F.coalesce(F.col("styles"), F.array()).alias("styles"),
+            *(credits if len(credits) == len(CREDIT_COLUMNS) else []),
         ).toArrow()
     )
 
@@ -271,12 +278,12 @@ def candidate_friends(
         chunk = table.column("chunk").to_numpy()
         pos = table.column("pos").to_numpy()
         users = table.column("user_id").to_numpy()
-        offsets, values = taste_pass.flat_lists(table.column("features").combine_chunks())
+        offsets, values = flat_lists(table.column("features").combine_chunks())
         values = values.to_numpy(zero_copy_only=False)
         weights = pc.list_flatten(table.column("weights").combine_chunks()).to_numpy(
             zero_copy_only=False
         )
-        starts = np.flatnonzero(picks.run_starts(block, chunk))
+        starts = np.flatnonzero(run_starts(block, chunk))
         for start, end in zip(starts, [*starts[1:], len(users)], strict=True):
             chunk_end = (chunk[start] + 1) * chunk_rows
             user, friend, similarity = neighbours.chunk_neighbours(
@@ -325,7 +332,7 @@ def best_friends(candidates: DataFrame, tastes: DataFrame, kept: int = FRIENDS_K
                 "user_id": user,
                 "friend_id": friend,
                 "similarity": similarity,
-                "rank": pa.array(picks.ranks_in_runs(user), pa.int32()),
+                "rank": pa.array(ranks_in_runs(user), pa.int32()),
             }
         )
 
@@ -428,111 +435,60 @@ def recommend_releases(
     tastes: DataFrame,
     friends: DataFrame,
     kept: int = RELEASES_KEPT,
-    similar: DataFrame | None = None,
+    similar: picks.SimilarReleases | None = None,
     co_weight: float = CO_WEIGHT,
-    affinities: DataFrame | None = None,
+    catalog: taste_pass.CatalogIndex | None = None,
 ) -> DataFrame:
     """user_id, rank, release_id, score, reason: releases the user neither owns nor wants.
 
-    A candidate's score is how popular it is within the user's own top styles and genres,
-    weighted by how much of the collection each takes (the taste the collection was built
-    from), plus a bonus when the recommended friend owns it. Users with no candidate left
-    get the most owned releases overall they do not hold. The per-user arithmetic is
-    :func:`spark_jobs.picks.pick_releases`, run on Arrow batches of users: each user's row
-    of ``tastes`` (:func:`user_tastes`) with their friend's collection joined to it.
+    A candidate's score is how popular it is within the user's taste groups (their top
+    styles and genres, and the artists and label-eras they complete), weighted by how much
+    of the collection each takes, plus a bonus when the recommended friend owns it. Users
+    with no candidate left get the most owned releases overall they do not hold. The
+    per-user arithmetic is :func:`spark_jobs.picks.pick_releases`, run on Arrow batches of
+    users: each user's row of ``tastes`` (:func:`user_tastes`, whose group ids ``catalog``
+    numbers) with their friend's collection joined to it.
 
     With ``similar`` (:func:`spark_jobs.cocollection.similar_releases`), releases kept by the
     collectors of what the user owns are candidates too, blended in with ``co_weight``.
-    With ``affinities`` (:func:`spark_jobs.affinities.release_affinities`), the user's
-    strongest artists and label-eras are taste groups beside their styles and genres.
     """
-    # Styles and genres share one group index ("s:"/"g:" keep a style named like a genre
-    # apart). Ownership counts are one aggregation; the ranking per group is numpy's.
+    catalog = catalog or catalog_index(releases)
+    # Ownership counts are one aggregation; the ranking per group is numpy's.
     owned = collections.groupBy("release_id").agg(F.count("*").alias("owners")).toArrow()
-    popular, fallback_releases, fallback_owners = catalog_index(releases).most_owned(
+    popular, fallback_releases, fallback_owners = catalog.most_owned(
         owned.column("release_id").to_numpy(),
         owned.column("owners").to_numpy(),
         POPULAR_PER_GROUP,
         FALLBACK_CANDIDATES,
     )
-
-    def taste_list(names: str, shares: str, count: int, prefix: str) -> Column:
-        return F.zip_with(
-            F.slice(names, 1, count),
-            F.slice(shares, 1, count),
-            lambda name, share: F.struct(
-                F.concat(F.lit(prefix), name).alias("group"), share.alias("share")
-            ),
-        )
-
-    taste = F.concat(
-        taste_list("styles", "style_shares", TOP_STYLES, "s:"),
-        taste_list("genres", "genre_shares", TOP_GENRES, "g:"),
-    )
-    with_taste = tastes.select("user_id", "held", "owned", taste.alias("taste"))
-    if affinities is not None:
-        strongest = affinity.user_affinities(collections, affinities)
-        rows = (
-            affinity.popular_in_groups(
-                collections,
-                affinities,
-                strongest.select(F.explode("affinity.group").alias("group")),
-                POPULAR_PER_GROUP,
-            )
-            .orderBy("group", "r")
-            .toArrow()
-        )
-        popular = popular.merged(
-            picks.PopularLists.build(
-                zip(
-                    rows.column("group").to_pylist(),
-                    rows.column("release_id").to_pylist(),
-                    rows.column("popularity").to_pylist(),
-                    strict=True,
-                ),
-                POPULAR_PER_GROUP,
-            )
-        )
-        no_affinity = F.array().cast("array<struct<group:string,share:double>>")
-        with_taste = with_taste.join(strongest, "user_id", "left").select(
-            "user_id",
-            "held",
-            "owned",
-            F.concat("taste", F.coalesce("affinity", no_affinity)).alias("taste"),
-        )
     friend = friends.filter("rank = 1").select("user_id", "friend_id")
     users = (
-        with_taste.join(friend, "user_id", "left")
+        tastes.select("user_id", "held", "owned", "taste_groups", "taste_shares")
+        .join(friend, "user_id", "left")
         .join(
             tastes.select(F.col("user_id").alias("friend_id"), F.col("owned").alias("theirs")),
             "friend_id",
             "left",
         )
-        .select("user_id", "held", "owned", "taste", "theirs")
+        .drop("friend_id")
     )
-    neighbours_of = None
-    if similar is not None:
-        rows = similar.select("release_id", "similar_id", "similarity").toArrow()
-        neighbours_of = picks.SimilarReleases.build(
-            rows.column("release_id").to_numpy(),
-            rows.column("similar_id").to_numpy(),
-            rows.column("similarity").to_numpy(),
-        )
-    group_names = pa.array(popular.names)
-    source_names = pa.array(popular.names, pa.string())
+    shared = collections.sparkSession.sparkContext.broadcast(
+        (popular, fallback_releases, fallback_owners, similar)
+    )
 
     def pick(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        popular, fallback_releases, fallback_owners, similar = shared.value
         for batch in batches:
-            taste_offsets, taste_values = taste_pass.flat_lists(batch.column("taste"))
-            groups = pc.index_in(taste_values.field("group"), value_set=group_names)
-            chosen = taste_pass.flat_lists(batch.column("held"))
-            theirs = taste_pass.flat_lists(batch.column("theirs"))
-            owned = taste_pass.flat_lists(batch.column("owned"))
+            taste_offsets, groups = flat_lists(batch.column("taste_groups"))
+            shares = pc.list_flatten(batch.column("taste_shares"))
+            chosen = flat_lists(batch.column("held"))
+            theirs = flat_lists(batch.column("theirs"))
+            owned = flat_lists(batch.column("owned"))
             found = picks.pick_releases(
                 batch.num_rows,
                 taste_offsets,
-                groups.fill_null(-1).to_numpy(),
-                taste_values.field("share").to_numpy(zero_copy_only=False),
+                groups.to_numpy(zero_copy_only=False).astype(np.int64),
+                shares.to_numpy(zero_copy_only=False),
                 chosen[0],
                 chosen[1].to_numpy(zero_copy_only=False),
                 theirs[0],
@@ -542,7 +498,7 @@ def recommend_releases(
                 fallback_releases,
                 fallback_owners,
                 kept,
-                similar=neighbours_of,
+                similar=similar,
                 owned_offsets=owned[0],
                 owned_releases=owned[1].to_numpy(zero_copy_only=False),
                 co_weight=co_weight,
@@ -553,7 +509,7 @@ def recommend_releases(
                     "rank": pa.array(found.rank, pa.int32()),
                     "release_id": pa.array(found.release, pa.int64()),
                     "score": pa.array(found.score, pa.float64()),
-                    "source": source_names.take(
+                    "source": popular.names.take(
                         pa.array(found.source, mask=found.source == picks.NO_SOURCE)
                     ),
                     "friend_owns": pa.array(found.friend_owns, pa.bool_()),
@@ -573,25 +529,36 @@ def recommend_releases(
         titles = releases.select(
             F.col("release_id").alias("because_key"), F.col("title").alias("because_title")
         )
-        spread = F.coalesce(F.col("because"), -1 - F.col("user_id") % 4096)
+        spread = F.coalesce(F.col("because"), -1 - F.col("user_id") % BECAUSE_SPREAD)
         ranked = ranked.withColumn("because_key", spread).join(titles, "because_key", "left")
     else:
         ranked = ranked.withColumn("because_title", F.lit(None).cast("string"))
+    return ranked.select("user_id", "rank", "release_id", "score", pick_reason().alias("reason"))
+
+
+def pick_reason() -> Column:
+    """Why a pick (source, friend_owns, because, because_title) is recommended."""
     because_title = F.coalesce(
         F.col("because_title"), F.format_string("release %d", F.col("because"))
     )
-    group = F.substring("source", 3, 1_000_000)  # the name after "g:" or "s:"
-    reason = (
+    source = F.col("source")
+    name = F.substring(source, 3, 1_000_000)  # the name after its "g:", "s:", "a:" or "l:"
+    return (
         F.when(
             F.col("because").isNotNull(),
             F.format_string("collectors of %s also keep it", because_title),
         )
-        .when(F.col("source").isNull(), F.lit("one of the most collected records on discorecs"))
-        .when(affinity.explain(F.col("source")).isNotNull(), affinity.explain(F.col("source")))
+        .when(source.isNull(), F.lit("one of the most collected records on discorecs"))
+        .when(
+            source.startswith(ARTIST), F.format_string("more by %s, whose records you keep", name)
+        )
+        .when(
+            source.startswith(LABEL_ERA),
+            F.format_string("from %s, a label and era you collect", name),
+        )
         .when(
             F.col("friend_owns"),
-            F.format_string("owned by your closest taste match and popular in %s", group),
+            F.format_string("owned by your closest taste match and popular in %s", name),
         )
-        .otherwise(F.format_string("popular among %s collectors like you", group))
+        .otherwise(F.format_string("popular among %s collectors like you", name))
     )
-    return ranked.select("user_id", "rank", "release_id", "score", reason.alias("reason"))

@@ -95,7 +95,10 @@ def load_reference(spark: SparkSession, settings: Settings) -> Reference:
     catalog_files, users_files = current_catalog(settings), current_users(settings)
     users = spark.read.parquet(users_files.join(paths.USER_PROFILES).uri).select("user_id")
     user_ids = np.sort(users.toArrow().column("user_id").to_numpy().astype(np.int64))
-    catalog = catalog_index(spark.read.parquet(catalog_files.uri))
+    # Genres and styles only: the live profile has no use for the affinity groups.
+    catalog = catalog_index(
+        spark.read.parquet(catalog_files.uri).select("release_id", "genres", "styles")
+    )
     return Reference(spark.sparkContext.broadcast(user_ids), spark.sparkContext.broadcast(catalog))
 
 

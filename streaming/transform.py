@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from discorecs.events import TOPIC_OF_KIND, InvalidEvent, parse_event_fields
+from discorecs.flatlists import contains
 from discorecs.settings import Settings
-from spark_jobs.picks import contains
 
 MARKED = pa.schema(
     [

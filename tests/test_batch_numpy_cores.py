@@ -4,7 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from spark_jobs import neighbours, picks, tastes
+from discorecs.affinities import release_groups
+from spark_jobs import cocollection, neighbours, picks, tastes
 
 
 def lists(*rows):
@@ -25,7 +26,9 @@ POPULAR = picks.PopularLists.build(
     ],
     depth=3,
 )
-JAZZ, HARD_BOP, PUNK = (POPULAR.names.index(n) for n in ("g:Jazz", "s:Hard Bop", "s:Punk"))
+JAZZ, HARD_BOP, PUNK = (
+    POPULAR.names.to_pylist().index(n) for n in ("g:Jazz", "s:Hard Bop", "s:Punk")
+)
 
 
 def pick(taste, held, friend, wants=None, kept=10):
@@ -265,6 +268,12 @@ def test_user_tastes_from_holdings():
         "missing": 1,  # 99
         "owned": [1, 2, 5, 99],
         "held": [1, 2, 5, 7, 99],
+        # Top styles, then top genres (this catalog has no credits: no affinity groups).
+        "taste_groups": [
+            catalog.group_names.to_pylist().index(name)
+            for name in ("s:Hard Bop", "s:Soul-Jazz", "g:Jazz", "g:Funk / Soul")
+        ],
+        "taste_shares": [0.5, 0.5, 0.75, 0.25],
     }
     assert second == {
         "user_id": 11,
@@ -280,6 +289,8 @@ def test_user_tastes_from_holdings():
         "missing": 0,
         "owned": [],
         "held": [7],
+        "taste_groups": [],
+        "taste_shares": [],
     }
 
 
@@ -297,18 +308,112 @@ def test_most_owned_ranks_every_group_and_the_catalog():
     popular, fallback, owners = catalog.most_owned(
         np.array([4, 99, 1, 2, 3]), np.array([1, 50, 5, 3, 3]), depth=2, fallback_depth=3
     )
-    lists = {
-        name: [
-            (int(r), pytest.approx(p))
-            for r, p in zip(popular.releases[g], popular.popularity[g], strict=True)
-            if p > 0
-        ]
-        for g, name in enumerate(popular.names)
-    }
-    assert lists == {
+    assert popular_lists(popular) == {
         "g:Jazz": [(1, 5 / 8), (2, 3 / 8)],
         "g:Rock": [(2, 3 / 7), (3, 3 / 7)],  # equal owners: lower id first; 4 is cut
         "s:Hard Bop": [(1, 1.0)],
         "s:Punk": [(3, 3 / 4), (4, 1 / 4)],
     }
     assert fallback.tolist() == [1, 2, 3] and owners.tolist() == [5, 3, 3]
+
+
+def popular_lists(popular):
+    """{group name: [(release, popularity), ...]} of the groups with releases."""
+    return {
+        name: [
+            (int(r), pytest.approx(p))
+            for r, p in zip(
+                popular.releases[popular.offsets[g] : popular.offsets[g + 1]],
+                popular.popularity[popular.offsets[g] : popular.offsets[g + 1]],
+                strict=True,
+            )
+        ]
+        for g, name in enumerate(popular.names.to_pylist())
+        if popular.offsets[g + 1] > popular.offsets[g]
+    }
+
+
+CREDITED = pa.table(
+    {
+        "release_id": [1, 2, 3, 4, 5, 6],
+        "genres": [["Jazz"], ["Jazz"], ["Jazz"], ["Rock"], ["Jazz"], ["Jazz"]],
+        "styles": [["Free Jazz"], ["Free Jazz"], [], ["Punk"], [], ["Hard Bop"]],
+        "artists": [["Sun Ra"], ["Various"], ["Sun Ra"], ["X-Ray Spex"], ["Sun Ra"], []],
+        "labels": [["Saturn"], ["Saturn", "Saturn"], ["Impulse!"], ["EMI"], ["Saturn"], []],
+        "year": [1961, 1965, None, 1978, 1967, 1960],
+    }
+)
+
+
+def test_affinity_groups_are_the_first_artist_and_each_label_in_its_decade():
+    rows, names = release_groups(CREDITED)
+    assert list(zip(rows.tolist(), names.to_pylist(), strict=True)) == [
+        (0, "a:Sun Ra"),
+        (0, "l:Saturn (1960s)"),
+        (1, "l:Saturn (1960s)"),  # "Various" is nobody's record; a label listed twice, once
+        (2, "a:Sun Ra"),  # no year: no label-era
+        (3, "a:X-Ray Spex"),
+        (3, "l:EMI (1970s)"),
+        (4, "a:Sun Ra"),
+        (4, "l:Saturn (1960s)"),
+    ]
+
+
+def test_affinities_need_two_records_and_weigh_their_share_of_the_collection():
+    catalog = tastes.CatalogIndex.from_arrow(CREDITED)
+    # User 1 owns 1, 2, 3, 4: Sun Ra twice (1, 3), Saturn in the 1960s twice (1, 2).
+    found = tastes.user_tastes(
+        np.array([1, 1, 1, 1]), np.array([1, 2, 3, 4]), np.ones(4, bool), catalog
+    ).to_pylist()[0]
+    names = catalog.group_names.to_pylist()
+    groups = [names[g] for g in found["taste_groups"]]
+    shares = dict(zip(groups, found["taste_shares"], strict=True))
+    # Styles first, then genres, then the artist, then the label-era; X-Ray Spex and EMI
+    # hold one record each and are no pattern yet.
+    assert groups == ["s:Free Jazz", "s:Punk", "g:Jazz", "g:Rock", "a:Sun Ra", "l:Saturn (1960s)"]
+    assert (shares["a:Sun Ra"], shares["l:Saturn (1960s)"]) == (0.5, 0.5)
+
+
+def test_most_owned_ranks_the_affinity_groups_like_styles():
+    catalog = tastes.CatalogIndex.from_arrow(CREDITED)
+    popular, _, _ = catalog.most_owned(
+        np.array([1, 3, 5, 2]), np.array([2, 5, 2, 1]), depth=2, fallback_depth=1
+    )
+    lists = popular_lists(popular)
+    assert lists["a:Sun Ra"] == [(3, 5 / 9), (1, 2 / 9)]  # 5 cut at depth 2 (ties: lower id)
+    assert lists["l:Saturn (1960s)"] == [(1, 2 / 5), (5, 2 / 5)]
+
+
+def test_similar_releases_count_the_collectors_who_keep_both():
+    # Users 2, 3, 4 keep 3 and 4; user 5 keeps 3 and 6 (one co-owner: dropped).
+    pairs = [(1, 3), (2, 3), (2, 4), (3, 3), (3, 4), (4, 3), (4, 4), (5, 3), (5, 6)]
+    holdings = pa.table(
+        {
+            "user_id": [u for u, _ in pairs],
+            "release_id": [r for _, r in pairs],
+            "draw": list(range(len(pairs))),
+        }
+    )
+    similar = cocollection.similar_releases(holdings)
+    table = similar.as_table().to_pylist()
+    # 3 has 5 owners, 4 has 3: 3 / (5 * 3) ** 0.8.
+    expected = round(3 / 15**cocollection.OWNERS_EXPONENT, 9)
+    assert table == [
+        {"release_id": 3, "similar_id": 4, "similarity": expected},
+        {"release_id": 4, "similar_id": 3, "similarity": expected},
+    ]
+
+
+def test_a_user_pairs_at_most_their_paired_records():
+    # Users 1 and 2 both own 10, 11 and 12; user 1's draws pick 10 and 11 only.
+    holdings = pa.table(
+        {
+            "user_id": [1, 1, 1, 2, 2, 2],
+            "release_id": [10, 11, 12, 10, 11, 12],
+            "draw": [5, 1, 9, 0, 0, 0],
+        }
+    )
+    similar = cocollection.similar_releases(holdings, paired_records=2)
+    pairs = {(row["release_id"], row["similar_id"]) for row in similar.as_table().to_pylist()}
+    # 10-11 seen by both users; 10-12 and 11-12 by user 2 only (once: dropped).
+    assert pairs == {(10, 11), (11, 10)}

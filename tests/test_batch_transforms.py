@@ -127,10 +127,10 @@ def test_ranks_break_ties_by_user_id(spark):
     ]
 
 
-def friends_for(spark, rows, wanted=()):
+def friends_for(spark, rows, catalog=None, wanted=()):
     collections = holdings(spark, [(u, r, T0, None) for u, r in rows])
     wantlists = holdings(spark, [(u, r, T0, None) for u, r in wanted])
-    tastes = t.user_tastes(collections, wantlists, releases(spark))
+    tastes = t.user_tastes(collections, wantlists, catalog or releases(spark))
     return collections, tastes, t.best_friends(t.candidate_friends(tastes), tastes)
 
 
@@ -392,59 +392,26 @@ def catalog_with_credits(spark):
     )
 
 
-def test_affinity_groups_are_the_first_artist_and_each_label_in_its_decade(spark):
-    from spark_jobs.affinities import release_affinities
-
-    groups = collect(release_affinities(catalog_with_credits(spark)), "release_id", "group")
-    assert groups[:6] == [
-        (1, "a:Sun Ra"),
-        (1, "l:Saturn (1960s)"),
-        (2, "l:Saturn (1960s)"),  # "Various" is nobody's record
-        (3, "a:Sun Ra"),  # no year: no label-era
-        (4, "a:X-Ray Spex"),
-        (4, "l:EMI (1970s)"),
-    ]
-
-
-def test_a_users_affinities_need_two_records_and_are_shares_of_the_collection(spark):
-    from spark_jobs.affinities import release_affinities, user_affinities
-
-    collections = holdings(spark, [(1, r, T0, None) for r in (1, 2, 3, 4)])
-    found = user_affinities(collections, release_affinities(catalog_with_credits(spark)))
-    [row] = found.collect()
-    # Sun Ra: 1 and 3; Saturn in the 1960s: 1 and 2; X-Ray Spex and EMI once only.
-    assert [(a.group, a.share) for a in row.affinity] == [
-        ("a:Sun Ra", 0.5),
-        ("l:Saturn (1960s)", 0.5),
-    ]
-
-
 def test_an_artist_the_user_completes_brings_their_other_records(spark):
-    from spark_jobs.affinities import release_affinities
-
     catalog = catalog_with_credits(spark)
     # User 1 owns two Sun Ra records; users 2 and 3 own 7, another Sun Ra (on Saturn, 1972).
     rows = [(1, 1), (1, 3), (2, 7), (2, 6), (3, 7), (3, 4)]
-    collections, tastes, friends = friends_for(spark, rows)
-    recommended = t.recommend_releases(
-        collections, catalog, tastes, friends, affinities=release_affinities(catalog)
-    )
+    collections, tastes, friends = friends_for(spark, rows, catalog)
+    recommended = t.recommend_releases(collections, catalog, tastes, friends)
     mine = {row.release_id: row.reason for row in recommended.filter("user_id = 1").collect()}
     assert mine[7] == "more by Sun Ra, whose records you keep"
 
 
 def test_collectors_of_a_users_record_name_it_in_the_reason(spark):
-    from spark_jobs.cocollection import similar_releases
+    from spark_jobs.cocollection import sampled_holdings, similar_releases
 
     catalog = catalog_with_credits(spark)
     # Users 2, 3 and 4 keep 3 and 4 together; user 1 owns 3.
     rows = [(1, 3), (2, 3), (2, 4), (3, 3), (3, 4), (4, 3), (4, 4), (5, 6)]
-    collections, tastes, friends = friends_for(spark, rows)
-    similar = similar_releases(collections)
-    assert collect(similar.select("release_id", "similar_id", "co_owners"), "release_id") == [
-        (3, 4, 3),
-        (4, 3, 3),
-    ]
+    collections, tastes, friends = friends_for(spark, rows, catalog)
+    similar = similar_releases(sampled_holdings(collections))
+    neighbours = [(row["release_id"], row["similar_id"]) for row in similar.as_table().to_pylist()]
+    assert neighbours == [(3, 4), (4, 3)]
     recommended = t.recommend_releases(
         collections, catalog, tastes, friends, similar=similar, co_weight=0.9
     )

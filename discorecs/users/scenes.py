@@ -32,15 +32,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from discorecs.affinities import CREDIT_COLUMNS, first_artists, label_era
 from discorecs.errors import DiscorecsError
+from discorecs.flatlists import offsets_of, ranks_in_runs, spans
 from discorecs.users.catalog_index import CatalogIndex, Lists, csr_lists
 
 SCENE_COUNT_SHARES = (0.5, 0.3, 0.2)
 SCENE_MIXTURE = np.array([1.0, 0.5, 0.3])
 FROM_SCENE, FROM_ARTIST = 0.50, 0.35  # the rest (15 %) is noise
 MIN_SCENE_RELEASES = 4
-UNKNOWN_ARTISTS = frozenset({"various", "unknown artist", "no artist"})
-SCENE_COLUMNS = ("release_id", "artists", "labels", "year")
+SCENE_COLUMNS = ("release_id", *CREDIT_COLUMNS)
 
 
 class NoScenesError(DiscorecsError):
@@ -92,12 +93,10 @@ def build_scene_index(releases: pa.Table, index: CatalogIndex) -> SceneIndex:
     scenes = csr_lists(renumber[codes[entries]], pairs[1][entries], int(kept.sum()))
     weights = np.sqrt(sizes[kept].astype(float))
     names = label_codes.dictionary.to_pylist()
-    scene_names = tuple(f"{names[k // 1000]} ({(k % 1000) * 10}s)" for k in keys[kept])
+    scene_names = tuple(label_era(names[k // 1000], (k % 1000) * 10) for k in keys[kept])
 
-    first = _first_artists(releases["artists"])
-    lowered = np.array(pc.utf8_lower(first.fill_null("")).to_pylist(), dtype=object)
+    first = first_artists(releases["artists"].combine_chunks())
     known = in_index & pc.is_valid(first).to_numpy(zero_copy_only=False)
-    known &= ~np.isin(lowered, list(UNKNOWN_ARTISTS))
     artist_codes = pc.dictionary_encode(first)
     artist_code = artist_codes.indices.fill_null(0).to_numpy(zero_copy_only=False)
     first_artist = np.full(index.size, -1, dtype=np.int64)
@@ -117,17 +116,6 @@ def _positions(release_ids: np.ndarray, ranked_ids: np.ndarray) -> np.ndarray:
     at = np.minimum(np.searchsorted(ranked_ids, release_ids, sorter=order), len(order) - 1)
     found = ranked_ids[order[at]] == release_ids
     return np.where(found, order[at], -1)
-
-
-def _first_artists(artists: pa.ChunkedArray) -> pa.Array:
-    """Each row's first artist name (null for a row with none)."""
-    lists = artists.combine_chunks()
-    rows = pc.list_parent_indices(lists).to_numpy()
-    names = pc.list_flatten(lists)
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else rows
-    first = np.full(len(lists), -1, dtype=np.int64)
-    first[rows[starts]] = starts
-    return names.take(pa.array(first, mask=first < 0))
 
 
 def draw_scenes(scenes: SceneIndex, count: int, rng: np.random.Generator):
@@ -184,8 +172,7 @@ def most_common(rows: np.ndarray, codes: np.ndarray, users: int, kept: int) -> n
     user, code = np.divmod(pairs, width)
     order = np.lexsort((code, -counts, user))
     user, code = user[order], code[order]
-    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]]) if len(user) else user
-    rank = np.arange(len(user)) - np.repeat(starts, np.diff(np.r_[starts, len(user)]))
+    rank = ranks_in_runs(user) - 1
     out = np.full((users, kept), -1, dtype=np.int64)
     top = rank < kept
     out[user[top], rank[top]] = code[top]
@@ -196,9 +183,6 @@ def codes_of_records(lists: Lists, size: int, rows: np.ndarray, positions: np.nd
     """(rows, codes): one entry per record ``(rows[i], positions[i])`` and list code (genre
     or style) the record's release belongs to, for the ``size`` catalog positions."""
     codes = np.repeat(np.arange(len(lists.sizes)), lists.sizes)
-    by_position = codes[np.argsort(lists.members, kind="stable")]
-    starts = np.concatenate([[0], np.cumsum(np.bincount(lists.members, minlength=size))])
-    counts = np.diff(starts)[positions]
-    first = np.repeat(starts[positions], counts)
-    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(rows, counts), by_position[first + within]
+    order = np.argsort(lists.members, kind="stable")
+    which, at = spans(offsets_of(lists.members, size), positions)
+    return rows[which], codes[order][at]
