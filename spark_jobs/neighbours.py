@@ -27,15 +27,55 @@ def dense_rows(offsets: np.ndarray, features: np.ndarray, weights: np.ndarray, d
     return matrix
 
 
-def window_similarities(vectors: np.ndarray, window: int, first_rows: int) -> np.ndarray:
+def named_rows(
+    offsets: np.ndarray, codes: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a few named features each (flattened lists of code and weight) as two
+    (rows, widest row) matrices: codes (-1 pads) and weights (0 pads)."""
+    rows = len(offsets) - 1
+    widths = np.diff(offsets)
+    widest = int(widths.max()) if rows else 0
+    matrix_codes = np.full((rows, widest), -1, dtype=np.int64)
+    matrix_weights = np.zeros((rows, widest))
+    row = owners(offsets)
+    column = np.arange(len(codes)) - np.repeat(offsets[:-1], widths)
+    matrix_codes[row, column], matrix_weights[row, column] = codes, weights
+    return matrix_codes, matrix_weights
+
+
+def _ahead(matrix: np.ndarray, window: int, first_rows: int, pad: float) -> np.ndarray:
+    """(first_rows, window, columns): for row i, rows i + 1 .. i + window (``pad`` beyond)."""
+    columns = matrix.shape[1]
+    padded = np.vstack([matrix, np.full((window, columns), pad, dtype=matrix.dtype)])
+    return sliding_window_view(padded, (window + 1, columns))[:first_rows, 0, 1:]
+
+
+def window_similarities(
+    vectors: np.ndarray,
+    window: int,
+    first_rows: int,
+    named: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """(first_rows, window) matrix: [i, d - 1] = dot(vectors[i], vectors[i + d]), rounded to
-    RANKING_DIGITS, and -inf where row i + d does not exist."""
-    rows, dims = vectors.shape
+    RANKING_DIGITS, and -inf where row i + d does not exist. ``named`` (:func:`named_rows`)
+    adds the named features' part of each dot product: the products of equal codes."""
+    rows = vectors.shape[0]
     first_rows = min(first_rows, rows)
-    padded = np.vstack([vectors, np.zeros((window, dims))])
-    # ahead[i] is rows i .. i + window; the product of each with its row i is one matmul.
-    ahead = sliding_window_view(padded, (window + 1, dims))[:first_rows, 0]
-    dots = np.matmul(ahead[:, 1:, :], vectors[:first_rows, :, None])[..., 0]
+    # The rows ahead of each row; the product of each with its row i is one matmul.
+    ahead = _ahead(vectors, window, first_rows, 0.0)
+    dots = np.matmul(ahead, vectors[:first_rows, :, None])[..., 0]
+    if named is not None and named[0].shape[1]:
+        codes, weights = named
+        same = (
+            _ahead(codes, window, first_rows, -1)[:, :, None, :]
+            == codes[:first_rows, None, :, None]
+        )
+        dots += np.einsum(
+            "fwab,fa,fwb->fw",
+            same,
+            weights[:first_rows],
+            _ahead(weights, window, first_rows, 0.0),
+        )
     dots = np.round(dots, RANKING_DIGITS)
     beyond = np.arange(first_rows)[:, None] + np.arange(1, window + 1) >= rows
     dots[beyond] = -np.inf
@@ -63,15 +103,23 @@ def chunk_neighbours(
     own_rows: int,
     window: int,
     kept: int,
+    named: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user, friend, similarity): each user's ``kept`` best candidates in one chunk, both
     directions of every compared pair, by user then rank. Rows are in block order; the first
     ``own_rows`` are the chunk's own, the rest the head of the next chunk (compared, never
-    compared from). Each row has at most 2 x ``window`` candidates here (ahead and behind),
-    so the ranking is a sort of a (rows, 2 x window) matrix along its rows."""
+    compared from). ``named``: (offsets, codes, weights) of each row's named features (the
+    strongest affinities), whose vocabulary is too large for a dense row. Each row has at
+    most 2 x ``window`` candidates here (ahead and behind), so the ranking is a sort of a
+    (rows, 2 x window) matrix along its rows."""
     rows = len(users)
     own = min(own_rows, rows)
-    dots = window_similarities(dense_rows(offsets, features, weights, dims), window, own)
+    dots = window_similarities(
+        dense_rows(offsets, features, weights, dims),
+        window,
+        own,
+        named_rows(*named) if named is not None else None,
+    )
     similarity = np.full((rows, 2 * window), -np.inf)
     friend = np.full((rows, 2 * window), -1, dtype=np.int64)
     i = np.repeat(np.arange(own), window)

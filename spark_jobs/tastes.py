@@ -179,9 +179,11 @@ def user_tastes(
     """One row per user in ``user`` (holdings rows: ``owned`` True for a collection record,
     False for a wantlist entry). Columns: user_id, collection_size, genres, genre_scores,
     genre_shares, styles, style_shares (both sorted by share descending, then name),
-    features, weights (the unit taste vector, feature indices into ``catalog.features``),
+    features, weights (the unit taste vector's genres and styles, feature indices into
+    ``catalog.features``),
     signature, missing (owned records not in the catalog), owned, held (release ids), and
-    taste_groups / taste_shares: what the release picks weigh (:func:`taste_groups`). Users
+    taste_groups / taste_shares: what the release picks weigh (:func:`taste_groups`), and the
+    strongest affinities (names, records owned in each, weight in the taste vector). Users
     with wantlist entries only have size 0 and empty tastes."""
     order = np.lexsort((release, user))
     user, release, owned = user[order], release[order], owned[order]
@@ -231,14 +233,23 @@ def user_tastes(
     s_order = np.lexsort((s_style, -s_share, s_user))
     s_user, s_style, s_share = s_user[s_order], s_style[s_order], s_share[s_order]
 
-    # The taste vector: genre shares and style shares, to unit length.
+    # The strongest artists and label-eras, weighed by their share of the collection.
+    a_user, a_id, a_records = strongest_affinities(rec_user, rec_at, catalog)
+    a_share = a_records / size[a_user] if len(a_user) else np.zeros(0)
+
+    # The taste vector: genre shares, style shares and the strongest affinities' shares, to
+    # unit length. Genres and styles are dense features (``features``, ``weights``); the
+    # affinities, a few of a vast vocabulary, are named (``affinities``, ``affinity_weights``).
     f_user = np.concatenate([g_user, s_user])
     f_id = np.concatenate([g_id, len(GENRE_NAMES) + s_style])
     f_weight = np.concatenate([genre_shares[g_user, g_id], s_share])
     f_order = np.lexsort((f_id, f_user))
     f_user, f_id, f_weight = f_user[f_order], f_id[f_order], f_weight[f_order]
-    norms = np.sqrt(np.bincount(f_user, weights=f_weight * f_weight, minlength=count))
+    squares = np.bincount(f_user, weights=f_weight * f_weight, minlength=count)
+    squares += np.bincount(a_user, weights=a_share * a_share, minlength=count)
+    norms = np.sqrt(squares)
     f_weight = f_weight / norms[f_user] if len(f_weight) else f_weight
+    a_weight = a_share / norms[a_user] if len(a_share) else a_share
     directions = np.array([direction(f) for f in catalog.features])
     signature = np.bincount(f_user, weights=f_weight * directions[f_id], minlength=count)
 
@@ -250,10 +261,11 @@ def user_tastes(
     t_user, t_group, t_share = taste_groups(
         (g_user, g_id, genre_shares[g_user, g_id]),
         (s_user, s_style, s_share),
-        affinity_shares(rec_user, rec_at, size, catalog),
+        (a_user, a_id, a_share),
         catalog,
     )
     taste_offsets = offsets_of(t_user, count)
+    affinity_offsets = offsets_of(a_user, count)
     return pa.record_batch(
         {
             "user_id": pa.array(users, pa.int64()),
@@ -271,6 +283,9 @@ def user_tastes(
             "held": _lists(held_offsets, pa.array(release, pa.int64())),
             "taste_groups": _lists(taste_offsets, pa.array(t_group, pa.int32())),
             "taste_shares": _lists(taste_offsets, pa.array(t_share, pa.float64())),
+            "affinities": _lists(affinity_offsets, catalog.affinity_names.take(pa.array(a_id))),
+            "affinity_records": _lists(affinity_offsets, pa.array(a_records, pa.int32())),
+            "affinity_weights": _lists(affinity_offsets, pa.array(a_weight, pa.float64())),
         }
     )
 
@@ -279,22 +294,25 @@ Ranked = tuple[np.ndarray, np.ndarray, np.ndarray]
 """(user, id, share) rows sorted by user, then share descending, then id."""
 
 
-def affinity_shares(
-    user: np.ndarray, at: np.ndarray, size: np.ndarray, catalog: CatalogIndex
-) -> Ranked:
-    """Each user's affinity groups (ids into ``catalog.affinity_names``) holding
-    ``MIN_RECORDS`` or more of their records (``user``, catalog position ``at``: one row per
-    owned record found in the catalog), with the share of the collection (``size``) in each;
-    by user, then share descending, then id (name order)."""
+def strongest_affinities(
+    user: np.ndarray, at: np.ndarray, catalog: CatalogIndex
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, affinity id, records): each user's ``TOP_AFFINITIES`` artists, then
+    ``TOP_AFFINITIES`` label-eras, holding the most of their records (``MIN_RECORDS`` at
+    least; ties: name order), from one row per owned record found in the catalog (``user``,
+    catalog position ``at``)."""
     by_record, group_at = spans(catalog.affinity_offsets, at)
     groups = max(len(catalog.affinity_names), 1)
     key = user[by_record] * groups + catalog.affinity_ids[group_at]
     keys, records = np.unique(key, return_counts=True)
-    keys, records = keys[records >= MIN_RECORDS], records[records >= MIN_RECORDS]
-    a_user, a_id = np.divmod(keys, groups)
-    order = np.lexsort((a_id, -records, a_user))
-    a_user, a_id = a_user[order], a_id[order]
-    return a_user, a_id, records[order] / size[a_user]
+    common = records >= MIN_RECORDS
+    a_user, a_id = np.divmod(keys[common], groups)
+    records = records[common]
+    label_era = (a_id >= catalog.artist_groups).astype(np.int64)
+    order = np.lexsort((a_id, -records, label_era, a_user))
+    a_user, a_id, records, label_era = (x[order] for x in (a_user, a_id, records, label_era))
+    top = ranks_in_runs(a_user * 2 + label_era) <= TOP_AFFINITIES if len(a_user) else label_era > 0
+    return a_user[top], a_id[top], records[top]
 
 
 def taste_groups(
@@ -302,17 +320,14 @@ def taste_groups(
 ) -> Ranked:
     """The groups the release picks weigh per user, as (user, group id in
     ``catalog.group_names``, share of the collection) in this order: the top ``TOP_STYLES``
-    styles, the top ``TOP_GENRES`` genres, the ``TOP_AFFINITIES`` strongest artists, then
-    label-eras."""
-    a_user, a_id, a_share = affinities
-    artist = a_id < catalog.artist_groups
+    styles, the top ``TOP_GENRES`` genres, then the strongest affinities (ids into
+    ``catalog.affinity_names``, :func:`strongest_affinities`)."""
     first_style = len(GENRE_NAMES)
     first_affinity = first_style + len(catalog.style_names)
     parts = [
         (styles[0], first_style + styles[1], styles[2], TOP_STYLES),
         (genres[0], genres[1], genres[2], TOP_GENRES),
-        (a_user[artist], first_affinity + a_id[artist], a_share[artist], TOP_AFFINITIES),
-        (a_user[~artist], first_affinity + a_id[~artist], a_share[~artist], TOP_AFFINITIES),
+        (affinities[0], first_affinity + affinities[1], affinities[2], 2 * TOP_AFFINITIES),
     ]
     kept = [
         (user[top], group[top], share[top], np.full(int(top.sum()), part))

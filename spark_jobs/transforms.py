@@ -36,6 +36,8 @@ FRIEND_WINDOW = 8  # neighbours compared on each side in every block (sorted nei
 FRIENDS_KEPT = 5
 FRIEND_CHUNK_ROWS = 4096  # users of a block compared in one numpy pass
 SHARED_GENRE_SHARE = 0.15
+AFFINITY_VECTOR = ("affinities", "affinity_weights")
+"""The named part of the taste vector (the dense part: features, weights)."""
 POPULAR_PER_GROUP = 40
 RELEASES_KEPT = tables.RELEASES_SHOWN + tables.RELEASE_SPARES  # spares: see tables
 FALLBACK_CANDIDATES = 200
@@ -126,7 +128,8 @@ TASTE_SCHEMA = (
     "user_id long, collection_size int, genres array<string>, genre_scores array<double>, "
     "genre_shares array<double>, styles array<string>, style_shares array<double>, "
     "features array<int>, weights array<double>, signature double, missing int, "
-    "owned array<long>, held array<long>, taste_groups array<int>, taste_shares array<double>"
+    "owned array<long>, held array<long>, taste_groups array<int>, taste_shares array<double>, "
+    "affinities array<string>, affinity_records array<int>, affinity_weights array<double>"
 )
 
 
@@ -218,19 +221,22 @@ def rank_users(scores: DataFrame) -> DataFrame:
 
 # -- friends -------------------------------------------------------------------------------------
 #
-# The taste vector (user_tastes): the user's genre shares and style shares as features
-# ("g:"/"s:"), equally weighted and scaled to unit length, so two collectors match on their
-# genres *and* their styles, and cosine similarity is a dot product.
+# The taste vector (user_tastes): the user's genre shares, style shares and the shares of
+# their strongest artists and label-eras as features, scaled to unit length together, so two
+# collectors match on their genres, their styles *and* what they complete (records by the
+# same artists, from the same label-eras), and cosine similarity is a dot product.
 
 
 def _blocks(tastes: DataFrame) -> DataFrame:
     """block, user_id, signature: each user is in the blocks of their top genre, their top two
-    styles, and one global block; the signature (a random projection of the taste vector)
-    orders each block so that similar tastes sit close together."""
+    styles, their strongest affinity (collectors of the same artist or label-era meet there
+    whatever their genres) and one global block; the signature (a random projection of the
+    taste vector) orders each block so that similar tastes sit close together."""
     named = tastes.filter(F.size("features") > 0)
     block = F.concat(
         F.transform(F.slice("genres", 1, 1), lambda g: F.concat(F.lit("g:"), g)),
         F.transform(F.slice("styles", 1, 2), lambda s: F.concat(F.lit("s:"), s)),
+        F.slice(F.coalesce("affinities", F.array().cast("array<string>")), 1, 1),
         F.array(F.lit("*")),
     )
     return named.select(F.explode(block).alias("block"), "user_id", "signature")
@@ -265,7 +271,7 @@ def candidate_friends(
         F.explode(F.when(shared, F.array(chunk, chunk - 1)).otherwise(F.array(chunk))).alias(
             "chunk"
         ),
-    ).join(tastes.select("user_id", "features", "weights"), "user_id")
+    ).join(tastes.select("user_id", "features", "weights", *AFFINITY_VECTOR), "user_id")
 
     def compare(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         batches = list(batches)
@@ -283,8 +289,14 @@ def candidate_friends(
         weights = pc.list_flatten(table.column("weights").combine_chunks()).to_numpy(
             zero_copy_only=False
         )
+        named_offsets, names = flat_lists(table.column("affinities").combine_chunks())
+        codes = names.dictionary_encode().indices.to_numpy(zero_copy_only=False)
+        named_weights = pc.list_flatten(table.column("affinity_weights").combine_chunks()).to_numpy(
+            zero_copy_only=False
+        )
         starts = np.flatnonzero(run_starts(block, chunk))
         for start, end in zip(starts, [*starts[1:], len(users)], strict=True):
+            first, last = named_offsets[start], named_offsets[end]
             chunk_end = (chunk[start] + 1) * chunk_rows
             user, friend, similarity = neighbours.chunk_neighbours(
                 users[start:end],
@@ -295,6 +307,11 @@ def candidate_friends(
                 int(np.sum(pos[start:end] <= chunk_end)),
                 window,
                 kept,
+                named=(
+                    named_offsets[start : end + 1] - first,
+                    codes[first:last],
+                    named_weights[first:last],
+                ),
             )
             yield pa.record_batch({"user_id": user, "friend_id": friend, "similarity": similarity})
 
@@ -342,7 +359,9 @@ def best_friends(candidates: DataFrame, tastes: DataFrame, kept: int = FRIENDS_K
         .mapInArrow(rank, "user_id long, friend_id long, similarity double, rank int")
     )
     genres = tastes.select(
-        "user_id", F.map_from_arrays("genres", "genre_shares").alias("genre_shares")
+        "user_id",
+        F.map_from_arrays("genres", "genre_shares").alias("genre_shares"),
+        F.map_from_arrays("affinities", "affinity_records").alias("kept"),
     )
     # Reasons only for the recommended friend (the site shows no other): two joins of one
     # row per user, not of every candidate.
@@ -351,7 +370,9 @@ def best_friends(candidates: DataFrame, tastes: DataFrame, kept: int = FRIENDS_K
         .join(genres.alias("me"), "user_id")
         .join(
             genres.select(
-                F.col("user_id").alias("friend_id"), F.col("genre_shares").alias("theirs")
+                F.col("user_id").alias("friend_id"),
+                F.col("genre_shares").alias("theirs"),
+                F.col("kept").alias("they_keep"),
             ),
             "friend_id",
         )
@@ -373,8 +394,28 @@ def best_friends(candidates: DataFrame, tastes: DataFrame, kept: int = FRIENDS_K
     )
     shared = F.slice(F.transform(by_weight, lambda s: s["g"]), 1, 2)
     match = F.round(F.col("similarity") * 100).cast("int")
+    # The artist or label-era both keep the most records of (ties: by name).
+    both_keep = F.array_sort(
+        F.transform(
+            F.filter(
+                F.map_keys("me.kept"), lambda k: F.try_element_at(F.col("they_keep"), k).isNotNull()
+            ),
+            lambda k: F.struct(
+                (-F.least(F.col("me.kept")[k], F.col("they_keep")[k])).alias("n"), k.alias("k")
+            ),
+        )
+    )
     reason = (
         F.when(
+            F.size(both_keep) > 0,
+            F.format_string(
+                "you both own at least %d %s records, %d%% taste match",
+                -both_keep[0]["n"],
+                F.substring(both_keep[0]["k"], 3, 1_000_000),
+                match,
+            ),
+        )
+        .when(
             F.size(shared) == 2,
             F.format_string(
                 "you both collect %s and %s, %d%% taste match", shared[0], shared[1], match

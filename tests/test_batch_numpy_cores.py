@@ -194,6 +194,21 @@ def test_window_similarities_compare_each_own_row_with_the_next_ones():
     ]
 
 
+def test_named_features_add_the_products_of_what_both_rows_name():
+    # Rows 0 and 2 have the same dense part; rows 0 and 1 name the same artist (code 7).
+    vectors = np.array([[0.6, 0.0], [0.0, 0.6], [0.6, 0.0]])
+    codes, weights = neighbours.named_rows(
+        np.array([0, 2, 3, 4]), np.array([7, 9, 7, 8]), np.array([0.8, 0.1, 0.8, 0.8])
+    )
+    assert codes.tolist() == [[7, 9], [7, -1], [8, -1]]
+    dots = neighbours.window_similarities(vectors, window=2, first_rows=3, named=(codes, weights))
+    assert dots.tolist() == [
+        [0.64, 0.36],  # with row 1: 0.8 x 0.8 for the artist both name; with row 2: 0.6 x 0.6
+        [0.0, -np.inf],
+        [-np.inf, -np.inf],
+    ]
+
+
 def test_chunk_neighbours_keep_each_users_best_in_both_directions():
     # Users 5, 6, 7 in block order; user 7 is the next chunk's head (compared, not comparing).
     offsets, features = lists([0], [0, 1], [1])
@@ -274,6 +289,9 @@ def test_user_tastes_from_holdings():
             for name in ("s:Hard Bop", "s:Soul-Jazz", "g:Jazz", "g:Funk / Soul")
         ],
         "taste_shares": [0.5, 0.5, 0.75, 0.25],
+        "affinities": [],
+        "affinity_records": [],
+        "affinity_weights": [],
     }
     assert second == {
         "user_id": 11,
@@ -291,6 +309,9 @@ def test_user_tastes_from_holdings():
         "held": [7],
         "taste_groups": [],
         "taste_shares": [],
+        "affinities": [],
+        "affinity_records": [],
+        "affinity_weights": [],
     }
 
 
@@ -372,6 +393,14 @@ def test_affinities_need_two_records_and_weigh_their_share_of_the_collection():
     # hold one record each and are no pattern yet.
     assert groups == ["s:Free Jazz", "s:Punk", "g:Jazz", "g:Rock", "a:Sun Ra", "l:Saturn (1960s)"]
     assert (shares["a:Sun Ra"], shares["l:Saturn (1960s)"]) == (0.5, 0.5)
+    assert found["affinities"] == ["a:Sun Ra", "l:Saturn (1960s)"]
+    assert found["affinity_records"] == [2, 2]
+    # The taste vector is unit length over genres, styles and affinities together.
+    squares = sum(w * w for w in found["weights"]) + sum(w * w for w in found["affinity_weights"])
+    assert squares == pytest.approx(1.0)
+    # Genres 0.75 and 0.25, styles 2/3 (Free Jazz) and 1/3 (Punk), affinities 0.5 and 0.5.
+    norm = np.sqrt(0.75**2 + 0.25**2 + (2 / 3) ** 2 + (1 / 3) ** 2 + 0.5**2 + 0.5**2)
+    assert found["affinity_weights"] == pytest.approx([0.5 / norm, 0.5 / norm])
 
 
 def test_most_owned_ranks_the_affinity_groups_like_styles():

@@ -402,6 +402,20 @@ def test_an_artist_the_user_completes_brings_their_other_records(spark):
     assert mine[7] == "more by Sun Ra, whose records you keep"
 
 
+def test_friends_who_keep_the_same_artist_hear_of_it(spark):
+    catalog = catalog_with_credits(spark)
+    # Users 1 and 2 each own two Sun Ra records (1 and 5, 3 and 7) and no genre in common;
+    # 3 and 4 own one X-Ray Spex record each: no pattern yet.
+    rows = [(1, 1), (1, 5), (2, 3), (2, 7), (3, 4), (4, 4)]
+    _, _, friends = friends_for(spark, rows, catalog)
+    best = {row.user_id: row for row in friends.filter("rank = 1").collect()}
+    assert best[1].friend_id == 2
+    assert best[1].reason == (
+        f"you both own at least 2 Sun Ra records, {round(best[1].similarity * 100)}% taste match"
+    )
+    assert not best[3].reason.startswith("you both own")
+
+
 def test_collectors_of_a_users_record_name_it_in_the_reason(spark):
     from spark_jobs.cocollection import sampled_holdings, similar_releases
 
