@@ -152,15 +152,17 @@ class CassandraRepository:
         later, usually finds one that answers (every statement here is a read)."""
         session = self._session()
         params = tuple(params)
-        for attempt in range(READ_ATTEMPTS):
+        for _ in range(READ_ATTEMPTS - 1):
             try:
                 return list(session.execute(self._prepared[name], params))
-            except OperationTimedOut as error:
-                if attempt + 1 == READ_ATTEMPTS:
-                    raise ServingUnavailable(f"Cassandra did not answer: {error}") from error
+            except OperationTimedOut:
+                continue  # timed out on the client: once more
             except _UNAVAILABLE as error:
                 raise ServingUnavailable(f"Cassandra did not answer: {error}") from error
-        raise AssertionError("unreachable")
+        try:
+            return list(session.execute(self._prepared[name], params))
+        except _UNAVAILABLE as error:
+            raise ServingUnavailable(f"Cassandra did not answer: {error}") from error
 
     def close(self) -> None:
         if self._connection is not None:
