@@ -45,8 +45,6 @@ CO_WEIGHT = 0.1
 """How much of a pick's score comes from co-collection (releases kept by the collectors of
 what the user owns) rather than taste (popular in the user's taste groups: styles, genres,
 artists and label-eras)."""
-BECAUSE_SPREAD = 4096
-"""Picks with no release behind them join the titles on one of this many negative keys."""
 
 
 # -- current state -------------------------------------------------------------------------------
@@ -513,12 +511,15 @@ def recommend_releases(
         )
         .drop("friend_id")
     )
+    # A co-collection pick names the owned release behind it: the titles of the releases
+    # that have similar ones travel with the lists (no join of every pick with the catalog).
+    because_ids = similar.release_ids if similar is not None else np.zeros(0, np.int64)
     shared = collections.sparkSession.sparkContext.broadcast(
-        (popular, fallback_releases, fallback_owners, similar)
+        (popular, fallback_releases, fallback_owners, similar, titles_of(releases, because_ids))
     )
 
     def pick(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        popular, fallback_releases, fallback_owners, similar = shared.value
+        popular, fallback_releases, fallback_owners, similar, because_titles = shared.value
         for batch in batches:
             taste_offsets, groups = flat_lists(batch.column("taste_groups"))
             shares = pc.list_flatten(batch.column("taste_shares"))
@@ -555,26 +556,33 @@ def recommend_releases(
                     ),
                     "friend_owns": pa.array(found.friend_owns, pa.bool_()),
                     "because": pa.array(found.because, mask=found.because == picks.NO_SOURCE),
+                    "because_title": because_titles.take(
+                        pa.array(
+                            np.searchsorted(because_ids, found.because),
+                            mask=found.because == picks.NO_SOURCE,
+                        )
+                    ),
                 }
             )
 
     ranked = users.mapInArrow(
         pick,
         "user_id long, rank int, release_id long, score double, source string, "
-        "friend_owns boolean, because long",
+        "friend_owns boolean, because long, because_title string",
     )
-    if similar is not None:
-        # Only co-collection picks have a release behind them to name. The others join on
-        # a negative key spread by user (never a release id), not on null: null keys would
-        # all land in one partition.
-        titles = releases.select(
-            F.col("release_id").alias("because_key"), F.col("title").alias("because_title")
-        )
-        spread = F.coalesce(F.col("because"), -1 - F.col("user_id") % BECAUSE_SPREAD)
-        ranked = ranked.withColumn("because_key", spread).join(titles, "because_key", "left")
-    else:
-        ranked = ranked.withColumn("because_title", F.lit(None).cast("string"))
     return ranked.select("user_id", "rank", "release_id", "score", pick_reason().alias("reason"))
+
+
+def titles_of(releases: DataFrame, release_ids: np.ndarray) -> pa.Array:
+    """The titles of ``release_ids`` (sorted), in their order; null for one not in
+    ``releases`` or without a title."""
+    if len(release_ids) == 0:
+        return pa.array([], pa.string())
+    catalog = releases.select("release_id", "title").toArrow().sort_by("release_id")
+    known = catalog.column("release_id").to_numpy()
+    at = np.minimum(np.searchsorted(known, release_ids), len(known) - 1)
+    found = known[at] == release_ids if len(known) else np.zeros(len(release_ids), bool)
+    return catalog.column("title").combine_chunks().take(pa.array(at, mask=~found))
 
 
 def pick_reason() -> Column:
