@@ -25,6 +25,9 @@ from discorecs.flatlists import contains, owners, ranks_in_runs, run_starts, spa
 RANKING_DIGITS = 9
 FRIEND_BONUS = 0.5
 NO_SOURCE = -1  # the source of a fallback pick: the most collected records overall
+CO_CANDIDATES_PER_RECORD = 10
+"""How many of each owned release's most similar releases are candidates: a collection of
+50 records brings 500 co-collection candidates at most, beside its ~360 taste candidates."""
 
 
 @dataclass(frozen=True)
@@ -95,14 +98,18 @@ class SimilarReleases:
             }
         )
 
-    def candidates(self, user: np.ndarray, owned: np.ndarray):
-        """(user, release, similarity, because): every release similar to one a user owns,
-        once per owned release that suggests it (``because``)."""
+    def candidates(self, user: np.ndarray, owned: np.ndarray, most: int | None = None):
+        """(user, release, similarity, because): the releases similar to one a user owns
+        (the ``most`` most similar of each, or all), once per owned release that suggests
+        it (``because``)."""
         if len(self.release_ids) == 0:
             return (np.zeros(0, np.int64),) * 2 + (np.zeros(0),) + (np.zeros(0, np.int64),)
         at = np.minimum(np.searchsorted(self.release_ids, owned), len(self.release_ids) - 1)
         found = np.flatnonzero(self.release_ids[at] == owned)
         which, position = spans(self.offsets, at[found])
+        if most is not None:
+            best = position - self.offsets[at[found]][which] < most
+            which, position = which[best], position[best]
         return (
             user[found][which],
             self.similar[position],
@@ -201,7 +208,9 @@ def pick_releases(
             keys,
             taste,
             group_of,
-            similar.candidates(owners(owned_offsets), owned_releases.astype(np.int64)),
+            similar.candidates(
+                owners(owned_offsets), owned_releases.astype(np.int64), CO_CANDIDATES_PER_RECORD
+            ),
             co_weight,
         )
         user_of, release = keys >> 32, keys & 0xFFFFFFFF
@@ -261,12 +270,19 @@ def _blend_co_collection(
     the co-collection candidates (one row per suggesting owned release), sorted by key."""
     c_user, c_release, c_similarity, c_because = co_candidates
     c_keys = _keys(c_user, c_release)
-    # By key, the strongest suggestion first (ties: the lower owned release).
-    order = np.lexsort((c_because, -c_similarity, c_keys))
+    # Per key: the summed similarity, and the strongest suggestion (ties: the lower owned
+    # release) behind it.
+    order = np.argsort(c_keys, kind="stable")
     c_keys, c_similarity, c_because = (a[order] for a in (c_keys, c_similarity, c_because))
     c_starts = np.flatnonzero(run_starts(c_keys)) if len(c_keys) else np.zeros(0, np.int64)
     co = np.add.reduceat(c_similarity, c_starts) if len(c_starts) else np.zeros(0)
-    c_keys, c_because = c_keys[c_starts], c_because[c_starts]
+    if len(c_starts):
+        run = np.cumsum(run_starts(c_keys)) - 1
+        strongest = np.maximum.reduceat(c_similarity, c_starts)[run] == c_similarity
+        c_because = np.minimum.reduceat(
+            np.where(strongest, c_because, np.iinfo(np.int64).max), c_starts
+        )
+    c_keys = c_keys[c_starts]
 
     every = np.concatenate([keys, c_keys])
     order = np.argsort(every, kind="stable")

@@ -173,6 +173,42 @@ def test_releases_kept_by_the_collectors_of_what_a_user_owns_blend_in_with_taste
     assert found.because.tolist() == [picks.NO_SOURCE, 13, picks.NO_SOURCE]
 
 
+def test_a_co_collection_pick_names_the_owned_release_that_suggests_it_most():
+    # The user owns 13 and 14; both suggest 30, 14 more strongly; each suggests at most
+    # CO_CANDIDATES_PER_RECORD of its neighbours (13's weakest, 11, is left out at 2).
+    similar = picks.SimilarReleases.build(
+        np.array([13, 13, 13, 14]), np.array([30, 12, 11, 30]), np.array([0.9, 0.6, 0.3, 0.95])
+    )
+    user, release, similarity, because = similar.candidates(
+        np.array([0, 0]), np.array([13, 14]), most=2
+    )
+    assert list(zip(user, release, similarity, because, strict=True)) == [
+        (0, 30, 0.9, 13),
+        (0, 12, 0.6, 13),
+        (0, 30, 0.95, 14),
+    ]
+    found = picks.pick_releases(
+        1,
+        np.array([0, 0]),
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0),
+        np.array([0, 2]),
+        np.array([13, 14]),
+        np.array([0, 0]),
+        np.zeros(0, dtype=np.int64),
+        np.array([True]),
+        POPULAR,
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0, dtype=np.int64),
+        10,
+        similar=similar,
+        owned_offsets=np.array([0, 2]),
+        owned_releases=np.array([13, 14]),
+        co_weight=1.0,
+    )
+    assert list(zip(found.release, found.because, strict=True)) == [(30, 14), (12, 13), (11, 13)]
+
+
 def test_without_similar_releases_a_pick_names_no_release_behind_it():
     found = pick([[(PUNK, 1.0)]], [[]], [[]])
     assert found.because.tolist() == [picks.NO_SOURCE]
