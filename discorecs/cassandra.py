@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cassandra import ConsistencyLevel, OperationTimedOut, WriteTimeout
+from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -326,7 +326,7 @@ def apply_schema(settings: Settings) -> list[str]:
     with connect(settings) as connection:
         for statement in schema_script(settings):
             try:
-                connection.session.execute(statement, timeout=60)
+                execute_schema_statement(connection.session, statement)
             except Exception as error:
                 raise CassandraError(
                     f"Cassandra rejected a schema statement: {error}\n  statement: {statement}"
@@ -343,6 +343,34 @@ def apply_schema(settings: Settings) -> list[str]:
             connection.cluster.refresh_schema_metadata()
             keyspace = connection.cluster.metadata.keyspaces[settings.cassandra_keyspace]
         return sorted(keyspace.tables)
+
+
+SCHEMA_SETTLE_SECONDS = 60.0
+
+
+def execute_schema_statement(
+    session: Any, statement: str, settle_seconds: float = SCHEMA_SETTLE_SECONDS
+) -> None:
+    """Run one schema statement, then wait until the nodes agree on the schema.
+
+    A node that joined moments ago may not have pulled the keyspace yet when a statement
+    reaches it ("Keyspace 'x' doesn't exist" right after the keyspace was made): such a
+    statement is asked again, after the nodes agree, until ``settle_seconds`` have passed.
+    """
+    deadline = time.monotonic() + settle_seconds
+    agreement = session.cluster.control_connection.wait_for_schema_agreement
+    while True:
+        try:
+            result = session.execute(statement, timeout=60)
+        except InvalidRequest as error:
+            if "doesn't exist" not in str(error) or time.monotonic() > deadline:
+                raise
+            agreement(wait_time=10)
+            time.sleep(1.0)
+            continue
+        if not result.response_future.is_schema_agreed:
+            agreement(wait_time=max(1.0, deadline - time.monotonic()))
+        return
 
 
 def _type_of(column: Any) -> str:

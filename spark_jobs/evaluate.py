@@ -284,6 +284,7 @@ def evaluate(
     """Every taste model's population of ``users`` collectors, generated from the published
     catalog with ``how.seed`` into a scratch folder, evaluated side by side: the same
     catalog, the same split rule, the same baselines."""
+    _checkpoints_in(spark, settings)
     catalog = current_catalog(settings)
     releases = materialize(
         spark.read.parquet(catalog.uri).select(
@@ -316,6 +317,7 @@ def evaluate_published(
 ) -> dict[str, Any]:
     """The published population as the nightly run sees it (its collections and wantlists
     with the events logged since), evaluated like a generated one."""
+    _checkpoints_in(spark, settings)
     inputs = read_inputs(spark, settings)
     population = evaluate_population(
         materialize(inputs.releases),
@@ -325,6 +327,16 @@ def evaluate_published(
         say,
     )
     return _evaluation(how, {"published": population})
+
+
+def _checkpoints_in(spark: SparkSession, settings: Settings) -> None:
+    """Give ALS a checkpoint folder: it cuts its factors' lineage every 10 iterations there;
+    without one, a 20-iteration fit's lineage can overflow the stack of the task that
+    deserializes it."""
+    if spark.sparkContext.getCheckpointDir() is None:
+        folder = settings.run_dir / "evaluate" / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        spark.sparkContext.setCheckpointDir(str(folder))
 
 
 def _evaluation(how: Evaluation, populations: dict[str, Any]) -> dict[str, Any]:

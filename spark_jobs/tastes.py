@@ -2,13 +2,16 @@
 :func:`spark_jobs.transforms.user_tastes`, which feeds it all the holdings of a partition's
 users (Spark partitions the holdings by user first).
 
-One pass gives, per user: collection size, genre scores and shares, style shares, the unit
-taste vector over genres and styles, its signature (the sort key of the friend blocks), and
-the lists of owned and held releases. Genres and styles come sorted by share (ties: by name),
-so "top k" is a slice, never a window over a shuffled frame.
+One pass gives, per user: collection size, genre scores and shares, style shares, the
+strongest artists and label-eras (:mod:`discorecs.affinities`) with the records the user
+owns in each, the unit taste vector over all three, its signature (the sort key of the
+friend blocks), the taste groups the release picks weigh, and the lists of owned and held
+releases. Everything comes sorted by share (ties: by name), so "top k" is a slice, never a
+window over a shuffled frame.
 
 Genre score formula (see ``spark_jobs.transforms``): a release with n known genres counts
-1/n towards each; style shares count a release with n styles 1/n towards each.
+1/n towards each; style shares count a release with n styles 1/n towards each; an
+affinity's share is the user's records in it over their collection size.
 """
 
 from __future__ import annotations

@@ -174,3 +174,49 @@ def test_columns_the_schema_added_are_added_to_a_table_from_an_earlier_release(s
     # the table was made with Cassandra's default compaction; it now has the schema's
     assert compaction.compaction["class"].endswith(".SizeTieredCompactionStrategy")
     assert compaction.compaction["min_threshold"] == "8"
+
+
+class JoiningCluster:
+    """A session whose first answers come from a node that has not pulled the keyspace yet
+    (a unit fake: the real race needs nodes joining at the right moment)."""
+
+    def __init__(self, refusals: int):
+        self.refusals = refusals
+        self.executed: list[str] = []
+        self.agreement_waits = 0
+        self.cluster = self
+        self.control_connection = self
+
+    def wait_for_schema_agreement(self, wait_time=None):
+        self.agreement_waits += 1
+        return True
+
+    def execute(self, statement, timeout=None):
+        from types import SimpleNamespace
+
+        from cassandra import InvalidRequest
+
+        if self.refusals:
+            self.refusals -= 1
+            raise InvalidRequest("Error from server: code=2200 Keyspace 'cluster' doesn't exist")
+        self.executed.append(statement)
+        return SimpleNamespace(response_future=SimpleNamespace(is_schema_agreed=True))
+
+
+def test_a_schema_statement_is_asked_again_while_a_new_node_lacks_the_keyspace():
+    from discorecs.cassandra import execute_schema_statement
+
+    session = JoiningCluster(refusals=2)
+    execute_schema_statement(session, "CREATE TABLE cluster.t (k int PRIMARY KEY)")
+    assert session.executed == ["CREATE TABLE cluster.t (k int PRIMARY KEY)"]
+    assert session.agreement_waits == 2
+
+
+def test_a_missing_keyspace_that_never_appears_is_an_error():
+    from cassandra import InvalidRequest
+
+    from discorecs.cassandra import execute_schema_statement
+
+    session = JoiningCluster(refusals=1_000)
+    with pytest.raises(InvalidRequest, match="doesn't exist"):
+        execute_schema_statement(session, "CREATE TABLE cluster.t (k int PRIMARY KEY)", 0.0)
