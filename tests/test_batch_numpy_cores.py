@@ -31,10 +31,13 @@ JAZZ, HARD_BOP, PUNK = (
 )
 
 
-def pick(taste, held, friend, wants=None, kept=10):
+def pick(taste, held, friend, wants=None, kept=10, similar=None, owned=(), co_weight=0.0):
+    """pick_releases on lists per user (taste: (group, share) pairs); ``owned``: the owned
+    releases per user that ``similar`` is looked up with."""
     taste_offsets, entries = lists(*taste)
     held_offsets, held_values = lists(*held)
     friend_offsets, friend_values = lists(*friend)
+    owned_offsets, owned_values = lists(*owned)
     return picks.pick_releases(
         len(taste),
         taste_offsets,
@@ -49,6 +52,10 @@ def pick(taste, held, friend, wants=None, kept=10):
         np.array([20, 10, 30], dtype=np.int64),
         np.array([9, 7, 5], dtype=np.int64),
         kept,
+        similar=similar,
+        owned_offsets=owned_offsets if similar is not None else None,
+        owned_releases=np.array(owned_values, dtype=np.int64),
+        co_weight=co_weight,
     )
 
 
@@ -143,25 +150,7 @@ def test_releases_kept_by_the_collectors_of_what_a_user_owns_blend_in_with_taste
     similar = picks.SimilarReleases.build(
         np.array([13, 13, 13, 40]), np.array([30, 11, 12, 10]), np.array([0.9, 0.3, 0.6, 1.0])
     )
-    found = picks.pick_releases(
-        1,
-        np.array([0, 1]),
-        np.array([JAZZ]),
-        np.array([1.0]),
-        np.array([0, 2]),
-        np.array([13, 12]),
-        np.array([0, 0]),
-        np.zeros(0, dtype=np.int64),
-        np.array([True]),
-        POPULAR,
-        np.zeros(0, dtype=np.int64),
-        np.zeros(0, dtype=np.int64),
-        10,
-        similar=similar,
-        owned_offsets=np.array([0, 1]),
-        owned_releases=np.array([13]),
-        co_weight=0.5,
-    )
+    found = pick([[(JAZZ, 1.0)]], [[13, 12]], [[]], similar=similar, owned=[[13]], co_weight=0.5)
     # Each part relative to the user's best by it: taste 0.5 / 0.5 x 0.5 for 10; co
     # 0.9 / 0.9 x 0.5 for 30 (tied with 10: the lower id first); 11 has both,
     # 0.3 / 0.5 x 0.5 + 0.3 / 0.9 x 0.5, mostly taste. 40's neighbours are not the user's.
@@ -187,25 +176,7 @@ def test_a_co_collection_pick_names_the_owned_release_that_suggests_it_most():
         (0, 12, 0.6, 13),
         (0, 30, 0.95, 14),
     ]
-    found = picks.pick_releases(
-        1,
-        np.array([0, 0]),
-        np.zeros(0, dtype=np.int64),
-        np.zeros(0),
-        np.array([0, 2]),
-        np.array([13, 14]),
-        np.array([0, 0]),
-        np.zeros(0, dtype=np.int64),
-        np.array([True]),
-        POPULAR,
-        np.zeros(0, dtype=np.int64),
-        np.zeros(0, dtype=np.int64),
-        10,
-        similar=similar,
-        owned_offsets=np.array([0, 2]),
-        owned_releases=np.array([13, 14]),
-        co_weight=1.0,
-    )
+    found = pick([[]], [[13, 14]], [[]], similar=similar, owned=[[13, 14]], co_weight=1.0)
     assert list(zip(found.release, found.because, strict=True)) == [(30, 14), (12, 13), (11, 13)]
 
 
