@@ -110,7 +110,7 @@ def produce(settings: Settings, rate: float, seconds: float, active_users: int) 
             [
                 sys.executable,
                 "-m",
-                "discorecs.cli",
+                "commands.cli",
                 "produce",
                 kind,
                 "--rate",

@@ -100,7 +100,7 @@ def main() -> None:
                     [
                         sys.executable,
                         "-m",
-                        "discorecs.cli",
+                        "commands.cli",
                         "produce",
                         kind,
                         "--rate",

@@ -218,7 +218,11 @@ def seed(settings, users: int) -> float:
             ("user_id", "profile", "holdings", "updated_at"),
             [live_row(u, rng, now) for u in range(1, min(users, USERS_WITH_COLLECTIONS) + 1)],
         )
-        load(tables.PUBLISHED_RUNS, ("scope", "run_id", "published_at"), [("nightly", RUN, now)])
+        load(
+            tables.PUBLISHED_RUNS,
+            ("scope", "run_id", "published_at"),
+            [(tables.BATCH_SCOPE, RUN, now)],
+        )
     return time.monotonic() - started
 
 
@@ -278,7 +282,7 @@ def start_site(settings, work: Path, workers: int, threads: int, cache: int):
         "DISCORECS_CASSANDRA_PORT": str(settings.cassandra_port),
         "DISCORECS_WEB_RESPONSE_CACHE": str(cache),
     }
-    command = [sys.executable, "-m", "discorecs.cli", "web", "--port", str(settings.web_port)]
+    command = [sys.executable, "-m", "commands.cli", "web", "--port", str(settings.web_port)]
     command += ["--workers", str(workers), "--threads", str(threads)]
     server = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -13,7 +13,7 @@ DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT_DIR="$(cd "$DEPLOY_DIR/.." && pwd)"
 PYTHON="${PYTHON:-$ROOT_DIR/.venv/bin/python}"
 # What the nodes get of the project: the packages and what installs them.
-APP_PATHS=(discorecs cassandra_schema spark_jobs streaming webapp kafka_cluster_scripts
+APP_PATHS=(commands discorecs cassandra_schema spark_jobs streaming webapp kafka_cluster_scripts
   pyproject.toml requirements.txt README.md)
 
 say() { printf '%s\n' "$*"; }

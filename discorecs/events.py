@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from discorecs import topics
+from discorecs import tables, topics
 
 
 class EventKind(StrEnum):
@@ -36,6 +36,25 @@ TOPIC_OF_KIND: dict[EventKind, str] = {
     EventKind.WANTLIST_REMOVE: topics.ACTIVITY_EVENTS,
     EventKind.PLAY: topics.ACTIVITY_EVENTS,
 }
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """A kind of user holdings: the table that keeps them and the event kinds that add a
+    release to it and remove one. Between two events of one (user, release), the later wins;
+    at equal times the remove does (as a Cassandra tombstone beats a write of the same
+    timestamp): the stream and the batch apply this one rule."""
+
+    table: str
+    add: EventKind
+    remove: EventKind
+
+
+COLLECTION = Holdings(tables.COLLECTIONS, EventKind.COLLECTION_ADD, EventKind.COLLECTION_REMOVE)
+WANTLIST = Holdings(tables.WANTLISTS, EventKind.WANTLIST_ADD, EventKind.WANTLIST_REMOVE)
+HOLDINGS = (COLLECTION, WANTLIST)
+"""Every kind of holdings; a play (the other event kind) changes none: only the event log
+keeps it."""
 
 EVENT_FIELDS = ("event_id", "user_id", "release_id", "kind", "event_time")
 MAX_EVENT_ID_LENGTH = 64

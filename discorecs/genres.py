@@ -1,7 +1,8 @@
 """Discogs' 15 top-level genres, spelled exactly as the dump spells them.
 
 Scores, ranks and leaderboards are computed over this list and nothing else: a genre string in
-the dump that is not here is a data problem to report, not a 16th genre.
+the dump that is not here is a data problem to report, not a 16th genre. The tuple is in name
+order, so a genre's position (its bit in the batch's genre bits) is its rank by name.
 """
 
 GENRES: tuple[str, ...] = (

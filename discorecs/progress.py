@@ -6,6 +6,11 @@ import sys
 import time
 from collections.abc import Callable
 
+# The lines a background job logs once it works: the local service manager
+# (discorecs.services.jobs) waits for them in the job's log.
+STREAM_STARTED = "stream started"
+PRODUCING_AT = "producing at"
+
 
 def say_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)

@@ -24,6 +24,9 @@ the stream's live state of the user as static columns (LIVE_COLUMNS), so that th
 both views at once."""
 BATCH_RUNS = "batch_runs"
 PUBLISHED_RUNS = "published_runs"
+BATCH_SCOPE = "nightly"
+"""The scope of the nightly batch's rows in BATCH_RUNS and PUBLISHED_RUNS (the partition key
+leaves room for other jobs that publish runs)."""
 DEAD_LETTERS = "dead_letters"
 STREAM_PROGRESS = "stream_progress"
 

@@ -1,6 +1,6 @@
 """Seeded factories of collection and activity events, consistent with each user's taste.
 
-Pure: given the catalog index, a sample of users (taste, collection, wantlist) and a seed, the
+Pure: given the sampling catalog, a sample of users (taste, collection, wantlist) and a seed, the
 sequence of events is fixed. The factories keep their own view of each user's collection or
 wantlist as they emit events, so a remove is only ever for something the user holds at that
 point of the sequence, and an add is never for something they already hold.
@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from discorecs.events import Event, EventKind
-from discorecs.users.catalog_index import CatalogIndex
 from discorecs.users.generate import draw_release_positions
+from discorecs.users.sampling_catalog import SamplingCatalog
 
 BLOCK = 4096
 ACTIVITY_EXPONENT = 1.5  # user k of the shuffled sample is picked with weight ~ 1 / k**0.67
@@ -57,7 +57,7 @@ class _Factory:
 
     def __init__(
         self,
-        index: CatalogIndex,
+        index: SamplingCatalog,
         sample: UserSample,
         seed: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

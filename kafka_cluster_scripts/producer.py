@@ -23,7 +23,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from discorecs.errors import DiscorecsError
 from discorecs.events import Event
-from discorecs.progress import say_to_stderr
+from discorecs.progress import PRODUCING_AT, say_to_stderr
 from discorecs.settings import Settings
 
 REPORT_EVERY = 5.0
@@ -176,7 +176,7 @@ def produce(
     acks = _Acks()
     summary = ProducerSummary(name, count, target_rate=rate)
     limit = f", {count:,} events" if count else (f", {duration:g} s" if duration else "")
-    say(f"{name}: producing at {rate:,.0f} events/s{limit}")
+    say(f"{name}: {PRODUCING_AT} {rate:,.0f} events/s{limit}")
     started = time.perf_counter()
     last_report = started
     submitted = 0

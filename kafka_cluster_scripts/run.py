@@ -14,9 +14,9 @@ from discorecs.catalog.ingest import current_catalog
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings
 from discorecs.storage import Location, location
-from discorecs.users.catalog_index import CatalogIndex, read_catalog_index
 from discorecs.users.generate import taste_from_preferences
 from discorecs.users.population import current_users, read_population_manifest
+from discorecs.users.sampling_catalog import SamplingCatalog, read_sampling_catalog
 from kafka_cluster_scripts.event_factory import FACTORIES, UserSample
 from kafka_cluster_scripts.producer import (
     ProducerError,
@@ -28,7 +28,7 @@ from kafka_cluster_scripts.producer import (
 
 
 def load_user_sample(
-    users: Location | Path, index: CatalogIndex, active_users: int, seed: int
+    users: Location | Path, index: SamplingCatalog, active_users: int, seed: int
 ) -> UserSample:
     """``active_users`` users picked at random (seeded), with taste and holdings; checks that
     every release they hold is in the catalog before anything is sent."""
@@ -81,7 +81,7 @@ def run_producer(
         raise ProducerError(f"--active-users must be positive, got {active_users}")
     if rate <= 0:
         raise ProducerError(f"--rate must be positive, got {rate}")
-    index = read_catalog_index(current_catalog(settings), seed=0)
+    index = read_sampling_catalog(current_catalog(settings), seed=0)
     sample = load_user_sample(current_users(settings), index, active_users, seed)
     factory = FACTORIES[kind](index, sample, seed)
     producer = make_producer(settings, say=say, **producer_options)

@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 
 from discorecs import paths
 from discorecs.affinities import CREDIT_COLUMNS
+from discorecs.catalog.index import catalog_index
 from discorecs.catalog.ingest import current_catalog
 from discorecs.progress import say_to_stderr
 from discorecs.settings import Settings
@@ -40,7 +41,8 @@ from discorecs.users import TASTE_MODELS
 from discorecs.users.population import write_population
 from spark_jobs import transforms as t
 from spark_jobs.cocollection import sampled_holdings, similar_releases
-from spark_jobs.nightly import materialize, read_inputs
+from spark_jobs.inputs import read_inputs
+from spark_jobs.nightly import materialize
 from spark_jobs.picks import SimilarReleases
 
 K = 10
@@ -225,7 +227,7 @@ def evaluate_population(
             recommended.join(evaluated, "user_id"), hidden, catalog_size, evaluated_users
         )
 
-    catalog = t.catalog_index(releases)
+    catalog = catalog_index(releases)
     tastes = materialize(t.user_tastes(train, wantlists, releases, catalog=catalog))
     scores = t.genre_scores(tastes)
     friends = materialize(t.best_friends(t.candidate_friends(tastes), tastes))

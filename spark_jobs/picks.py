@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from discorecs.flatlists import contains, owners, ranks_in_runs, run_starts, spans
+from discorecs.catalog.index import CatalogIndex
+from discorecs.flatlists import contains, offsets_of, owners, ranks_in_runs, run_starts, spans
+from discorecs.genres import GENRES
 
 # Scores and similarities are rounded before ranking: sums of floats depend on the order Spark
 # adds them in (its partitioning), and the last bits must not decide a tie that the id breaks.
@@ -59,6 +61,49 @@ class PopularLists:
             np.array([r for r, _ in flat], dtype=np.int64),
             np.array([p for _, p in flat], dtype=np.float64),
         )
+
+
+def most_owned(
+    catalog: CatalogIndex,
+    release_ids: np.ndarray,
+    owner_counts: np.ndarray,
+    depth: int,
+    fallback_depth: int,
+) -> tuple[PopularLists, np.ndarray, np.ndarray]:
+    """From each owned release's number of owners: the ``depth`` most owned releases of
+    every taste group (:attr:`CatalogIndex.group_names`) with their popularity (share of the group's
+    ownership), and the ``fallback_depth`` most owned catalog releases overall (ids,
+    owners). Ties: lower release id first. Releases not in the catalog count for
+    nothing."""
+    at, known = catalog.locate(release_ids)
+    at, counts = at[known], owner_counts[known].astype(np.int64)
+
+    # (group, owned release) pairs: genres are groups 0..14, then styles, then affinities.
+    genre_of = [np.flatnonzero((catalog.genre_bits[at] >> g) & 1) for g in range(len(GENRES))]
+    by_style, style_at = spans(catalog.style_offsets, at)
+    by_affinity, affinity_at = spans(catalog.affinity_offsets, at)
+    first_affinity = len(GENRES) + len(catalog.style_names)
+    member = np.concatenate([*genre_of, by_style, by_affinity]).astype(np.int64)
+    group = np.concatenate(
+        [np.full(len(m), g) for g, m in enumerate(genre_of)]
+        + [len(GENRES) + catalog.style_ids[style_at]]
+        + [first_affinity + catalog.affinity_ids[affinity_at]]
+    ).astype(np.int64)
+    owners_of, release_of = counts[member], catalog.release_ids[at][member]
+    order = np.lexsort((release_of, -owners_of, group))
+    group, owners_of, release_of = group[order], owners_of[order], release_of[order]
+    groups = first_affinity + len(catalog.affinity_names)
+    totals = np.bincount(group, weights=owners_of, minlength=groups)
+    top = ranks_in_runs(group) <= depth
+    group, owners_of, release_of = group[top], owners_of[top], release_of[top]
+    popular = PopularLists(
+        catalog.group_names,
+        offsets_of(group, groups),
+        release_of.astype(np.int64),
+        owners_of / totals[group] if len(group) else np.zeros(0),
+    )
+    overall = np.lexsort((catalog.release_ids[at], -counts))[:fallback_depth]
+    return popular, catalog.release_ids[at][overall], counts[overall]
 
 
 @dataclass(frozen=True)

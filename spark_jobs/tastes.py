@@ -17,18 +17,15 @@ affinity's share is the user's records in it over their collection size.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from discorecs.affinities import ARTIST, CREDIT_COLUMNS, release_groups
-from discorecs.flatlists import flat_lists, offsets_of, owners, ranks_in_runs, run_starts, spans
+from discorecs.catalog.index import CatalogIndex, genre_counts
+from discorecs.flatlists import offsets_of, ranks_in_runs, run_starts, spans
 from discorecs.genres import GENRES
-from spark_jobs.picks import RANKING_DIGITS, PopularLists
+from spark_jobs.picks import RANKING_DIGITS
 
-GENRE_NAMES = sorted(GENRES)
 TOP_STYLES, TOP_GENRES = 3, 2
 MIN_RECORDS = 2  # an artist or label-era with one of a user's records is not yet a pattern
 TOP_AFFINITIES = 2  # artists, and label-eras, weighed per user
@@ -38,137 +35,6 @@ def direction(feature: str) -> float:
     """A fixed pseudo-random weight in [-0.5, 0.5) per feature, the same on every run and
     machine: the signature is the taste vector projected on these."""
     return (zlib.crc32(feature.encode()) % 1000) / 1000.0 - 0.5
-
-
-@dataclass(frozen=True)
-class CatalogIndex:
-    """What a taste needs of each release, as arrays: sorted ids, a bit per known genre
-    (bit g = GENRE_NAMES[g]), the styles (indices into ``style_names``) and the affinity
-    groups (:mod:`discorecs.affinities`, indices into ``affinity_names``) as flat lists.
-
-    Taste groups share one numbering, :attr:`group_names`: the genres, then the styles, then
-    the affinity groups (artists before label-eras), each part in name order."""
-
-    release_ids: np.ndarray
-    genre_bits: np.ndarray
-    style_offsets: np.ndarray
-    style_ids: np.ndarray
-    style_names: list[str]
-    affinity_offsets: np.ndarray
-    affinity_ids: np.ndarray
-    affinity_names: pa.Array  # string, sorted
-    artist_groups: int  # affinity ids below it are artists, the rest label-eras
-
-    @classmethod
-    def from_arrow(cls, releases: pa.Table) -> CatalogIndex:
-        """From a table of release_id, genres (list of names), styles (list of names) and,
-        when it has them, the credit columns the affinity groups are read from."""
-        releases = releases.sort_by("release_id")
-        genres = releases.column("genres").combine_chunks()
-        styles = releases.column("styles").combine_chunks()
-        genre_offsets, genre_values = flat_lists(genres)
-        index = pc.index_in(genre_values, value_set=pa.array(GENRE_NAMES))
-        known = pc.is_valid(index).to_numpy(zero_copy_only=False)
-        bits = np.zeros(releases.num_rows, dtype=np.int64)
-        np.bitwise_or.at(
-            bits,
-            owners(genre_offsets)[known],
-            np.left_shift(1, index.fill_null(0).to_numpy()[known].astype(np.int64)),
-        )
-        style_offsets, style_values = flat_lists(styles)
-        style_names = sorted(pc.unique(style_values.drop_null()).to_pylist())
-        style_ids = pc.index_in(style_values, value_set=pa.array(style_names, pa.string()))
-        if all(column in releases.column_names for column in CREDIT_COLUMNS):
-            rows, names = release_groups(releases)
-        else:
-            rows, names = np.zeros(0, np.int64), pa.array([], pa.string())
-        encoded = names.dictionary_encode()
-        order = pc.sort_indices(encoded.dictionary).to_numpy()
-        rank = np.empty(len(order), dtype=np.int64)
-        rank[order] = np.arange(len(order))
-        return cls(
-            releases.column("release_id").to_numpy(),
-            bits,
-            style_offsets,
-            style_ids.fill_null(0).to_numpy().astype(np.int64),
-            style_names,
-            offsets_of(rows, releases.num_rows),
-            rank[encoded.indices.to_numpy(zero_copy_only=False)],
-            encoded.dictionary.take(pa.array(order)),
-            pc.sum(pc.starts_with(encoded.dictionary, ARTIST)).as_py() or 0,
-        )
-
-    @property
-    def group_names(self) -> pa.Array:
-        """Every taste group's name: "g:" genres, "s:" styles, then the affinity groups."""
-        return pa.concat_arrays([pa.array(self.features, pa.string()), self.affinity_names])
-
-    def most_owned(
-        self, release_ids: np.ndarray, owner_counts: np.ndarray, depth: int, fallback_depth: int
-    ) -> tuple[PopularLists, np.ndarray, np.ndarray]:
-        """From each owned release's number of owners: the ``depth`` most owned releases of
-        every taste group (:attr:`group_names`) with their popularity (share of the group's
-        ownership), and the ``fallback_depth`` most owned catalog releases overall (ids,
-        owners). Ties: lower release id first. Releases not in the catalog count for
-        nothing."""
-        at, known = self.locate(release_ids)
-        at, counts = at[known], owner_counts[known].astype(np.int64)
-
-        # (group, owned release) pairs: genres are groups 0..14, then styles, then affinities.
-        genre_of = [np.flatnonzero((self.genre_bits[at] >> g) & 1) for g in range(len(GENRE_NAMES))]
-        by_style, style_at = spans(self.style_offsets, at)
-        by_affinity, affinity_at = spans(self.affinity_offsets, at)
-        first_affinity = len(GENRE_NAMES) + len(self.style_names)
-        member = np.concatenate([*genre_of, by_style, by_affinity]).astype(np.int64)
-        group = np.concatenate(
-            [np.full(len(m), g) for g, m in enumerate(genre_of)]
-            + [len(GENRE_NAMES) + self.style_ids[style_at]]
-            + [first_affinity + self.affinity_ids[affinity_at]]
-        ).astype(np.int64)
-        owners_of, release_of = counts[member], self.release_ids[at][member]
-        order = np.lexsort((release_of, -owners_of, group))
-        group, owners_of, release_of = group[order], owners_of[order], release_of[order]
-        groups = first_affinity + len(self.affinity_names)
-        totals = np.bincount(group, weights=owners_of, minlength=groups)
-        top = ranks_in_runs(group) <= depth
-        group, owners_of, release_of = group[top], owners_of[top], release_of[top]
-        popular = PopularLists(
-            self.group_names,
-            offsets_of(group, groups),
-            release_of.astype(np.int64),
-            owners_of / totals[group] if len(group) else np.zeros(0),
-        )
-        overall = np.lexsort((self.release_ids[at], -counts))[:fallback_depth]
-        return popular, self.release_ids[at][overall], counts[overall]
-
-    def locate(self, release_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(position, found) of each release in the catalog's arrays (position 0 where the
-        release is not in the catalog)."""
-        release_ids = np.asarray(release_ids, dtype=np.int64)
-        at = np.searchsorted(self.release_ids, release_ids)
-        found = at < len(self.release_ids)
-        found[found] = self.release_ids[at[found]] == release_ids[found]
-        return np.where(found, at, 0), found
-
-    def genre_bits_of(self, release_ids: np.ndarray) -> np.ndarray:
-        """Each release's genre bits (int64); 0 for a release not in the catalog."""
-        at, found = self.locate(release_ids)
-        if not len(self.release_ids):
-            return np.zeros(len(at), dtype=np.int64)
-        return np.where(found, self.genre_bits[at], 0).astype(np.int64)
-
-    @property
-    def features(self) -> list[str]:
-        """The taste vector's features: "g:" genres, then "s:" styles."""
-        return [f"g:{g}" for g in GENRE_NAMES] + [f"s:{s}" for s in self.style_names]
-
-
-def genre_counts(bits: np.ndarray) -> np.ndarray:
-    """How many of the 15 genres each release has, from its genre bits."""
-    counts = np.zeros(len(bits), dtype=np.int64)
-    for g in range(len(GENRE_NAMES)):
-        counts += (bits >> g) & 1
-    return counts
 
 
 def _lists(offsets: np.ndarray, values: pa.Array | np.ndarray) -> pa.ListArray:
@@ -206,8 +72,8 @@ def user_tastes(
     bits = catalog.genre_bits_of(own_release)
     genre_count = genre_counts(bits)
     weight = np.divide(1.0, genre_count, out=np.zeros(len(bits)), where=genre_count > 0)
-    scores = np.zeros((count, len(GENRE_NAMES)))
-    for g in range(len(GENRE_NAMES)):
+    scores = np.zeros((count, len(GENRES)))
+    for g in range(len(GENRES)):
         scores[:, g] = np.bincount(own_user, weights=weight * ((bits >> g) & 1), minlength=count)
     scores = np.round(scores, RANKING_DIGITS)
     totals = scores.sum(axis=1)
@@ -244,7 +110,7 @@ def user_tastes(
     # unit length. Genres and styles are dense features (``features``, ``weights``); the
     # affinities, a few of a vast vocabulary, are named (``affinities``, ``affinity_weights``).
     f_user = np.concatenate([g_user, s_user])
-    f_id = np.concatenate([g_id, len(GENRE_NAMES) + s_style])
+    f_id = np.concatenate([g_id, len(GENRES) + s_style])
     f_weight = np.concatenate([genre_shares[g_user, g_id], s_share])
     f_order = np.lexsort((f_id, f_user))
     f_user, f_id, f_weight = f_user[f_order], f_id[f_order], f_weight[f_order]
@@ -256,7 +122,7 @@ def user_tastes(
     directions = np.array([direction(f) for f in catalog.features])
     signature = np.bincount(f_user, weights=f_weight * directions[f_id], minlength=count)
 
-    genre_names = pa.array(GENRE_NAMES, pa.string())
+    genre_names = pa.array(GENRES, pa.string())
     style_names = pa.array(catalog.style_names, pa.string())
     genre_offsets = offsets_of(g_user, count)
     style_offsets = offsets_of(s_user, count)
@@ -325,7 +191,7 @@ def taste_groups(
     ``catalog.group_names``, share of the collection) in this order: the top ``TOP_STYLES``
     styles, the top ``TOP_GENRES`` genres, then the strongest affinities (ids into
     ``catalog.affinity_names``, :func:`strongest_affinities`)."""
-    first_style = len(GENRE_NAMES)
+    first_style = len(GENRES)
     first_affinity = first_style + len(catalog.style_names)
     parts = [
         (styles[0], first_style + styles[1], styles[2], TOP_STYLES),

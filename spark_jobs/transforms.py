@@ -25,8 +25,9 @@ from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 
 from discorecs import tables
-from discorecs.affinities import ARTIST, CREDIT_COLUMNS, LABEL_ERA
-from discorecs.events import EventKind
+from discorecs.affinities import ARTIST, LABEL_ERA
+from discorecs.catalog.index import CatalogIndex, catalog_index
+from discorecs.events import COLLECTION, WANTLIST, Holdings
 from discorecs.flatlists import flat_lists, ranks_in_runs, run_starts
 from discorecs.genres import GENRES
 from spark_jobs import neighbours, picks
@@ -74,8 +75,8 @@ def _latest_first(remove: str) -> WindowSpec:
     )
 
 
-def apply_events(snapshot: DataFrame, events: DataFrame, add: str, remove: str) -> DataFrame:
-    """The holdings after ``events``: for each (user, release) the latest event wins (see
+def apply_events(snapshot: DataFrame, events: DataFrame, holdings: Holdings) -> DataFrame:
+    """The ``holdings`` after ``events``: for each (user, release) the latest event wins (see
     :func:`latest_events`); keys without events keep their snapshot row; an event older than
     the snapshot row's ``changed_at`` is ignored.
 
@@ -83,12 +84,12 @@ def apply_events(snapshot: DataFrame, events: DataFrame, add: str, remove: str) 
     ``events``: event_id, user_id, release_id, kind, event_time.
     Returns user_id, release_id, added_at, changed_at.
     """
-    latest = latest_events(events, add, remove)
+    latest = latest_events(events, holdings.add.value, holdings.remove.value)
     joined = snapshot.alias("s").join(latest.alias("e"), ["user_id", "release_id"], "full_outer")
     applies = F.col("e.kind").isNotNull() & (
         F.col("s.changed_at").isNull() | (F.col("e.event_time") > F.col("s.changed_at"))
     )
-    present = F.when(applies, F.col("e.kind") == add).otherwise(
+    present = F.when(applies, F.col("e.kind") == holdings.add.value).otherwise(
         F.col("s.release_id").isNotNull() & F.col("s.added_at").isNotNull()
     )
     return joined.filter(present).select(
@@ -102,15 +103,11 @@ def apply_events(snapshot: DataFrame, events: DataFrame, add: str, remove: str) 
 
 
 def current_collections(snapshot: DataFrame, events: DataFrame) -> DataFrame:
-    return apply_events(
-        snapshot, events, EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value
-    )
+    return apply_events(snapshot, events, COLLECTION)
 
 
 def current_wantlists(snapshot: DataFrame, events: DataFrame) -> DataFrame:
-    return apply_events(
-        snapshot, events, EventKind.WANTLIST_ADD.value, EventKind.WANTLIST_REMOVE.value
-    )
+    return apply_events(snapshot, events, WANTLIST)
 
 
 # -- genre scores and rankings -------------------------------------------------------------------
@@ -136,7 +133,7 @@ def user_tastes(
     wantlists: DataFrame,
     releases: DataFrame,
     partitions: int | None = None,
-    catalog: taste_pass.CatalogIndex | None = None,
+    catalog: CatalogIndex | None = None,
 ) -> DataFrame:
     """One row per user with a collection or a wantlist (:data:`TASTE_SCHEMA`): collection
     size, genres with score and share, styles with share (both by share, descending), the
@@ -173,20 +170,6 @@ def user_tastes(
             yield found.slice(start, 10_000)
 
     return holdings.repartition(partitions, "user_id").mapInArrow(taste, TASTE_SCHEMA)
-
-
-def catalog_index(releases: DataFrame) -> taste_pass.CatalogIndex:
-    """The catalog's genres, styles and (when ``releases`` has the credit columns) affinity
-    groups as arrays, collected to the driver."""
-    credits = [c for c in CREDIT_COLUMNS if c in releases.columns]
-    return taste_pass.CatalogIndex.from_arrow(
-        releases.select(
-            "release_id",
-            known_genres().alias("genres"),
-            F.coalesce(F.col("styles"), F.array()).alias("styles"),
-            *(credits if len(credits) == len(CREDIT_COLUMNS) else []),
-        ).toArrow()
-    )
 
 
 def genre_scores(tastes: DataFrame) -> DataFrame:
@@ -452,7 +435,7 @@ def popularity(
 ) -> DataFrame:
     """``group`` ("genre" or "style"), release_id, popularity: the release's share of its
     group's ownership, for the ``per_group`` most owned releases of each group. (The nightly
-    run ranks every group at once in numpy: :meth:`CatalogIndex.most_owned`.)"""
+    run ranks every group at once in numpy: :func:`spark_jobs.picks.most_owned`.)"""
     column = known_genres() if group == "genre" else F.coalesce(F.col("styles"), F.array())
     counts = collections.groupBy("release_id").agg(F.count("*").alias("owners"))
     exploded = counts.join(
@@ -476,7 +459,7 @@ def recommend_releases(
     kept: int = RELEASES_KEPT,
     similar: picks.SimilarReleases | None = None,
     co_weight: float = CO_WEIGHT,
-    catalog: taste_pass.CatalogIndex | None = None,
+    catalog: CatalogIndex | None = None,
 ) -> DataFrame:
     """user_id, rank, release_id, score, reason: releases the user neither owns nor wants.
 
@@ -494,7 +477,8 @@ def recommend_releases(
     catalog = catalog or catalog_index(releases)
     # Ownership counts are one aggregation; the ranking per group is numpy's.
     owned = collections.groupBy("release_id").agg(F.count("*").alias("owners")).toArrow()
-    popular, fallback_releases, fallback_owners = catalog.most_owned(
+    popular, fallback_releases, fallback_owners = picks.most_owned(
+        catalog,
         owned.column("release_id").to_numpy(),
         owned.column("owners").to_numpy(),
         POPULAR_PER_GROUP,

@@ -26,58 +26,40 @@ import re
 import sys
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark import TaskContext
-from pyspark.accumulators import AccumulatorParam
 from pyspark.errors import AnalysisException, StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQueryListener
-from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from discorecs import paths, stack, tables, topics
-from discorecs.cassandra import (
-    connect,
-    execute_grouped,
-    read_statements,
-    worker_connection,
-    write_time_micros,
-)
+from discorecs import paths, stack, topics
+from discorecs.catalog.index import catalog_index
 from discorecs.errors import DiscorecsError
-from discorecs.events import EventKind
-from discorecs.progress import say_to_stderr
+from discorecs.progress import STREAM_STARTED, say_to_stderr
 from discorecs.python_workers import collector_paused, task_started
 from discorecs.settings import Settings, load_settings
-from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION, EVENT_LOG_SCHEMA
-from spark_jobs.tastes import CatalogIndex
-from spark_jobs.transforms import catalog_index
-from streaming import sink
-from streaming.lag import lag_behind, offset_positions
-from streaming.live import (
-    LiveProfile,
-    deciding_events,
-    genre_bits_by_release,
-    next_profile,
+from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION
+from streaming import StreamError
+from streaming.apply import (
+    BATCH_COUNTS,
+    CACHED,
+    LOGGED,
+    TASK_SECONDS,
+    Tally,
+    apply_partition,
+    logged_events,
 )
-from streaming.live_cache import CopyState, LiveCache, entry, profile_of
-from streaming.transform import MARKED, marked_batches, valid_rows
-
-QUERY_NAME = tables.STREAM_QUERY
-STARTED = "stream started"  # logged once the query runs (the local service waits for it)
-
-LOG_COLUMNS = ("event_id", "user_id", "release_id", "kind", "event_time", "ingested_at")
-
-
-class StreamError(DiscorecsError):
-    """The stream cannot start or keep running; the message says why and what to do."""
+from streaming.lag import lag_behind, offset_positions
+from streaming.live_cache import LiveCache
+from streaming.store import QUERY_NAME, StreamProgress
+from streaming.transform import MARKED, marked_batches
 
 
 @dataclass(frozen=True)
@@ -96,9 +78,7 @@ def load_reference(spark: SparkSession, settings: Settings) -> Reference:
     users = spark.read.parquet(users_files.join(paths.USER_PROFILES).uri).select("user_id")
     user_ids = np.sort(users.toArrow().column("user_id").to_numpy().astype(np.int64))
     # Genres and styles only: the live profile has no use for the affinity groups.
-    catalog = catalog_index(
-        spark.read.parquet(catalog_files.uri).select("release_id", "genres", "styles")
-    )
+    catalog = catalog_index(spark.read.parquet(catalog_files.uri), affinities=False)
     return Reference(spark.sparkContext.broadcast(user_ids), spark.sparkContext.broadcast(catalog))
 
 
@@ -131,275 +111,6 @@ def read_events(spark: SparkSession, settings: Settings, max_events: int) -> Dat
         "value",
         "timestamp",
     )
-
-
-# A user's live row: the static columns of their partition of tables.RECOMMENDATIONS (one
-# set per user; DISTINCT reads them without the partition's rows of runs).
-LIVE_SELECT = (
-    f"SELECT DISTINCT user_id, profile, holdings, stream_id, batch_id FROM {tables.RECOMMENDATIONS}"
-)
-LIVE_ROW_CQL = f"{LIVE_SELECT} WHERE user_id = ?"
-LIVE_ROWS_CQL = f"{LIVE_SELECT} WHERE user_id IN ?"
-COLLECTION_CQL = f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id = ?"
-COLLECTIONS_CQL = f"SELECT user_id, release_id FROM {tables.COLLECTIONS} WHERE user_id IN ?"
-USERS_PER_READ = 20
-
-BATCH_COUNTS = ("input_rows", "valid_rows", "dead_lettered", "upserts", "live_profiles")
-"""What each micro-batch counts (logged, and kept in its ``stream_progress`` row)."""
-TASK_SECONDS = ("reading", "marking", "live reads", "live profiles", "writes")
-"""Where the tasks' time goes, summed over a micro-batch's tasks (logged): each task waits
-for its shuffled records and marks them (:func:`streaming.transform.marked_batches`), then
-reads live profiles, computes and writes them, and writes the rest (:func:`apply_partition`)."""
-CACHED = "cached users"
-"""Users whose live profile came from their task's cache, not Cassandra (logged)."""
-
-LOGGED = StructType(
-    [
-        *(StructField(f.name, f.dataType) for f in EVENT_LOG_SCHEMA.fields),
-        StructField(EVENT_LOG_PARTITION, StringType()),
-        StructField(EVENT_LOG_BATCH, LongType()),
-    ]
-)
-"""The apply pass's output: the batch's valid events, as the master dataset keeps them."""
-
-
-class Tally(AccumulatorParam):
-    """A micro-batch's counts and task seconds, added up from its tasks on the executors."""
-
-    def zero(self, value: dict[str, float]) -> dict[str, float]:
-        return dict.fromkeys(value, 0)
-
-    def addInPlace(self, total: dict[str, float], more: dict[str, float]) -> dict[str, float]:
-        for name, value in more.items():
-            total[name] = total.get(name, 0) + value
-        return total
-
-
-def read_users(
-    connection: Any, users: list[int], one: str, many: str, *, what: str
-) -> Iterator[Any]:
-    """Every row of ``users``' partitions: ``one`` asks for one user (``user_id = ?``),
-    ``many`` for several (``user_id IN ?``).
-
-    On a cluster whose nodes each hold a share of the data that is one single-partition read
-    per user (each goes to the user's own replicas). Where every node holds every partition
-    (one node, or as many replicas as nodes), a request asks for ``USERS_PER_READ`` users at
-    once: far fewer requests, and a fraction of the CPU on both sides."""
-    if connection.one_replica_set:
-        statements = [
-            (many, (users[start : start + USERS_PER_READ],))
-            for start in range(0, len(users), USERS_PER_READ)
-        ]
-    else:
-        statements = [(one, (user,)) for user in users]
-    for _, result in read_statements(connection, statements, what=what):
-        yield from result
-
-
-def read_live_rows(connection: Any, users: list[int]) -> dict[int, Any]:
-    """The live rows of ``users`` (a user without one is absent: their partition may hold
-    only the batch's rows, whose static columns read as null)."""
-    rows = read_users(
-        connection, users, LIVE_ROW_CQL, LIVE_ROWS_CQL, what="the stream's live profiles"
-    )
-    return {row.user_id: row for row in rows if row.profile is not None}
-
-
-def read_collections(connection: Any, users: list[int]) -> dict[int, list[int]]:
-    """The releases in each of ``users``' collections (every user is a key)."""
-    collections: dict[int, list[int]] = {user: [] for user in users}
-    rows = read_users(
-        connection, users, COLLECTION_CQL, COLLECTIONS_CQL, what="the stream's collections"
-    )
-    for row in rows:
-        collections[row.user_id].append(row.release_id)
-    return collections
-
-
-def read_starts(
-    connection: Any, users: list[int], catalog: CatalogIndex, stream_id: str, batch_id: int
-) -> dict[int, LiveProfile]:
-    """The live profile each of ``users`` has before the batch, from their live rows, which
-    hold their profile, latest changes and the releases they hold as this stream last
-    applied them. A user whose live row this stream has not written yet (a new user, or a
-    new checkpoint) starts from their whole collection (and the changes the row lists, if
-    it has one); a user whose row already carries this batch id is left out (the batch is
-    being replayed after a crash and their row already counts it)."""
-    live = read_live_rows(connection, users)
-    starts: dict[int, LiveProfile] = {}
-    fresh: list[int] = []
-    for user in users:
-        row = live.get(user)
-        if row is None or row.stream_id != stream_id:
-            fresh.append(user)
-        elif row.batch_id < batch_id:
-            starts[user] = LiveProfile.of_row(row.profile, row.holdings)
-    collections = read_collections(connection, fresh)
-    for user in fresh:
-        row = live.get(user)
-        changes = LiveProfile.of_row(row.profile, None).changes if row is not None else ()
-        whole = LiveProfile.of_collection(collections[user], catalog)
-        starts[user] = replace(whole, changes=changes)
-    return starts
-
-
-def next_profiles(
-    starts: dict[int, LiveProfile],
-    decided: dict[int, list[tuple[int, bool]]],
-    changes: dict[int, list[tuple]],
-    catalog: CatalogIndex,
-) -> dict[int, LiveProfile]:
-    """The profiles of the users in ``starts`` after their ``decided`` collection events
-    (see :func:`streaming.live.deciding_events`) and their ``changes`` (Change tuples)."""
-    bits = genre_bits_by_release(
-        (release for user in starts for release, _ in decided.get(user, ())), catalog
-    )
-    return {
-        user: next_profile(start, decided.get(user, ()), catalog, changes.get(user, ()), bits)
-        for user, start in starts.items()
-    }
-
-
-def live_profile_writes(
-    profiles: dict[int, LiveProfile], stream_id: str, batch_id: int, updated_at: datetime
-) -> list[tuple[str, tuple]]:
-    """The LIVE_PROFILE writes of ``profiles``."""
-    updated_ms = write_time_micros(updated_at) // 1000  # a CQL timestamp, converted once
-    return [
-        (
-            sink.LIVE_PROFILE,
-            (user, profile.document(), profile.holdings_blob(), stream_id, batch_id, updated_ms),
-        )
-        for user, profile in profiles.items()
-    ]
-
-
-class HoldingEvent(NamedTuple):
-    """A valid collection or wantlist event, as the apply pass uses it."""
-
-    user_id: int
-    release_id: int
-    kind: str
-    event_id: str
-    written_at: int  # the event time in microseconds: the Cassandra write timestamp
-    event_time: str  # the event time as a Change's text (fixed width: sorts as time does)
-
-
-HOLDING_KINDS = pa.array(list(sink.HOLDING_WRITES))
-
-
-def change_times(times: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """Event times (UTC) as :func:`streaming.live.change_time` writes them, for a whole
-    column at once: Arrow's text of a ``timestamp[us]`` is ``2026-11-25 12:03:00.000000``
-    (always six digits of microseconds). A cast, not ``strftime``, which formats each value
-    on its own and took ~8 times as long."""
-    text = pc.cast(pc.cast(times, pa.timestamp("us")), pa.string())
-    return pc.binary_join_element_wise(pc.utf8_replace_slice(text, 10, 11, "T"), "+00:00", "")
-
-
-def ingest_dates(times: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """``YYYY-MM-DD`` of UTC timestamps (a cast to date and then to text: ~15 times as fast
-    as ``strftime``)."""
-    return pc.cast(pc.cast(times, pa.date32()), pa.string())
-
-
-def holding_events(marked: pa.Table) -> list[HoldingEvent]:
-    """The valid collection and wantlist events of a table of ``MARKED`` rows (a play only
-    goes to the master dataset)."""
-    valid = valid_rows(marked)
-    held = valid.filter(pc.is_in(valid.column("kind"), value_set=HOLDING_KINDS))
-    times = held.column("event_time")
-    columns = [held.column(name).to_pylist() for name in ("user_id", "release_id", "kind")]
-    columns.append(held.column("event_id").to_pylist())
-    columns.append(times.cast(pa.int64()).to_pylist())
-    columns.append(change_times(times).to_pylist())
-    return [HoldingEvent(*values) for values in zip(*columns, strict=True)]
-
-
-def logged_events(marked: pa.Table, batch_id: int) -> pa.Table:
-    """The valid events of a table of ``MARKED`` rows as ``LOGGED`` rows (ingest date from
-    the Kafka record's timestamp)."""
-    valid = valid_rows(marked).select(list(LOG_COLUMNS))
-    return valid.append_column(
-        EVENT_LOG_PARTITION, ingest_dates(valid.column("ingested_at"))
-    ).append_column(EVENT_LOG_BATCH, pa.array([batch_id] * valid.num_rows, pa.int64()))
-
-
-def apply_partition(
-    settings: Settings,
-    catalog: CatalogIndex,
-    marked: pa.Table,
-    stream_id: str,
-    batch_id: int,
-    received_at: datetime,
-    cache: LiveCache | None = None,
-) -> dict[str, float]:
-    """Apply one partition of a micro-batch's ``MARKED`` rows (every row of a user is in it)
-    to Cassandra: each touched user's live row (the real-time view: genre profile and latest
-    changes), then collections / wantlists and dead letters. Returns the partition's counts
-    and task seconds.
-
-    The live profiles start from the partition's ``cache`` where it can be trusted (see
-    :mod:`streaming.live_cache`), else from the users' live rows. They are written before
-    the collection writes, because they are computed against the holdings as they stood
-    before the batch: after a crash between the two, the replayed batch finds those
-    profiles marked with its id (in the cache or the rows), skips them and rewrites the
-    (idempotent) collection writes. The cache is saved last, once everything is written."""
-    clock = time.monotonic()
-    events = holding_events(marked)
-    changes: dict[int, list[tuple]] = defaultdict(list)
-    holding_writes: dict[int, list[tuple[str, tuple]]] = defaultdict(list)
-    for event in events:
-        user = event.user_id
-        changes[user].append((event.event_time, event.event_id, event.kind, event.release_id))
-        holding_writes[user].append(
-            sink.holding_write(event.kind, user, event.release_id, event.written_at)
-        )
-    decided = deciding_events(
-        events, EventKind.COLLECTION_ADD.value, EventKind.COLLECTION_REMOVE.value
-    )
-    connection = worker_connection(settings)
-    state, kept = cache.load(batch_id) if cache is not None else (CopyState.COLD, {})
-    profiles: dict[int, LiveProfile] = {}
-    cached = 0
-    if state is not CopyState.APPLIED:
-        starts = {user: profile_of(kept[user]) for user in changes if user in kept}
-        cached = len(starts)
-        unknown = sorted(user for user in changes if user not in starts)
-        starts.update(read_starts(connection, unknown, catalog, stream_id, batch_id))
-        read_at = time.monotonic()
-        profiles = next_profiles(starts, decided, changes, catalog)
-        execute_grouped(
-            connection,
-            [[w] for w in live_profile_writes(profiles, stream_id, batch_id, received_at)],
-            what="the stream's live profiles",
-            batch_size=settings.cassandra_batch_rows,
-        )
-    else:
-        read_at = time.monotonic()
-    profiled_at = time.monotonic()
-    invalid = marked.filter(pc.is_valid(marked.column("reason")))
-    day = received_at.strftime("%Y-%m-%d")
-    dead_letters = [sink.dead_letter(row, day, received_at) for row in invalid.to_pylist()]
-    execute_grouped(  # a user's writes together, and the day's dead letters (one partition)
-        connection,
-        [*holding_writes.values(), dead_letters],
-        what="the stream's tables",
-        batch_size=settings.cassandra_batch_rows,
-    )
-    if cache is not None:
-        cache.save(batch_id, kept | {user: entry(batch_id, p) for user, p in profiles.items()})
-    return {
-        "input_rows": marked.num_rows,
-        "valid_rows": marked.num_rows - invalid.num_rows,
-        "dead_lettered": invalid.num_rows,
-        "upserts": len(events),
-        "live_profiles": len(changes),
-        CACHED: cached,
-        "live reads": read_at - clock,
-        "live profiles": profiled_at - read_at,
-        "writes": time.monotonic() - profiled_at,
-    }
 
 
 def by_user(raw: DataFrame, tasks: int) -> DataFrame:
@@ -488,66 +199,6 @@ def process_batch(
         + ")"
     )
     return counts
-
-
-class StreamProgress:
-    """The stream's ``stream_progress`` rows, written from the driver over one connection
-    kept for the life of the stream (opened on first use): a connection per micro-batch
-    would put a cluster handshake and schema read on every batch's path.
-
-    Once closed it stays closed: Spark delivers the last progress events to the listener
-    on its own thread, possibly after the stream has ended, and a write then must not open
-    a connection that nobody closes (its reconnection threads would outlive the stream)."""
-
-    INSERT = (
-        f"INSERT INTO {tables.STREAM_PROGRESS} (query_name, batch_id, processed_at, "
-        "input_rows, valid_rows, dead_lettered, upserts, duration_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-    SET_LAG = f"UPDATE {tables.STREAM_PROGRESS} SET lag = ? WHERE query_name = ? AND batch_id = ?"
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._connection: Any = None
-        self._closed = False
-        self._lock = threading.Lock()  # the listener writes from another thread
-
-    def _execute(self, cql: str, parameters: tuple) -> None:
-        with self._lock:
-            if self._closed:
-                raise StreamError("the stream has stopped; its progress rows are closed")
-            if self._connection is None or self._connection.cluster.is_shutdown:
-                self._connection = connect(
-                    self.settings, keyspace=self.settings.cassandra_keyspace, schema_metadata=False
-                )
-            connection = self._connection
-        connection.session.execute(connection.prepare(cql), parameters)
-
-    def record(self, batch_id: int, counts: dict[str, int], duration_ms: int) -> None:
-        """The batch's row (its lag is added by :class:`LagReporter`)."""
-        self._execute(
-            self.INSERT,
-            (
-                QUERY_NAME,
-                batch_id,
-                datetime.now(UTC),
-                counts["input_rows"],
-                counts["valid_rows"],
-                counts["dead_lettered"],
-                counts["upserts"],
-                duration_ms,
-            ),
-        )
-
-    def record_lag(self, batch_id: int, lag: int) -> None:
-        self._execute(self.SET_LAG, (lag, QUERY_NAME, batch_id))
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
 
 
 class LagReporter(StreamingQueryListener):
@@ -691,7 +342,7 @@ def run_stream(
                 progress=progress,
             )
             say(
-                f"{STARTED}: {', '.join(topics.ALL_TOPICS)} from "
+                f"{STREAM_STARTED}: {', '.join(topics.ALL_TOPICS)} from "
                 f"{','.join(settings.kafka_bootstrap_servers)}"
             )
             try:

@@ -1,7 +1,7 @@
 """The real-time view's per-user arithmetic: a user's live genre profile after a micro-batch.
 
 Pure (numpy and dicts, no Spark, no Cassandra), so it is tested on tiny inline data; the
-stream's executor pass (:func:`streaming.job.apply_partition`) reads each touched user's live row,
+stream's executor pass (:func:`streaming.apply.apply_partition`) reads each touched user's live row,
 calls :func:`next_profile` and writes the result.
 
 A live profile carries the releases the user holds (as the stream last applied them), so a
@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from discorecs import tables
-from discorecs.genres import GENRE_UNITS, scores_and_shares
+from discorecs.catalog.index import CatalogIndex
+from discorecs.genres import GENRE_UNITS, GENRES, scores_and_shares
 from discorecs.tables import LATEST_CHANGES
-from spark_jobs.tastes import GENRE_NAMES, CatalogIndex
 
 
 class Change(NamedTuple):
@@ -139,7 +139,7 @@ def holdings_bytes(holdings: Iterable[int]) -> bytes:
     return tables.packed_release_ids(sorted(holdings))
 
 
-GENRE_BIT = np.arange(len(GENRE_NAMES), dtype=np.int64)
+GENRE_BIT = np.arange(len(GENRES), dtype=np.int64)
 
 
 def genre_units(bits: np.ndarray, signs: np.ndarray) -> dict[str, int]:
@@ -150,7 +150,7 @@ def genre_units(bits: np.ndarray, signs: np.ndarray) -> dict[str, int]:
     genres = has.sum(axis=1)
     each = np.where(genres > 0, GENRE_UNITS // np.maximum(genres, 1), 0) * signs
     totals = each @ has
-    return {GENRE_NAMES[g]: int(totals[g]) for g in np.flatnonzero(totals)}
+    return {GENRES[g]: int(totals[g]) for g in np.flatnonzero(totals)}
 
 
 def deciding_events(
@@ -181,7 +181,7 @@ def deciding_events(
 def units_of_genres(bits: int) -> tuple[tuple[str, int], ...]:
     """(genre, units) of a release with the genre bits ``bits``: ``GENRE_UNITS // n`` to each
     of its n genres (the arithmetic of :func:`genre_units`, for one release at a time)."""
-    genres = [GENRE_NAMES[g] for g in range(len(GENRE_NAMES)) if bits >> g & 1]
+    genres = [GENRES[g] for g in range(len(GENRES)) if bits >> g & 1]
     return tuple((genre, GENRE_UNITS // len(genres)) for genre in genres)
 
 

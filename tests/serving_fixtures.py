@@ -142,8 +142,11 @@ def seed_serving(settings: Settings) -> None:
             c,
             tables.BATCH_RUNS,
             ("scope", "started_at", "run_id", "finished_at", "status", "step_counts"),
-            [("nightly", WHEN, RUN, WHEN, "succeeded", {"users_with_friend": 3})],
+            [(tables.BATCH_SCOPE, WHEN, RUN, WHEN, "succeeded", {"users_with_friend": 3})],
         )
         upsert_rows(
-            c, tables.PUBLISHED_RUNS, ("scope", "run_id", "published_at"), [("nightly", RUN, WHEN)]
+            c,
+            tables.PUBLISHED_RUNS,
+            ("scope", "run_id", "published_at"),
+            [(tables.BATCH_SCOPE, RUN, WHEN)],
         )

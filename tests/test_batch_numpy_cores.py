@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 
 from discorecs.affinities import release_groups
+from discorecs.catalog.index import CatalogIndex
 from spark_jobs import cocollection, neighbours, picks, tastes
 
 
@@ -250,7 +251,7 @@ def test_best_per_user_counts_a_pair_once_at_its_highest():
 
 
 def test_user_tastes_from_holdings():
-    catalog = tastes.CatalogIndex.from_arrow(
+    catalog = CatalogIndex.from_arrow(
         pa.table(
             {
                 "release_id": [7, 1, 2, 5],
@@ -323,7 +324,7 @@ def test_user_tastes_from_holdings():
 
 
 def test_most_owned_ranks_every_group_and_the_catalog():
-    catalog = tastes.CatalogIndex.from_arrow(
+    catalog = CatalogIndex.from_arrow(
         pa.table(
             {
                 "release_id": [1, 2, 3, 4],
@@ -333,8 +334,8 @@ def test_most_owned_ranks_every_group_and_the_catalog():
         )
     )
     # Owners: 1 -> 5, 2 -> 3, 3 -> 3, 4 -> 1, and 99 (not in the catalog) -> 50.
-    popular, fallback, owners = catalog.most_owned(
-        np.array([4, 99, 1, 2, 3]), np.array([1, 50, 5, 3, 3]), depth=2, fallback_depth=3
+    popular, fallback, owners = picks.most_owned(
+        catalog, np.array([4, 99, 1, 2, 3]), np.array([1, 50, 5, 3, 3]), depth=2, fallback_depth=3
     )
     assert popular_lists(popular) == {
         "g:Jazz": [(1, 5 / 8), (2, 3 / 8)],
@@ -388,7 +389,7 @@ def test_affinity_groups_are_the_first_artist_and_each_label_in_its_decade():
 
 
 def test_affinities_need_two_records_and_weigh_their_share_of_the_collection():
-    catalog = tastes.CatalogIndex.from_arrow(CREDITED)
+    catalog = CatalogIndex.from_arrow(CREDITED)
     # User 1 owns 1, 2, 3, 4: Sun Ra twice (1, 3), Saturn in the 1960s twice (1, 2).
     found = tastes.user_tastes(
         np.array([1, 1, 1, 1]), np.array([1, 2, 3, 4]), np.ones(4, bool), catalog
@@ -411,9 +412,9 @@ def test_affinities_need_two_records_and_weigh_their_share_of_the_collection():
 
 
 def test_most_owned_ranks_the_affinity_groups_like_styles():
-    catalog = tastes.CatalogIndex.from_arrow(CREDITED)
-    popular, _, _ = catalog.most_owned(
-        np.array([1, 3, 5, 2]), np.array([2, 5, 2, 1]), depth=2, fallback_depth=1
+    catalog = CatalogIndex.from_arrow(CREDITED)
+    popular, _, _ = picks.most_owned(
+        catalog, np.array([1, 3, 5, 2]), np.array([2, 5, 2, 1]), depth=2, fallback_depth=1
     )
     lists = popular_lists(popular)
     assert lists["a:Sun Ra"] == [(3, 5 / 9), (1, 2 / 9)]  # 5 cut at depth 2 (ties: lower id)

@@ -58,7 +58,8 @@ def batch_root(small_catalog, tmp_path_factory, spark):
 def published_run(settings):
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         row = connection.session.execute(
-            "SELECT run_id FROM published_runs WHERE scope = 'nightly'"
+            f"SELECT run_id FROM {tables.PUBLISHED_RUNS} WHERE scope = %s",
+            (tables.BATCH_SCOPE,),
         ).one()
     return row.run_id if row else None
 
@@ -96,7 +97,8 @@ def test_the_run_is_published_and_recorded(first_run):
     assert report.counts["users_with_empty_collection"] == 1
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         record = connection.session.execute(
-            "SELECT status, step_counts FROM batch_runs WHERE scope = 'nightly'"
+            f"SELECT status, step_counts FROM {tables.BATCH_RUNS} WHERE scope = %s",
+            (tables.BATCH_SCOPE,),
         ).one()
     assert record.status == "succeeded"
     assert record.step_counts["users_with_friend"] == 299  # not the emptied user
@@ -154,7 +156,8 @@ def test_a_failed_run_leaves_the_previous_recommendations(first_run, spark, monk
     assert recommendations(settings, report.run_id) == before
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         latest = connection.session.execute(
-            "SELECT status, message FROM batch_runs WHERE scope = 'nightly' LIMIT 1"
+            f"SELECT status, message FROM {tables.BATCH_RUNS} WHERE scope = %s LIMIT 1",
+            (tables.BATCH_SCOPE,),
         ).one()
     assert latest.status == "failed" and "went away" in latest.message
 

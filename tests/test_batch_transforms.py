@@ -203,7 +203,7 @@ def test_holdout_hides_a_share_but_never_a_users_last_record(spark):
 
 def test_a_recommendation_is_the_apis_whole_answer(spark):
     from discorecs import tables
-    from spark_jobs.nightly import recommendation_rows
+    from spark_jobs.serving import recommendation_rows
     from webapp.models import merge_views, to_json
     from webapp.repository import recommendations_of
 
@@ -311,7 +311,7 @@ def no_people_and_no_catalog(spark):
 
 def test_picks_after_the_shown_ones_are_kept_as_spares(spark):
     from discorecs import tables
-    from spark_jobs.nightly import recommendation_rows
+    from spark_jobs.serving import recommendation_rows
 
     when = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
     friends = spark.createDataFrame(
@@ -335,7 +335,7 @@ def test_picks_after_the_shown_ones_are_kept_as_spares(spark):
 
 def test_a_users_profile_and_recommendation_of_a_run_are_one_row(spark):
     from discorecs import tables
-    from spark_jobs.nightly import recommendation_rows
+    from spark_jobs.serving import recommendation_rows
 
     profiles = spark.createDataFrame(
         [(1, "run-1", '{"collection_size": 3}'), (2, "run-1", '{"collection_size": 1}')],

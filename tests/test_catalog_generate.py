@@ -5,10 +5,10 @@ from collections import Counter
 
 import pytest
 
+from commands.cli import main
 from discorecs.catalog import vocabulary
 from discorecs.catalog.generate import generate_dump_text, write_dump
 from discorecs.catalog.parse import parse_chunk
-from discorecs.cli import main
 from discorecs.genres import GENRES
 
 N = 6000

@@ -321,7 +321,7 @@ def test_an_ingest_killed_mid_run_leaves_the_previous_catalog(tmp_path, s3_serve
         [
             sys.executable,
             "-m",
-            "discorecs.cli",
+            "commands.cli",
             "ingest-dump",
             str(big),
             "--workers",

@@ -1,7 +1,7 @@
 import pytest
 
+from commands.cli import main
 from discorecs import stack, tables
-from discorecs.cli import main
 
 
 def test_bad_setting_is_one_clear_line(monkeypatch, capsys):

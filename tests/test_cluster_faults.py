@@ -29,9 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from commands.cli import main
 from discorecs import topics
 from discorecs.cassandra import connect
-from discorecs.cli import main
 from discorecs.services.base import LocalService
 from discorecs.services.jobs import StreamJob
 from discorecs.services.manager import LocalServices

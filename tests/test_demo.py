@@ -53,7 +53,7 @@ def test_the_demo_serves_recommendations_and_streams_new_events(tmp_path):
     try:
         # As `make demo` runs it: its own process (its Spark session is its own).
         demo = subprocess.run(
-            [sys.executable, "-m", "discorecs.cli", "demo", "--releases", "3000", "--users", "300"],
+            [sys.executable, "-m", "commands.cli", "demo", "--releases", "3000", "--users", "300"],
             env={**os.environ, **settings.to_environment()},
             capture_output=True,
             text=True,
@@ -120,7 +120,7 @@ def demo_settings(tmp_path):
 
 def run_cli(settings, *args):
     return subprocess.run(
-        [sys.executable, "-m", "discorecs.cli", *args],
+        [sys.executable, "-m", "commands.cli", *args],
         env={**os.environ, **settings.to_environment()},
         capture_output=True,
         text=True,

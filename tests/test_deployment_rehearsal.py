@@ -350,10 +350,12 @@ def test_the_stream_writes_and_the_nightly_batch_runs_through_its_unit(rehearsal
     assert result.returncode == 0, output(result)
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         record = connection.session.execute(
-            f"SELECT status, step_counts FROM {tables.BATCH_RUNS} WHERE scope = 'nightly'"
+            f"SELECT status, step_counts FROM {tables.BATCH_RUNS} WHERE scope = %s",
+            (tables.BATCH_SCOPE,),
         ).one()
         run_id = connection.session.execute(
-            f"SELECT run_id FROM {tables.PUBLISHED_RUNS} WHERE scope = 'nightly'"
+            f"SELECT run_id FROM {tables.PUBLISHED_RUNS} WHERE scope = %s",
+            (tables.BATCH_SCOPE,),
         ).one()[0]
         user_id = connection.session.execute(
             f"SELECT user_id FROM {tables.RECOMMENDATIONS} WHERE run_id = %s LIMIT 1 "

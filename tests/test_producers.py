@@ -12,8 +12,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 from discorecs import topics
 from discorecs.events import EventKind, parse_event
-from discorecs.users.catalog_index import read_catalog_index
 from discorecs.users.population import write_population
+from discorecs.users.sampling_catalog import read_sampling_catalog
 from kafka_cluster_scripts.event_factory import ActivityEvents, CollectionEvents
 from kafka_cluster_scripts.producer import ProducerError, close_quietly, make_producer, produce
 from kafka_cluster_scripts.run import load_user_sample, run_producer
@@ -33,7 +33,7 @@ def data_root(small_catalog, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def index(data_root):
-    return read_catalog_index(data_root / "catalog" / "releases")
+    return read_sampling_catalog(data_root / "catalog" / "releases")
 
 
 def sample(data_root, index, count=200, seed=1):
@@ -130,7 +130,7 @@ def test_releases_missing_from_the_catalog_stop_the_producer(data_root, tmp_path
     build_catalog(
         write_dump(tmp_path / "other.xml", 50, seed=99).path, other, workers=1, say=lambda m: None
     )
-    small = read_catalog_index(other)
+    small = read_sampling_catalog(other)
     with pytest.raises(ProducerError, match=r"not in the catalog .* generate-users"):
         load_user_sample(data_root / "users", small, 100, 1)
 
@@ -243,7 +243,7 @@ def test_broker_going_away_mid_run_is_reported_not_hidden(services, data_root, t
     broker.start()
     try:
         create_topics(own, partitions=1)
-        index = read_catalog_index(data_root / "catalog" / "releases")
+        index = read_sampling_catalog(data_root / "catalog" / "releases")
         factory = CollectionEvents(index, sample(data_root, index, 100), seed=4)
         messages = []
         producer = make_producer(
@@ -314,7 +314,7 @@ def test_ctrl_c_stops_cleanly_with_everything_sent_flushed(services, data_root, 
             [
                 sys.executable,
                 "-m",
-                "discorecs.cli",
+                "commands.cli",
                 "produce",
                 "collection",
                 "--rate",

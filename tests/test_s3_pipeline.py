@@ -35,7 +35,7 @@ def test_a_whole_pipeline_on_an_s3a_data_root(services, s3_server, tmp_path):
 
     def cli(*args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "discorecs.cli", *args],
+            [sys.executable, "-m", "commands.cli", *args],
             env=environment,
             capture_output=True,
             text=True,
@@ -80,10 +80,12 @@ def test_a_whole_pipeline_on_an_s3a_data_root(services, s3_server, tmp_path):
     assert root.join("checkpoints").folders()  # the stream's checkpoint is there too
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         run_id = connection.session.execute(
-            f"SELECT run_id FROM {tables.PUBLISHED_RUNS} WHERE scope = 'nightly'"
+            f"SELECT run_id FROM {tables.PUBLISHED_RUNS} WHERE scope = %s",
+            (tables.BATCH_SCOPE,),
         ).one()[0]
         record = connection.session.execute(
-            f"SELECT status, step_counts FROM {tables.BATCH_RUNS} WHERE scope = 'nightly'"
+            f"SELECT status, step_counts FROM {tables.BATCH_RUNS} WHERE scope = %s",
+            (tables.BATCH_SCOPE,),
         ).one()
         answers = connection.session.execute(
             f"SELECT COUNT(*) FROM {tables.RECOMMENDATIONS} WHERE run_id = %s ALLOW FILTERING",

@@ -318,7 +318,7 @@ def test_cli_cycle_up_status_down_up_keeps_data_and_leaves_nothing_running(tmp_p
         "DISCORECS_CASSANDRA_MAX_HEAP": "512m",
     }
     settings = load_settings(env)
-    cli = [sys.executable, "-m", "discorecs.cli"]
+    cli = [sys.executable, "-m", "commands.cli"]
 
     def run(*args):
         return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=240)

@@ -16,6 +16,7 @@ from kafka import KafkaProducer
 
 from discorecs import paths, tables, topics
 from discorecs.cassandra import connect
+from discorecs.catalog.index import CatalogIndex
 from discorecs.catalog.ingest import current_catalog
 from discorecs.events import Event, EventKind
 from discorecs.genres import scores_and_shares
@@ -23,21 +24,10 @@ from discorecs.services.broker import KafkaBroker
 from discorecs.tables import LIVE_CHANGE_FIELDS, RELEASE_FIELDS, packed_release_ids
 from discorecs.users.population import write_population
 from kafka_cluster_scripts.topics import create_topics
-from spark_jobs.tastes import CatalogIndex
 from spark_jobs.transforms import latest_events
-from streaming.job import (
-    StreamError,
-    StreamProgress,
-    by_user,
-    change_times,
-    holding_events,
-    ingest_dates,
-    load_reference,
-    process_batch,
-    read_collections,
-    read_live_rows,
-    start_stream,
-)
+from streaming import StreamError
+from streaming.apply import change_times, holding_events, ingest_dates
+from streaming.job import by_user, load_reference, process_batch, start_stream
 from streaming.lag import end_offsets, lag_behind, offset_positions
 from streaming.live import (
     GENRE_UNITS,
@@ -49,6 +39,7 @@ from streaming.live import (
     latest_changes,
     next_profile,
 )
+from streaming.store import StreamProgress, read_collections, read_live_rows
 from streaming.transform import mark_records
 from tests.conftest import free_port
 from tests.test_stream_marking import T, event, raw_records, user_key
@@ -540,7 +531,8 @@ def test_the_site_leaves_out_picks_the_stream_applied_since_the_run(spark, strea
     with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
         session = connection.session
         published = session.execute(
-            f"SELECT run_id, published_at FROM {tables.PUBLISHED_RUNS} WHERE scope = 'nightly'"
+            f"SELECT run_id, published_at FROM {tables.PUBLISHED_RUNS} WHERE scope = %s",
+            (tables.BATCH_SCOPE,),
         ).one()
         session.execute(
             f"INSERT INTO {tables.RECOMMENDATIONS} (user_id, run_id, recommendation, "
@@ -552,8 +544,8 @@ def test_the_site_leaves_out_picks_the_stream_applied_since_the_run(spark, strea
         )
         session.execute(
             f"INSERT INTO {tables.PUBLISHED_RUNS} (scope, run_id, published_at) VALUES "
-            "('nightly', %s, toTimestamp(now()))",
-            (run,),
+            "(%s, %s, toTimestamp(now()))",
+            (tables.BATCH_SCOPE, run),
         )
         try:
             app = create_app({"TESTING": True}, settings=settings)
@@ -564,8 +556,8 @@ def test_the_site_leaves_out_picks_the_stream_applied_since_the_run(spark, strea
             if published is not None:  # the run other tests serve
                 session.execute(
                     f"INSERT INTO {tables.PUBLISHED_RUNS} (scope, run_id, published_at) VALUES "
-                    "('nightly', %s, %s)",
-                    (published.run_id, published.published_at),
+                    "(%s, %s, %s)",
+                    (tables.BATCH_SCOPE, published.run_id, published.published_at),
                 )
     shown = [pick["release"]["release_id"] for pick in api["releases"]]
     assert shown == [others[0], *others[1:10]]  # the next picks took their places
@@ -613,7 +605,7 @@ def test_spark_kafka_end_offsets_become_positions():
 
 
 def test_the_write_plan_of_each_kind_of_row():
-    from streaming import sink
+    from streaming import store
 
     at = datetime(2026, 11, 25, 12, 0)
     invalid = {
@@ -623,15 +615,15 @@ def test_the_write_plan_of_each_kind_of_row():
         "payload": "{x",
         "reason": "not JSON",
     }
-    dead = sink.dead_letter(invalid, "2026-11-25", at)
-    assert dead == (sink.DEAD_LETTER, ("2026-11-25", "t", 1, 9, "{x", "not JSON", at))
-    add = sink.holding_write("collection_add", 1, 2, 1_764_072_000_123_456)
+    dead = store.dead_letter(invalid, "2026-11-25", at)
+    assert dead == (store.DEAD_LETTER, ("2026-11-25", "t", 1, 9, "{x", "not JSON", at))
+    add = store.holding_write("collection_add", 1, 2, 1_764_072_000_123_456)
     assert add[0].startswith("INSERT INTO collections") and "USING TIMESTAMP" in add[0]
     assert add[1] == (1, 2, 1_764_072_000_123, 1_764_072_000_123_456)  # added_at in ms
-    remove = sink.holding_write("wantlist_remove", 1, 2, 5)
-    assert remove == (sink.HOLDING_WRITES["wantlist_remove"], (5, 1, 2))
+    remove = store.holding_write("wantlist_remove", 1, 2, 5)
+    assert remove == (store.HOLDING_WRITES["wantlist_remove"], (5, 1, 2))
     assert remove[0].startswith("DELETE FROM wantlists USING TIMESTAMP")
-    assert "play" not in sink.HOLDING_WRITES
+    assert "play" not in store.HOLDING_WRITES
 
 
 def create_topic(bootstrap: list[str], topic: str, partitions: int) -> str:

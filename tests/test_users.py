@@ -11,8 +11,8 @@ from discorecs.errors import DiscorecsError
 from discorecs.settings import load_settings
 from discorecs.storage import StorageError
 from discorecs.tables import name_prefix
-from discorecs.users.catalog_index import EmptyCatalogError, build_catalog_index
 from discorecs.users.population import current_users, generate_users, write_population
+from discorecs.users.sampling_catalog import EmptyCatalogError, build_sampling_catalog
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_a_catalog_without_genres_is_refused():
         {"release_id": [1, 2], "genres": [[], ["Not A Genre"]], "styles": [["Techno"], []]}
     )
     with pytest.raises(EmptyCatalogError, match="no release with one of the 15 genres"):
-        build_catalog_index(releases)
+        build_sampling_catalog(releases)
 
 
 def test_name_prefix():

@@ -6,8 +6,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from discorecs.errors import DiscorecsError
-from discorecs.users.catalog_index import build_catalog_index
 from discorecs.users.population import write_population
+from discorecs.users.sampling_catalog import build_sampling_catalog
 from discorecs.users.scenes import (
     MIN_SCENE_RELEASES,
     NoScenesError,
@@ -38,7 +38,7 @@ def tiny_catalog() -> pa.Table:
 
 def test_a_scene_is_a_label_in_a_decade_with_enough_releases():
     releases = tiny_catalog()
-    index = build_catalog_index(releases, seed=3)
+    index = build_sampling_catalog(releases, seed=3)
     scenes = build_scene_index(releases, index)
     assert MIN_SCENE_RELEASES == 4
     assert scenes.scene_names == ("Blue Note (1960s)", "Impulse! (1960s)")
@@ -52,7 +52,7 @@ def test_a_scene_is_a_label_in_a_decade_with_enough_releases():
 
 def test_artists_are_completed_by_their_first_artist_but_never_various():
     releases = tiny_catalog()
-    index = build_catalog_index(releases, seed=3)
+    index = build_sampling_catalog(releases, seed=3)
     scenes = build_scene_index(releases, index)
     artist_of = {int(index.release_ids[p]): int(scenes.first_artist[p]) for p in range(index.size)}
     assert artist_of[2] == artist_of[11] == -1  # "Various", no artist at all
@@ -64,7 +64,7 @@ def test_artists_are_completed_by_their_first_artist_but_never_various():
 def test_a_catalog_without_years_has_no_scenes():
     releases = tiny_catalog().set_column(5, "year", pa.array([None] * 14, pa.int32()))
     with pytest.raises(NoScenesError, match="use --taste-model genres"):
-        build_scene_index(releases, build_catalog_index(releases))
+        build_scene_index(releases, build_sampling_catalog(releases))
 
 
 def test_most_common_codes_per_user_ties_to_the_lower_code():

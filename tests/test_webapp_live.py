@@ -53,7 +53,7 @@ def site(services, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("site") / "web.log"
     log = log_path.open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "discorecs.cli", "web", "--port", str(port), "--workers", "1"],
+        [sys.executable, "-m", "commands.cli", "web", "--port", str(port), "--workers", "1"],
         env=env_for(services),
         stdout=log,
         stderr=subprocess.STDOUT,

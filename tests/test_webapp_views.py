@@ -1,5 +1,6 @@
 """Views and API with the Flask test client over a fake repository (no Cassandra)."""
 
+import inspect
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from webapp.models import (
     Recommendations,
     Release,
     ReleasePick,
+    Repository,
     StoredAnswer,
     StreamHealth,
     User,
@@ -26,7 +28,7 @@ from webapp.models import (
     merge_views,
     to_json,
 )
-from webapp.repository import ServingUnavailable, wanted_by_changes
+from webapp.repository import CassandraRepository, ServingUnavailable, wanted_by_changes
 
 WHEN = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 KIND_OF_BLUE = Release(
@@ -153,6 +155,24 @@ class FakeRepository:
 @pytest.fixture
 def fake():
     return FakeRepository()
+
+
+@pytest.mark.parametrize("implementation", [CassandraRepository, FakeRepository])
+def test_the_fake_and_the_real_repository_take_what_the_views_pass(implementation):
+    """The views call Repository's methods; a method missing or taking other parameters in
+    either implementation would make these tests pass over a fake the real one is not."""
+    for name, declared in inspect.getmembers(Repository, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        method = getattr(implementation, name, None)
+        assert method is not None, f"{implementation.__name__} has no {name}"
+        wanted = list(inspect.signature(declared).parameters)
+        assert list(inspect.signature(method).parameters) == wanted, name
+
+
+def test_an_object_that_is_not_a_repository_is_refused():
+    with pytest.raises(TypeError, match="does not serve every read"):
+        create_app({"TESTING": True}, repository=object())
 
 
 @pytest.fixture

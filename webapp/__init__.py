@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from discorecs.settings import Settings, load_settings
 from webapp.cache import BoundedCache
+from webapp.models import Repository
 from webapp.repository import CassandraRepository, ServingUnavailable
 
 SECURITY_HEADERS = {
@@ -28,7 +29,7 @@ SECURITY_HEADERS = {
 
 def create_app(
     test_config: dict[str, Any] | None = None,
-    repository: Any = None,
+    repository: Repository | None = None,
     settings: Settings | None = None,
 ) -> Flask:
     """The application; tests pass a fake ``repository``, production builds the Cassandra one."""
@@ -40,6 +41,8 @@ def create_app(
         app.config["RESPONSE_CACHE_SIZE"] = settings.web_response_cache
     if test_config:
         app.config.update(test_config)
+    if not isinstance(repository, Repository):
+        raise TypeError(f"{type(repository).__name__} does not serve every read the views make")
     app.extensions["repository"] = repository
     app.extensions["response_cache"] = BoundedCache(app.config["RESPONSE_CACHE_SIZE"])
 
@@ -106,7 +109,7 @@ def create_app(
     return app
 
 
-def repository() -> Any:
+def repository() -> Repository:
     from flask import current_app
 
     return current_app.extensions["repository"]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from discorecs.tables import RELEASES_SHOWN, document_json, document_time
 
@@ -248,3 +248,36 @@ class UserPage:
     live_collection_size: int
     recommendations: Recommendations | None
     changes: list[CollectionChange]
+
+
+@runtime_checkable
+class Repository(Protocol):
+    """What the views read, and all they may: :class:`webapp.repository.CassandraRepository`
+    serves it from Cassandra, the views' tests from a fake; both are checked against this
+    (tests/test_webapp_views.py), so neither can drift from what the views call.
+
+    ``live`` is the repository's own token for a user's live state (what ``answer_and_live``
+    and ``live_view`` return, ``None`` when the stream has not seen the user); the views only
+    pass it back to :meth:`taken`."""
+
+    def published_run(self) -> str | None: ...
+
+    def user(self, user_id: int) -> User | None: ...
+
+    def answer_and_live(self, user_id: int, run_id: str) -> tuple[StoredAnswer | None, Any]: ...
+
+    def live_view(self, user_id: int) -> Any: ...
+
+    def taken(self, user_id: int, live: Any, pick_ids: Sequence[int]) -> set[int]: ...
+
+    def spare_picks(self, user_id: int, run_id: str) -> str | None: ...
+
+    def user_page(self, user_id: int) -> UserPage | None: ...
+
+    def leaderboard(self, genre: str, page: int = 1, page_size: int = 50) -> Leaderboard: ...
+
+    def health(self) -> Health: ...
+
+    def search_by_name(self, prefix: str, limit: int = 20) -> list[User]: ...
+
+    def random_user_id(self) -> int | None: ...

@@ -48,7 +48,6 @@ from webapp.models import (
     with_live_scores,
 )
 
-SCOPE = "nightly"
 PUBLISHED_RUN_TTL = 10.0  # seconds a published run id is reused before it is read again
 RECONNECT_EVERY = 2.0
 READ_ATTEMPTS = 2  # a read that timed out on the client is asked once more
@@ -174,7 +173,7 @@ class CassandraRepository:
         fetched_at, run_id = self._published
         if time.monotonic() - fetched_at < PUBLISHED_RUN_TTL and run_id:
             return run_id
-        rows = self._run("published", [SCOPE])
+        rows = self._run("published", [tables.BATCH_SCOPE])
         run_id = rows[0].run_id if rows else None
         self._published = (time.monotonic(), run_id)
         return run_id
@@ -346,7 +345,7 @@ class CassandraRepository:
                 dict(row.step_counts or {}),
                 row.message,
             )
-            for row in self._run("runs", [SCOPE, 5])
+            for row in self._run("runs", [tables.BATCH_SCOPE, 5])
         ]
         return Health(self.published_run(), runs, self.stream_health())
 

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Mapping
 
+from discorecs.progress import PRODUCING_AT, STREAM_STARTED
 from discorecs.services.base import LocalService, ensure_dir
 from discorecs.settings import Settings
 
@@ -28,7 +29,7 @@ class _Job(LocalService):
 
     def command(self) -> list[str]:
         ensure_dir(self.dir)
-        return [sys.executable, "-m", "discorecs.cli", *self.arguments()]
+        return [sys.executable, "-m", "commands.cli", *self.arguments()]
 
     def environment(self) -> Mapping[str, str]:
         # The child reads the same settings as this process, whatever their source.
@@ -60,11 +61,7 @@ class StreamJob(_Job):
         self.max_events = max_events
         self.trigger_seconds = trigger_seconds
 
-    @property
-    def ready_mark(self) -> str:  # type: ignore[override]
-        from streaming.job import STARTED
-
-        return STARTED
+    ready_mark = STREAM_STARTED
 
     def arguments(self) -> list[str]:
         args = ["stream"]
@@ -80,7 +77,7 @@ class ProducerJob(_Job):
 
     start_timeout = 60.0
     stop_timeout = 40.0  # SIGTERM: the producer flushes what it has sent, then exits
-    ready_mark = "producing at"
+    ready_mark = PRODUCING_AT
 
     def __init__(self, settings: Settings, kind: str, *, rate: float, active_users: int) -> None:
         self.name = f"{kind} producer"

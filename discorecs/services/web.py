@@ -27,7 +27,7 @@ class WebSite(LocalService):
 
     def command(self) -> list[str]:
         ensure_dir(self.dir)
-        return [sys.executable, "-m", "discorecs.cli", "web", "--port", str(self.settings.web_port)]
+        return [sys.executable, "-m", "commands.cli", "web", "--port", str(self.settings.web_port)]
 
     def environment(self) -> Mapping[str, str]:
         # The child reads the same settings as this process, whatever their source.

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from discorecs.genres import GENRES
-from discorecs.users.catalog_index import CatalogIndex
+from discorecs.users.sampling_catalog import SamplingCatalog
 from discorecs.users.scenes import (
     SceneIndex,
     codes_of_records,
@@ -123,7 +123,7 @@ class Population:
 
 
 def generate_population(
-    index: CatalogIndex,
+    index: SamplingCatalog,
     pools: NamePools,
     first_user_id: int,
     count: int,
@@ -197,7 +197,7 @@ def generate_population(
     )
 
 
-def _preferred_genres(index: CatalogIndex, count: int, rng: np.random.Generator):
+def _preferred_genres(index: SamplingCatalog, count: int, rng: np.random.Generator):
     """(count, 3) genre codes (-1 = none) and their mixture weights (rows sum to 1)."""
     with np.errstate(divide="ignore"):
         log_weights = np.log(index.genre_weights)
@@ -218,7 +218,7 @@ def _pick_slot(mixture: np.ndarray, rows: np.ndarray, rng: np.random.Generator) 
 
 
 def _preferred_styles(
-    index: CatalogIndex, genres: np.ndarray, mixture: np.ndarray, rng: np.random.Generator
+    index: SamplingCatalog, genres: np.ndarray, mixture: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
     """(count, MAX_STYLES) style codes (-1 = none), valid ones first."""
     count = len(genres)
@@ -249,7 +249,7 @@ def _sizes(
 
 
 def draw_release_positions(
-    index: CatalogIndex,
+    index: SamplingCatalog,
     genres: np.ndarray,
     mixture: np.ndarray,
     styles: np.ndarray,
@@ -273,7 +273,7 @@ def draw_release_positions(
     return np.where(via_style, from_styles, from_genres)
 
 
-def taste_from_preferences(index: CatalogIndex, preferences: pa.Table):
+def taste_from_preferences(index: SamplingCatalog, preferences: pa.Table):
     """(genres, mixture, styles) arrays, as drawn at generation, from a preferences table."""
     count = preferences.num_rows
     genre_code = {genre: code for code, genre in enumerate(GENRES)}
@@ -294,7 +294,7 @@ def taste_from_preferences(index: CatalogIndex, preferences: pa.Table):
 
 
 def _draw_items(
-    index: CatalogIndex, draw: Callable[[np.ndarray], np.ndarray], sizes: np.ndarray
+    index: SamplingCatalog, draw: Callable[[np.ndarray], np.ndarray], sizes: np.ndarray
 ) -> np.ndarray:
     """Sorted unique keys ``user_row * catalog_size + release_position``."""
     rows = np.repeat(np.arange(len(sizes)), sizes)
@@ -303,7 +303,7 @@ def _draw_items(
 
 def _items_table(
     keys: np.ndarray,
-    index: CatalogIndex,
+    index: SamplingCatalog,
     user_ids: np.ndarray,
     joined: np.ndarray,
     rng: np.random.Generator,

@@ -26,8 +26,8 @@ from discorecs.settings import Settings
 from discorecs.storage import Location
 from discorecs.tables import name_prefix
 from discorecs.users import TASTE_MODELS
-from discorecs.users.catalog_index import build_catalog_index, read_catalog_index
 from discorecs.users.generate import NamePools, generate_population
+from discorecs.users.sampling_catalog import build_sampling_catalog, read_sampling_catalog
 from discorecs.users.scenes import SCENE_COLUMNS, build_scene_index
 
 DATASETS = (
@@ -118,10 +118,10 @@ def write_population(
             .dataset()
             .to_table(columns=["genres", "styles", *SCENE_COLUMNS])
         )
-        index = build_catalog_index(table, seed)
+        index = build_sampling_catalog(table, seed)
         scenes = build_scene_index(table, index)
     else:
-        index = read_catalog_index(catalog, seed)
+        index = read_sampling_catalog(catalog, seed)
     pools = NamePools.build(seed)
     report = PopulationReport(seed=seed, taste_model=taste_model, folder=str(folder))
     progress = Progress("generating users", count, say, unit="users")

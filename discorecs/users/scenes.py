@@ -21,7 +21,7 @@ the nightly recommender reasons; real collectors often do not. Here:
   from) are the most common ones of the user's own records.
 
 Releases without a year belong to no scene but can still be drawn by artist or as noise.
-Popularity is the catalog index's seeded rank, so the two models share what is popular.
+Popularity is the sampling catalog's seeded rank, so the two models share what is popular.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from discorecs.affinities import CREDIT_COLUMNS, first_artists, label_era
 from discorecs.errors import DiscorecsError
 from discorecs.flatlists import offsets_of, ranks_in_runs, spans
-from discorecs.users.catalog_index import CatalogIndex, Lists, csr_lists
+from discorecs.users.sampling_catalog import Lists, SamplingCatalog, csr_lists
 
 SCENE_COUNT_SHARES = (0.5, 0.3, 0.2)
 SCENE_MIXTURE = np.array([1.0, 0.5, 0.3])
@@ -50,7 +50,7 @@ class NoScenesError(DiscorecsError):
 
 @dataclass(frozen=True)
 class SceneIndex:
-    """Scenes and artists as lists of catalog positions (indices into the catalog index's
+    """Scenes and artists as lists of catalog positions (indices into the sampling catalog's
     ``release_ids``, most popular first)."""
 
     scenes: Lists  # per scene: positions
@@ -64,7 +64,7 @@ class SceneIndex:
         return len(self.scene_names)
 
 
-def build_scene_index(releases: pa.Table, index: CatalogIndex) -> SceneIndex:
+def build_scene_index(releases: pa.Table, index: SamplingCatalog) -> SceneIndex:
     """Scenes of a table with ``release_id``, ``artists``, ``labels`` and ``year`` (pure)."""
     position = _positions(releases["release_id"].to_numpy(), index.release_ids)
     in_index = position >= 0
@@ -110,7 +110,7 @@ def build_scene_index(releases: pa.Table, index: CatalogIndex) -> SceneIndex:
 
 
 def _positions(release_ids: np.ndarray, ranked_ids: np.ndarray) -> np.ndarray:
-    """Each id's position in ``ranked_ids`` (the catalog index's popularity order), -1 if
+    """Each id's position in ``ranked_ids`` (the sampling catalog's popularity order), -1 if
     absent (a release without a genre is not in the index)."""
     order = np.argsort(ranked_ids)
     at = np.minimum(np.searchsorted(ranked_ids, release_ids, sorter=order), len(order) - 1)
@@ -138,7 +138,7 @@ def _zipf_in(lists: Lists, which: np.ndarray, u: np.ndarray, exponent: float) ->
 
 
 def draw_scene_positions(
-    index: CatalogIndex,
+    index: SamplingCatalog,
     scenes: SceneIndex,
     followed: np.ndarray,
     mixture: np.ndarray,

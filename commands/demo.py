@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from discorecs import tables
 from discorecs.errors import DiscorecsError
 from discorecs.progress import human_duration, say_to_stderr
 from discorecs.settings import Settings
@@ -116,23 +115,15 @@ def _speed_layer(settings: Settings, services: Any, say: Callable[[str], None]) 
 
 
 def _user_with_recommendations(settings: Settings) -> int:
-    from discorecs.cassandra import connect
+    from webapp.repository import CassandraRepository
 
-    with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
-        run = (
-            connection.session.execute("SELECT run_id FROM published_runs WHERE scope = 'nightly'")
-            .one()
-            .run_id
-        )
-        for user_id in range(1, 50):
-            row = connection.session.execute(
-                f"SELECT recommendation FROM {tables.RECOMMENDATIONS} WHERE user_id = %s AND "
-                "run_id = %s",
-                (user_id, run),
-            ).one()
-            found = tables.decode_document(
-                tables.RECOMMENDATION_FIELDS, row.recommendation if row else None
-            )
-            if found["friend"] and found["releases"]:
+    repository = CassandraRepository(settings)
+    try:
+        run_id = repository.published_run()
+        for user_id in range(1, 50) if run_id else ():
+            found = repository.recommendations(user_id, run_id)
+            if found and found.friend and found.releases:
                 return user_id
+    finally:
+        repository.close()
     raise RuntimeError("no user with recommendations was found after the batch")

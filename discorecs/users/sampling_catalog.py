@@ -41,7 +41,7 @@ class Lists:
 
 
 @dataclass(frozen=True)
-class CatalogIndex:
+class SamplingCatalog:
     release_ids: np.ndarray  # int64, by popularity: position 0 is the most popular release
     genres: Lists  # per genre (in GENRES order): positions into release_ids, most popular first
     style_names: tuple[str, ...]
@@ -64,7 +64,7 @@ def csr_lists(groups: np.ndarray, positions: np.ndarray, group_count: int) -> Li
     return Lists(offsets, positions[sort].astype(np.int64))
 
 
-def build_catalog_index(releases: pa.Table, seed: int = 0) -> CatalogIndex:
+def build_sampling_catalog(releases: pa.Table, seed: int = 0) -> SamplingCatalog:
     """Index a table with ``release_id``, ``genres`` and ``styles`` (pure)."""
     rng = np.random.default_rng(seed)
     genres_flat = pc.list_flatten(releases["genres"])
@@ -114,7 +114,7 @@ def build_catalog_index(releases: pa.Table, seed: int = 0) -> CatalogIndex:
         [[0], np.cumsum(np.bincount(pair_genres, minlength=len(GENRES)))]
     ).astype(np.int64)
     genre_weights = np.bincount(genre_code[keep], minlength=len(GENRES)).astype(float)
-    return CatalogIndex(
+    return SamplingCatalog(
         release_ids=release_ids,
         genres=genres,
         style_names=style_names,
@@ -132,11 +132,11 @@ def _first_genre_per_row(parents: np.ndarray, codes: np.ndarray, rows: int) -> n
     return first
 
 
-def read_catalog_index(
+def read_sampling_catalog(
     catalog: Location | Path,
     seed: int = 0,
     columns: Sequence[str] = ("release_id", "genres", "styles"),
-) -> CatalogIndex:
+) -> SamplingCatalog:
     """Read a catalog's ids, genres and styles and index them."""
     table = location(catalog).dataset().to_table(columns=list(columns))
-    return build_catalog_index(table, seed)
+    return build_sampling_catalog(table, seed)
