@@ -72,7 +72,7 @@ def main() -> None:
             say=lambda m: None,
         )
         services.cassandra_nodes[0].start()
-        from discorecs.cassandra import apply_schema
+        from discorecs.schema import apply_schema
 
         apply_schema(settings)
         spark = build_spark_session(

@@ -4,7 +4,7 @@
 
 Generates a catalog of ``--releases`` releases and ``--users`` users once per run (not
 timed), then times each load and reports rows/s per table group. Both loads send unlogged
-batches of ``cassandra_batch_rows`` rows (see ``discorecs.cassandra.upsert_batched``).
+batches of ``cassandra_batch_rows`` rows (see ``discorecs.statements.upsert_batched``).
 
     .venv/bin/python -m bench.cassandra_load [--releases 200000] [--users 100000]
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from bench.common import free_port, write_results
 from discorecs import paths
-from discorecs.cassandra import apply_schema
 from discorecs.catalog.generate import write_dump
 from discorecs.catalog.ingest import build_catalog, load_releases_into_cassandra
+from discorecs.schema import apply_schema
 from discorecs.services.cassandra_node import CassandraNode
 from discorecs.settings import load_settings
 from discorecs.users.population import load_population_into_cassandra, write_population

@@ -39,13 +39,15 @@ import pyarrow.dataset as ds
 
 from bench.common import CpuShares, free_port, write_results
 from discorecs import paths, tables
-from discorecs.cassandra import apply_schema, connect, write_time_micros
+from discorecs.cassandra import connect
 from discorecs.catalog.generate import write_dump
 from discorecs.catalog.ingest import build_catalog
+from discorecs.schema import apply_schema
 from discorecs.services.jobs import StreamJob
 from discorecs.services.manager import LocalServices
 from discorecs.settings import Settings, load_settings
 from discorecs.spark_schemas import EVENT_LOG_BATCH
+from discorecs.statements import write_time_micros
 from discorecs.users.population import (
     PopulationReport,
     load_population_into_cassandra,

@@ -42,9 +42,11 @@ from pathlib import Path
 
 from bench.common import free_port, write_results
 from discorecs import tables
-from discorecs.cassandra import apply_schema, connect, upsert_batched
+from discorecs.cassandra import connect
+from discorecs.schema import apply_schema
 from discorecs.services.cassandra_node import CassandraNode
 from discorecs.settings import load_settings
+from discorecs.statements import upsert_batched
 
 RELEASES, RUN = 20_000, "20261125T030000Z-bench"
 DEFAULT_USERS = 1_000_000

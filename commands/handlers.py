@@ -9,8 +9,8 @@ import dataclasses
 import json
 import sys
 
-from discorecs.cassandra import apply_schema, schema_script
 from discorecs.errors import DiscorecsError
+from discorecs.schema import apply_schema, schema_script
 from discorecs.services.base import ServiceStatus
 from discorecs.services.install import InstallError, find_java
 from discorecs.services.manager import LocalServices

@@ -41,9 +41,11 @@ from discorecs.users import TASTE_MODELS
 from discorecs.users.population import write_population
 from spark_jobs import transforms as t
 from spark_jobs.cocollection import sampled_holdings, similar_releases
+from spark_jobs.friends import best_friends, candidate_friends
 from spark_jobs.inputs import read_inputs
 from spark_jobs.nightly import materialize
 from spark_jobs.picks import SimilarReleases
+from spark_jobs.releases import popularity, recommend_releases
 
 K = 10
 
@@ -116,7 +118,7 @@ def baseline_top_genre(
     top = scores.withColumn(
         "r", F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("score"), "genre"))
     ).filter("r = 1")
-    popular = t.popularity(train, releases, "genre", per_group=200)
+    popular = popularity(train, releases, "genre", per_group=200)
     candidates = top.select("user_id", "genre").join(popular, "genre")
     return _top_k_excluding(candidates, held, [F.desc("popularity"), "release_id"])
 
@@ -230,10 +232,10 @@ def evaluate_population(
     catalog = catalog_index(releases)
     tastes = materialize(t.user_tastes(train, wantlists, releases, catalog=catalog))
     scores = t.genre_scores(tastes)
-    friends = materialize(t.best_friends(t.candidate_friends(tastes), tastes))
+    friends = materialize(best_friends(candidate_friends(tastes), tastes))
     similar = similar_releases(sampled_holdings(train))
     ours = materialize(
-        t.recommend_releases(train, releases, tastes, friends, similar=similar, catalog=catalog)
+        recommend_releases(train, releases, tastes, friends, similar=similar, catalog=catalog)
     )
     results = {}
     for name, recommended in (

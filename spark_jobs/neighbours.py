@@ -1,5 +1,5 @@
 """Taste neighbours in a sorted block, vectorised with numpy: the per-chunk core of
-:func:`spark_jobs.transforms.candidate_friends`.
+:func:`spark_jobs.friends.candidate_friends`.
 
 A block's users are sorted by a signature of their taste vector, so similar tastes sit close
 together; each user is compared with the ``window`` users that follow. Spark cuts every

@@ -29,7 +29,9 @@ from discorecs.settings import Settings, load_settings
 from discorecs.tables import LEADERBOARD_COLUMNS, RECOMMENDATION_COLUMNS
 from spark_jobs import transforms as t
 from spark_jobs.cocollection import sampled_holdings, similar_releases
+from spark_jobs.friends import best_friends, candidate_friends
 from spark_jobs.inputs import Inputs, read_inputs
+from spark_jobs.releases import recommend_releases
 from spark_jobs.run_records import BatchReport, record_run
 from spark_jobs.serving import (
     leaderboard_rows,
@@ -117,9 +119,7 @@ def _run_steps(
     count_users(inputs.users, tastes, counts)
     ranks = step("rankings", lambda: materialize(t.rank_users(t.genre_scores(tastes))))
     counts["ranked_entries"] = ranks.count()
-    friends = step(
-        "friends", lambda: materialize(t.best_friends(t.candidate_friends(tastes), tastes))
-    )
+    friends = step("friends", lambda: materialize(best_friends(candidate_friends(tastes), tastes)))
     counts["users_with_friend"] = friends.filter("rank = 1").count()
     sample_share = min(1.0, settings.co_collection_users / max(counts["users_scored"], 1))
     similar = step(
@@ -128,7 +128,7 @@ def _run_steps(
     picks = step(
         "releases",
         lambda: materialize(
-            t.recommend_releases(
+            recommend_releases(
                 collections, releases, tastes, friends, similar=similar, catalog=catalog
             )
         ),

@@ -31,7 +31,8 @@ def write_to_cassandra(
     arrive as lists of pairs: the serving tables the batch writes have none.)"""
 
     def write_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from discorecs.cassandra import connect, upsert_batched
+        from discorecs.cassandra import connect
+        from discorecs.statements import upsert_batched
 
         def rows() -> Iterator[tuple[Any, ...]]:
             for batch in batches:

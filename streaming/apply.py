@@ -19,11 +19,12 @@ import pyarrow.compute as pc
 from pyspark.accumulators import AccumulatorParam
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from discorecs.cassandra import execute_grouped, worker_connection, write_time_micros
+from discorecs.cassandra import worker_connection
 from discorecs.catalog.index import CatalogIndex
 from discorecs.events import COLLECTION
 from discorecs.settings import Settings
 from discorecs.spark_schemas import EVENT_LOG_BATCH, EVENT_LOG_PARTITION, EVENT_LOG_SCHEMA
+from discorecs.statements import execute_grouped, write_time_micros
 from streaming import store
 from streaming.live import (
     LiveProfile,

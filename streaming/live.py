@@ -160,9 +160,10 @@ def deciding_events(
     release) pairs among ``rows`` (valid events: user_id, release_id, kind, event_time,
     event_id) whose kind is ``add`` or ``remove``.
 
-    The rule of :func:`spark_jobs.transforms.latest_events`: the latest event time wins, at
-    equal times a remove beats an add (as a Cassandra tombstone beats a write of the same
-    timestamp, which is how the stream writes them), then the larger event id."""
+    The rule of :class:`discorecs.events.Holdings` (the batch applies it too): the latest
+    event time wins, at equal times a remove beats an add (as a Cassandra tombstone beats a
+    write of the same timestamp, which is how the stream writes them), then the larger event
+    id."""
     best: dict[tuple[int, int], tuple[Any, bool, str]] = {}
     for row in rows:
         if row.kind != add and row.kind != remove:

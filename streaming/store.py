@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from discorecs import tables
-from discorecs.cassandra import connect, read_statements
+from discorecs.cassandra import connect
 from discorecs.events import HOLDINGS
 from discorecs.settings import Settings
+from discorecs.statements import read_statements
 from streaming import StreamError
 
 QUERY_NAME = tables.STREAM_QUERY

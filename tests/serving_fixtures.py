@@ -6,8 +6,9 @@ import json
 from datetime import UTC, datetime
 
 from discorecs import tables
-from discorecs.cassandra import connect, upsert_rows
+from discorecs.cassandra import connect
 from discorecs.settings import Settings
+from discorecs.statements import upsert_rows
 from discorecs.tables import packed_release_ids as packed
 from webapp.models import FriendPick, Recommendations, Release, ReleasePick, User, to_json
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pyarrow.dataset as ds
 
 from discorecs import paths
-from discorecs.cassandra import apply_schema, connect
+from discorecs.cassandra import connect
+from discorecs.schema import apply_schema
 from discorecs.services.jobs import StreamJob
 from discorecs.settings import Settings
 from discorecs.users.population import load_population_into_cassandra

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 import pytest
 
 from spark_jobs import transforms as t
+from spark_jobs.friends import best_friends, candidate_friends
+from spark_jobs.releases import popularity, recommend_releases
 
 pytestmark = pytest.mark.spark
 
@@ -131,7 +133,7 @@ def friends_for(spark, rows, catalog=None, wanted=()):
     collections = holdings(spark, [(u, r, T0, None) for u, r in rows])
     wantlists = holdings(spark, [(u, r, T0, None) for u, r in wanted])
     tastes = t.user_tastes(collections, wantlists, catalog or releases(spark))
-    return collections, tastes, t.best_friends(t.candidate_friends(tastes), tastes)
+    return collections, tastes, best_friends(candidate_friends(tastes), tastes)
 
 
 def test_friends_are_the_most_similar_other_user_with_a_reason(spark):
@@ -153,7 +155,7 @@ def test_friends_are_the_most_similar_other_user_with_a_reason(spark):
 def test_release_recommendations_skip_owned_and_wanted(spark):
     rows = [(1, 1), (2, 1), (2, 6), (2, 2), (3, 1), (3, 6), (5, 7)]
     collections, tastes, friends = friends_for(spark, rows, wanted=[(1, 2)])
-    recommended = t.recommend_releases(collections, releases(spark), tastes, friends)
+    recommended = recommend_releases(collections, releases(spark), tastes, friends)
     mine = recommended.filter("user_id = 1").orderBy("rank").collect()
     # User 1 owns 1 and wants 2: the next Jazz / Hard Bop release is 6, owned by the friend.
     assert mine[0].release_id == 6
@@ -168,7 +170,7 @@ def test_a_user_whose_taste_is_exhausted_gets_a_fallback(spark):
     # User 1 owns every Jazz, Hard Bop and Soul-Jazz release there is.
     rows = [(1, 1), (1, 2), (1, 6), (2, 3), (2, 4), (3, 3)]
     collections, tastes, friends = friends_for(spark, rows)
-    recommended = t.recommend_releases(collections, releases(spark), tastes, friends)
+    recommended = recommend_releases(collections, releases(spark), tastes, friends)
     mine = [row for row in recommended.collect() if row.user_id == 1]
     assert mine and {row.release_id for row in mine} <= {3, 4}
     assert {row.reason for row in mine} == {"one of the most collected records on discorecs"}
@@ -176,7 +178,7 @@ def test_a_user_whose_taste_is_exhausted_gets_a_fallback(spark):
 
 def test_popularity_is_a_share_of_the_group(spark):
     collections = holdings(spark, [(1, 1, T0, None), (2, 1, T0, None), (3, 6, T0, None)])
-    popular = t.popularity(collections, releases(spark), "genre")
+    popular = popularity(collections, releases(spark), "genre")
     assert collect(popular, "genre", "release_id") == [("Jazz", 1, 2 / 3), ("Jazz", 6, 1 / 3)]
 
 
@@ -397,7 +399,7 @@ def test_an_artist_the_user_completes_brings_their_other_records(spark):
     # User 1 owns two Sun Ra records; users 2 and 3 own 7, another Sun Ra (on Saturn, 1972).
     rows = [(1, 1), (1, 3), (2, 7), (2, 6), (3, 7), (3, 4)]
     collections, tastes, friends = friends_for(spark, rows, catalog)
-    recommended = t.recommend_releases(collections, catalog, tastes, friends)
+    recommended = recommend_releases(collections, catalog, tastes, friends)
     mine = {row.release_id: row.reason for row in recommended.filter("user_id = 1").collect()}
     assert mine[7] == "more by Sun Ra, whose records you keep"
 
@@ -426,7 +428,7 @@ def test_collectors_of_a_users_record_name_it_in_the_reason(spark):
     similar = similar_releases(sampled_holdings(collections))
     neighbours = [(row["release_id"], row["similar_id"]) for row in similar.as_table().to_pylist()]
     assert neighbours == [(3, 4), (4, 3)]
-    recommended = t.recommend_releases(
+    recommended = recommend_releases(
         collections, catalog, tastes, friends, similar=similar, co_weight=0.9
     )
     mine = recommended.filter("user_id = 1").orderBy("rank").collect()

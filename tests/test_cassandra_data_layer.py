@@ -6,20 +6,16 @@ from datetime import UTC, datetime
 import pytest
 
 from discorecs import tables
-from discorecs.cassandra import (
-    BATCH_BYTES,
-    BATCH_SHARE,
-    CassandraError,
+from discorecs.cassandra import BATCH_BYTES, BATCH_SHARE, CassandraError, connect, data_size
+from discorecs.settings import load_settings
+from discorecs.statements import (
     _packed,
     _split,
-    connect,
-    data_size,
     execute_grouped,
     upsert_batched,
     upsert_rows,
     values_bytes,
 )
-from discorecs.settings import load_settings
 
 pytestmark = pytest.mark.services
 

@@ -9,8 +9,9 @@ from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionBusy
 from cassandra.protocol import InvalidRequest
 
-from discorecs import cassandra as layer
-from discorecs.cassandra import CassandraError, busy
+from discorecs import statements as layer
+from discorecs.cassandra import CassandraError, RetryElsewhere
+from discorecs.statements import busy
 
 FULL = NoHostAvailable("Unable to complete", {"127.0.0.1": ConnectionBusy("overloaded")})
 CONNECTION = SimpleNamespace(session=None)
@@ -71,7 +72,7 @@ def test_what_counts_as_busy():
 def test_a_coordinator_that_cannot_serve_is_left_for_another_twice_at_most():
     from cassandra.policies import RetryPolicy
 
-    policy = layer.RetryElsewhere()
+    policy = RetryElsewhere()
     unavailable = [policy.on_unavailable(None, 6, 2, 1, n)[0] for n in range(4)]
     read_timeout = [policy.on_read_timeout(None, 6, 2, 1, False, n)[0] for n in range(4)]
     expected = [RetryPolicy.RETRY_NEXT_HOST] * 2 + [RetryPolicy.RETHROW] * 2

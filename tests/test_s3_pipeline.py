@@ -13,8 +13,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from discorecs import paths, storage, tables
-from discorecs.cassandra import apply_schema, connect
+from discorecs.cassandra import connect
 from discorecs.catalog.generate import write_dump
+from discorecs.schema import apply_schema
 from discorecs.services.broker import KafkaBroker
 from tests.conftest import free_port
 

@@ -7,7 +7,8 @@ import pytest
 
 from cassandra_schema import SCHEMA_FILE, declared_columns, declared_compaction, table_statements
 from discorecs import tables
-from discorecs.cassandra import CassandraError, apply_schema, connect, schema_script
+from discorecs.cassandra import CassandraError, connect
+from discorecs.schema import apply_schema, schema_script
 
 # Cassandra 5.0 syntax that 4.1 rejects: the schema targets 5.0 but must stay valid on 4.1.
 REJECTED_BY_4_1 = [
@@ -204,7 +205,7 @@ class JoiningCluster:
 
 
 def test_a_schema_statement_is_asked_again_while_a_new_node_lacks_the_keyspace():
-    from discorecs.cassandra import execute_schema_statement
+    from discorecs.schema import execute_schema_statement
 
     session = JoiningCluster(refusals=2)
     execute_schema_statement(session, "CREATE TABLE cluster.t (k int PRIMARY KEY)")
@@ -215,7 +216,7 @@ def test_a_schema_statement_is_asked_again_while_a_new_node_lacks_the_keyspace()
 def test_a_missing_keyspace_that_never_appears_is_an_error():
     from cassandra import InvalidRequest
 
-    from discorecs.cassandra import execute_schema_statement
+    from discorecs.schema import execute_schema_statement
 
     session = JoiningCluster(refusals=1_000)
     with pytest.raises(InvalidRequest, match="doesn't exist"):

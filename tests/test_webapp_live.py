@@ -159,7 +159,7 @@ def test_cassandra_restart_gives_503_then_recovers(tmp_path):
     node = CassandraNode(settings)
     node.start()
     try:
-        from discorecs.cassandra import apply_schema
+        from discorecs.schema import apply_schema
 
         apply_schema(settings)
         seed_serving(settings)

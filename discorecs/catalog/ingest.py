@@ -266,7 +266,8 @@ def load_releases_into_cassandra(
     settings: Settings, catalog: Location | Path, *, say: Callable[[str], None] = say_to_stderr
 ) -> int:
     """Upsert every release of the catalog into the ``releases`` table."""
-    from discorecs.cassandra import connect, upsert_batched
+    from discorecs.cassandra import connect
+    from discorecs.statements import upsert_batched
 
     catalog = storage.location(catalog)
     total = read_manifest(catalog)["releases"]

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from discorecs.cassandra import apply_schema
+from discorecs.schema import apply_schema
 from discorecs.services.base import LocalService, ServiceError, ServiceStatus
 from discorecs.services.broker import KafkaBroker
 from discorecs.services.cassandra_node import CassandraNode

@@ -166,7 +166,8 @@ def load_population_into_cassandra(
     settings: Settings, folder: Location | Path, *, say: Callable[[str], None] = say_to_stderr
 ) -> dict[str, int]:
     """Upsert users (and the name-prefix index), collections and wantlists."""
-    from discorecs.cassandra import connect, upsert_batched
+    from discorecs.cassandra import connect
+    from discorecs.statements import upsert_batched
 
     folder = storage.location(folder)
     read_population_manifest(folder)  # a complete population, or a clear error

@@ -1,0 +1,200 @@
+"""The release step of the nightly batch: every user's top releases, never one they own or
+want, each with its reason.
+
+A pick's score blends taste (popular among the collectors of the user's taste groups:
+styles, genres, artists and label-eras, weighted by the user's shares) with co-collection
+(releases kept by the collectors of what the user owns), with a bonus for what the
+recommended friend owns; the per-user arithmetic is :mod:`spark_jobs.picks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from discorecs import tables
+from discorecs.affinities import ARTIST, LABEL_ERA
+from discorecs.catalog.index import CatalogIndex, catalog_index
+from discorecs.flatlists import flat_lists
+from spark_jobs import picks
+from spark_jobs import transforms as t
+
+POPULAR_PER_GROUP = 40
+RELEASES_KEPT = tables.RELEASES_SHOWN + tables.RELEASE_SPARES  # spares: see tables
+FALLBACK_CANDIDATES = 200
+CO_WEIGHT = 0.1
+"""How much of a pick's score comes from co-collection (releases kept by the collectors of
+what the user owns) rather than taste (popular in the user's taste groups: styles, genres,
+artists and label-eras)."""
+
+
+def popularity(
+    collections: DataFrame, releases: DataFrame, group: str, per_group: int = POPULAR_PER_GROUP
+) -> DataFrame:
+    """``group`` ("genre" or "style"), release_id, popularity: the release's share of its
+    group's ownership, for the ``per_group`` most owned releases of each group. (The nightly
+    run ranks every group at once in numpy: :func:`spark_jobs.picks.most_owned`.)"""
+    column = t.known_genres() if group == "genre" else F.coalesce(F.col("styles"), F.array())
+    counts = collections.groupBy("release_id").agg(F.count("*").alias("owners"))
+    exploded = counts.join(
+        releases.select("release_id", column.alias("groups")), "release_id"
+    ).select("release_id", "owners", F.explode("groups").alias(group))
+    order = Window.partitionBy(group).orderBy(F.desc("owners"), "release_id")
+    ranked = exploded.withColumn("r", F.row_number().over(order))
+    total = F.sum("owners").over(Window.partitionBy(group))
+    return (
+        ranked.withColumn("popularity", F.col("owners") / total)
+        .filter(F.col("r") <= per_group)
+        .select(group, "release_id", "popularity")
+    )
+
+
+def recommend_releases(
+    collections: DataFrame,
+    releases: DataFrame,
+    tastes: DataFrame,
+    friends: DataFrame,
+    kept: int = RELEASES_KEPT,
+    similar: picks.SimilarReleases | None = None,
+    co_weight: float = CO_WEIGHT,
+    catalog: CatalogIndex | None = None,
+) -> DataFrame:
+    """user_id, rank, release_id, score, reason: releases the user neither owns nor wants.
+
+    A candidate's score is how popular it is within the user's taste groups (their top
+    styles and genres, and the artists and label-eras they complete), weighted by how much
+    of the collection each takes, plus a bonus when the recommended friend owns it. Users
+    with no candidate left get the most owned releases overall they do not hold. The
+    per-user arithmetic is :func:`spark_jobs.picks.pick_releases`, run on Arrow batches of
+    users: each user's row of ``tastes`` (:func:`user_tastes`, whose group ids ``catalog``
+    numbers) with their friend's collection joined to it.
+
+    With ``similar`` (:func:`spark_jobs.cocollection.similar_releases`), releases kept by the
+    collectors of what the user owns are candidates too, blended in with ``co_weight``.
+    """
+    catalog = catalog or catalog_index(releases)
+    # Ownership counts are one aggregation; the ranking per group is numpy's.
+    owned = collections.groupBy("release_id").agg(F.count("*").alias("owners")).toArrow()
+    popular, fallback_releases, fallback_owners = picks.most_owned(
+        catalog,
+        owned.column("release_id").to_numpy(),
+        owned.column("owners").to_numpy(),
+        POPULAR_PER_GROUP,
+        FALLBACK_CANDIDATES,
+    )
+    friend = friends.filter("rank = 1").select("user_id", "friend_id")
+    users = (
+        tastes.select("user_id", "held", "owned", "taste_groups", "taste_shares")
+        .join(friend, "user_id", "left")
+        .join(
+            tastes.select(F.col("user_id").alias("friend_id"), F.col("owned").alias("theirs")),
+            "friend_id",
+            "left",
+        )
+        .drop("friend_id")
+    )
+    # A co-collection pick names the owned release behind it: the titles of the releases
+    # that have similar ones travel with the lists (no join of every pick with the catalog).
+    because_ids = similar.release_ids if similar is not None else np.zeros(0, np.int64)
+    shared = collections.sparkSession.sparkContext.broadcast(
+        (popular, fallback_releases, fallback_owners, similar, titles_of(releases, because_ids))
+    )
+
+    def pick(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        popular, fallback_releases, fallback_owners, similar, because_titles = shared.value
+        for batch in batches:
+            taste_offsets, groups = flat_lists(batch.column("taste_groups"))
+            shares = pc.list_flatten(batch.column("taste_shares"))
+            chosen = flat_lists(batch.column("held"))
+            theirs = flat_lists(batch.column("theirs"))
+            owned = flat_lists(batch.column("owned"))
+            found = picks.pick_releases(
+                batch.num_rows,
+                taste_offsets,
+                groups.to_numpy(zero_copy_only=False).astype(np.int64),
+                shares.to_numpy(zero_copy_only=False),
+                chosen[0],
+                chosen[1].to_numpy(zero_copy_only=False),
+                theirs[0],
+                theirs[1].to_numpy(zero_copy_only=False),
+                pc.list_value_length(batch.column("owned")).fill_null(0).to_numpy() > 0,
+                popular,
+                fallback_releases,
+                fallback_owners,
+                kept,
+                similar=similar,
+                owned_offsets=owned[0],
+                owned_releases=owned[1].to_numpy(zero_copy_only=False),
+                co_weight=co_weight,
+            )
+            yield pa.record_batch(
+                {
+                    "user_id": batch.column("user_id").take(pa.array(found.user)),
+                    "rank": pa.array(found.rank, pa.int32()),
+                    "release_id": pa.array(found.release, pa.int64()),
+                    "score": pa.array(found.score, pa.float64()),
+                    "source": popular.names.take(
+                        pa.array(found.source, mask=found.source == picks.NO_SOURCE)
+                    ),
+                    "friend_owns": pa.array(found.friend_owns, pa.bool_()),
+                    "because": pa.array(found.because, mask=found.because == picks.NO_SOURCE),
+                    "because_title": because_titles.take(
+                        pa.array(
+                            np.searchsorted(because_ids, found.because),
+                            mask=found.because == picks.NO_SOURCE,
+                        )
+                    ),
+                }
+            )
+
+    ranked = users.mapInArrow(
+        pick,
+        "user_id long, rank int, release_id long, score double, source string, "
+        "friend_owns boolean, because long, because_title string",
+    )
+    return ranked.select("user_id", "rank", "release_id", "score", pick_reason().alias("reason"))
+
+
+def titles_of(releases: DataFrame, release_ids: np.ndarray) -> pa.Array:
+    """The titles of ``release_ids`` (sorted), in their order; null for one not in
+    ``releases`` or without a title."""
+    if len(release_ids) == 0:
+        return pa.array([], pa.string())
+    catalog = releases.select("release_id", "title").toArrow().sort_by("release_id")
+    known = catalog.column("release_id").to_numpy()
+    at = np.minimum(np.searchsorted(known, release_ids), len(known) - 1)
+    found = known[at] == release_ids if len(known) else np.zeros(len(release_ids), bool)
+    return catalog.column("title").combine_chunks().take(pa.array(at, mask=~found))
+
+
+def pick_reason() -> Column:
+    """Why a pick (source, friend_owns, because, because_title) is recommended."""
+    because_title = F.coalesce(
+        F.col("because_title"), F.format_string("release %d", F.col("because"))
+    )
+    source = F.col("source")
+    name = F.substring(source, 3, 1_000_000)  # the name after its "g:", "s:", "a:" or "l:"
+    return (
+        F.when(
+            F.col("because").isNotNull(),
+            F.format_string("collectors of %s also keep it", because_title),
+        )
+        .when(source.isNull(), F.lit("one of the most collected records on discorecs"))
+        .when(
+            source.startswith(ARTIST), F.format_string("more by %s, whose records you keep", name)
+        )
+        .when(
+            source.startswith(LABEL_ERA),
+            F.format_string("from %s, a label and era you collect", name),
+        )
+        .when(
+            F.col("friend_owns"),
+            F.format_string("owned by your closest taste match and popular in %s", name),
+        )
+        .otherwise(F.format_string("popular among %s collectors like you", name))
+    )
