@@ -40,23 +40,25 @@ up: venv
 status: venv
 	$(BIN)/discorecs status
 
-# $(call install_missing,commands,what they are for): apt-get install the missing ones.
-define install_missing
-	@missing=""; \
-	for command in $(1); do command -v $$command >/dev/null || missing="$$missing $$command"; done; \
-	if [ -n "$$missing" ]; then \
+# $(call install_if_missing,probe,package,what it is for): apt-get install the package when
+# the probe (a shell command) fails.
+define install_if_missing
+	@if ! { $(1); } >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing$$missing ($(2))"; \
+	    echo "installing $(2) ($(3))"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
-	  else echo "missing:$$missing; install with apt-get install$$missing" >&2; exit 1; fi; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(2) >/dev/null; \
+	  else echo "missing: $(2) ($(3)); install it with apt-get install $(2)" >&2; exit 1; fi; \
 	fi
 endef
 
-# The browser test drives Debian's headless Chromium and the deployment test runs shellcheck;
-# both are installed here when missing (needs root and apt-get).
+# The browser test drives Debian's headless Chromium (with a CJK font: collectors' names
+# include Japanese and Chinese) and the deployment test runs shellcheck; all are installed
+# here when missing (needs root and apt-get).
 tools:
-	$(call install_missing,chromium shellcheck,for the browser and deployment tests)
+	$(call install_if_missing,command -v chromium,chromium,the browser test)
+	$(call install_if_missing,fc-list :lang=ja | grep -q .,fonts-noto-cjk,names in Japanese and Chinese on the browser's pages)
+	$(call install_if_missing,command -v shellcheck,shellcheck,the deployment test)
 
 # The tests start their own broker and Cassandra (free ports, temporary home) once per session
 # and stop them at the end; a running demo is not touched.
@@ -78,7 +80,7 @@ web: venv
 
 # Benchmarks print their figures and write them to bench/results/*.json.
 bench: venv
-	$(call install_missing,wrk,for the site benchmark)
+	$(call install_if_missing,command -v wrk,wrk,the site benchmark)
 	$(BIN)/python -m bench.catalog_ingest
 	$(BIN)/python -m bench.users_and_producers
 	$(BIN)/python -m bench.cassandra_load

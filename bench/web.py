@@ -22,6 +22,8 @@ Reports requests/s, p50/p90/p99 latency, errors and hit ratios. Target: >= 1,000
 the API with p99 < 50 ms and no errors, with Cassandra on the same 2-core machine.
 
     .venv/bin/python -m bench.web [--users 1000000] [--seconds 30] [--connections 50]
+
+Why one module: the seeding, the site and the four runs are one benchmark, read top to bottom.
 """
 
 from __future__ import annotations

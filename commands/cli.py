@@ -50,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+Handler = Callable[[Settings, argparse.Namespace], int | None]
+Command = Callable[[str, Handler, str], argparse.ArgumentParser]
+"""Adds a subcommand: its name, its handler (commands.handlers) and its help text."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="discorecs",
@@ -61,13 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    def command(
-        name: str, handler: Callable[[Settings, argparse.Namespace], int | None], help_text: str
-    ) -> argparse.ArgumentParser:
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(handler=handler)
         return sub
 
+    add_services_commands(command)
+    add_data_commands(command)
+    add_speed_commands(command)
+    add_batch_commands(command)
+    add_site_commands(command)
+    return parser
+
+
+def add_services_commands(command: Command) -> None:
+    """The local services: up, down, status, and the schema."""
     up = command(
         "up",
         cmd_up,
@@ -93,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command("schema", cmd_schema, "print the full CQL script (keyspace included) for cqlsh")
 
+
+def add_data_commands(command: Command) -> None:
+    """The catalog and the users: ingest-dump, generate-dump, generate-users."""
     ingest = command(
         "ingest-dump",
         cmd_ingest_dump,
@@ -147,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-cassandra", action="store_true", help="write the Parquet master dataset only"
     )
 
+
+def add_speed_commands(command: Command) -> None:
+    """The speed layer: create-topics, produce, stream."""
     topics_cmd = command(
         "create-topics", cmd_create_topics, "create the event topics if missing (keyed by user id)"
     )
@@ -181,6 +200,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     produce.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+    stream = command(
+        "stream",
+        cmd_stream,
+        "run the speed layer: Kafka -> validate -> Cassandra and the event log",
+    )
+    stream.add_argument(
+        "--available-now", action="store_true", help="process what is in the topics now, then stop"
+    )
+    stream.add_argument(
+        "--max-events",
+        type=positive_int,
+        help="events per micro-batch at most (default: stream_max_events_per_trigger)",
+    )
+    stream.add_argument(
+        "--trigger-seconds",
+        type=positive_float,
+        help="seconds between micro-batches (default: stream_trigger_seconds)",
+    )
+
+
+def add_batch_commands(command: Command) -> None:
+    """The batch layer: batch, evaluate."""
     batch = command(
         "batch",
         cmd_batch,
@@ -217,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--out", help="JSON file (default: <home>/evaluation.json)")
 
+
+def add_site_commands(command: Command) -> None:
+    """The site, and the whole pipeline at once: web, demo."""
     web = command("web", cmd_web, "serve the site and JSON API (gunicorn; --dev for Flask's)")
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=positive_int, help="default: DISCORECS_WEB_PORT (8000)")
@@ -244,26 +288,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--users", type=positive_int, default=2_000)
     demo.add_argument("--dump", help="a releases dump to use instead: path, s3://, https://")
-
-    stream = command(
-        "stream",
-        cmd_stream,
-        "run the speed layer: Kafka -> validate -> Cassandra and the event log",
-    )
-    stream.add_argument(
-        "--available-now", action="store_true", help="process what is in the topics now, then stop"
-    )
-    stream.add_argument(
-        "--max-events",
-        type=positive_int,
-        help="events per micro-batch at most (default: stream_max_events_per_trigger)",
-    )
-    stream.add_argument(
-        "--trigger-seconds",
-        type=positive_float,
-        help="seconds between micro-batches (default: stream_trigger_seconds)",
-    )
-    return parser
 
 
 def positive_float(text: str) -> float:

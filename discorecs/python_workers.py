@@ -2,11 +2,10 @@
 
 PySpark reuses a worker process for task after task, and after each task its daemon runs a
 full ``gc.collect()``, which walks every container object the process holds. By its second
-task a worker holds ~100,000 of them that live as long as it does (pyarrow, pandas, the
-Cassandra driver and kafka-python imported, a cluster connection open), so each of those
-collections took 30-45 ms of CPU, measured; with six Python tasks per micro-batch (reading,
-marking and applying, in two partitions), that was ~0.25 s of CPU per micro-batch whatever
-its size, on two cores the whole pipeline shares.
+task a worker holds some hundred thousand of them that live as long as it does (pyarrow,
+pandas, the Cassandra driver and kafka-python imported, a cluster connection open), so each
+of those collections costs tens of milliseconds of CPU, several times per micro-batch
+whatever its size, on cores the whole pipeline shares.
 
 :func:`task_started` moves the objects alive when a task starts into the collector's
 permanent generation (``gc.freeze``), which collections skip; it is called at the start of
@@ -45,8 +44,8 @@ def task_started() -> None:
 def collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off for the block. The stream's apply pass allocates
     tuples and dicts by the hundred thousand while the worker holds its live copy (every
-    touched user's entry), so the collector kept re-scanning that copy: ~20% of the pass's
-    Python time, measured. Most of what the pass allocates is freed by reference counting;
+    touched user's entry), so the collector would keep re-scanning that copy, a large share of the
+    pass's Python time. Most of what the pass allocates is freed by reference counting;
     the few cycles it leaves (the Cassandra driver's futures) are collected after the task
     (see the module docstring)."""
     was_enabled = gc.isenabled()

@@ -7,6 +7,9 @@ value is checked when it is read, and a bad one raises :class:`SettingsError` na
 the value and what is accepted, so a typo never surfaces later as a connection timeout.
 
 ``discorecs.example.toml`` at the project root lists every key.
+
+Why one module: a setting's name, default, environment variable and check are one contract;
+split, a setting would be spelled in two places.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class Settings:
     # Rows per unlogged batch when the nightly run loads its serving tables and the stream
     # writes a micro-batch (1: no batches); a batch also ends at the bytes the node allows
     # (discorecs.cassandra.CassandraConnection.batch_bytes).
-    # 128 small rows cost the client ~2/3 of the CPU of 32 (measured on Cassandra 5.0).
+    # Larger batches of small rows cost the client less CPU per row (docs/performance.md).
     cassandra_batch_rows: int = 128
     # Only for the local node `discorecs up` starts: its inter-node port and heap.
     cassandra_storage_port: int = 7000

@@ -31,9 +31,9 @@ Entry = tuple[int, bytes]
 """A user's saved profile: (the batch that last wrote their live row, their holdings blob,
 genre units and changes, pickled together). Every batch saves a partition's whole copy
 (~10,000 users at 10,000 events/s), and a worker that did not save it last loads it whole,
-but a batch decodes only the users it touches (a third of them): kept as bytes, the copy
-pickles 4 and unpickles 15 times faster than as the decoded tuples and dicts (measured:
-~15 and ~5 ms for 10,000 users), for ~7 us per touched user to encode and decode."""
+but a batch decodes only the users it touches (a fraction of them): kept as bytes, the copy
+pickles and unpickles many times faster than as the decoded tuples and dicts, and only the
+touched users pay to be encoded and decoded."""
 
 Kept = dict[int, Entry]
 """user -> their entry."""

@@ -44,6 +44,9 @@ HEAD_HUNTERS = Release(
     ["Vinyl"],
 )
 FRIENDS = {RUN: 7002, OLD_RUN: 7003}
+# Collectors' names come in every script; the leaderboard's screenshot shows Japanese and
+# Chinese ones.
+LEADERBOARD_NAMES = ("Collector 1", "山田 花子", "王 芳", "Zoë Ødegård", "Collector 5")
 """User 7001's recommended friend in each seeded run."""
 
 
@@ -135,8 +138,8 @@ def seed_serving(settings: Settings) -> None:
             tables.GENRE_LEADERBOARDS,
             ("genre", "run_id", "bucket", "rank", "user_id", "user_name", "score", "percentile"),
             [
-                ("Jazz", RUN, 0, rank, 7000 + rank, f"Collector {rank}", 10.0 - rank, 90.0 - rank)
-                for rank in range(1, 6)
+                ("Jazz", RUN, 0, rank, 7000 + rank, name, 10.0 - rank, 90.0 - rank)
+                for rank, name in enumerate(LEADERBOARD_NAMES, start=1)
             ],
         )
         upsert_rows(

@@ -53,3 +53,21 @@ def test_the_rules_see_an_import_inside_a_function(tmp_path):
     (package / "n.py").write_text("import streaming.job\n")
     assert offenders("pkg", {"spark_jobs"}, tmp_path) == {"pkg/m.py": {"spark_jobs"}}
     assert offenders("pkg", {"streaming"}, tmp_path) == {"pkg/n.py": {"streaming"}}
+
+
+LONG_MODULE = 400
+PACKAGES = ("commands", "discorecs", "cassandra_schema", *APPLICATIONS, "bench")
+
+
+def test_a_long_module_says_at_its_top_why_it_is_one():
+    """A newcomer should find their room: a module past ~400 lines is split by concern, or its
+    docstring says why it stays one ("Why one module: ...")."""
+    unexplained = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            text = path.read_text()
+            if text.count("\n") > LONG_MODULE:
+                docstring = ast.get_docstring(ast.parse(text)) or ""
+                if "Why one module:" not in docstring:
+                    unexplained.append(str(path.relative_to(ROOT)))
+    assert unexplained == []

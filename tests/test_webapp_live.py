@@ -108,6 +108,23 @@ def test_a_browser_sees_friend_release_and_chart_and_follows_the_friend(site, tm
         assert target.stat().st_size > 10_000
 
 
+@pytest.mark.parametrize("language", ["ja", "zh-cn"])
+def test_the_browser_has_a_font_for_collectors_names_in(language):
+    """Without one, Chromium draws a box for every character of a Japanese or Chinese name
+    (the screenshots above would show them so)."""
+    fonts = subprocess.run(["fc-list", f":lang={language}"], capture_output=True, text=True)
+    assert fonts.stdout.strip(), (
+        f"no font covers {language}: `make test` installs fonts-noto-cjk (apt-get install "
+        "fonts-noto-cjk)"
+    )
+
+
+def test_the_leaderboard_lists_names_in_every_script(site):
+    with urllib.request.urlopen(f"{site}/genres/Jazz") as response:
+        html = response.read().decode()
+    assert "山田 花子" in html and "王 芳" in html and "Zoë Ødegård" in html
+
+
 def test_api_over_gunicorn(site):
     with urllib.request.urlopen(f"{site}/api/users/7001/recommendations") as response:
         assert response.headers["Content-Type"] == "application/json"

@@ -4,6 +4,9 @@ Views never see CQL or driver types. When Cassandra is down or restarting, every
 raises :class:`ServingUnavailable` (the site answers 503); the driver keeps reconnecting in
 the background, and a repository that never connected tries again on the next request, so the
 site recovers by itself.
+
+Why one module: every query the site makes reads here, next to the others, so that each can
+be checked against the table that serves it (cassandra_schema/schema.cql).
 """
 
 from __future__ import annotations

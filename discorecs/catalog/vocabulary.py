@@ -3,6 +3,8 @@ formats and word pools, each list in rough order of real frequency (first = most
 
 Genre weights and genres-per-release are the counts measured on a 1,000-release excerpt of the
 real 2020-08-06 dump; styles within a genre follow a Zipf law over the order given here.
+
+Why one module: it is data (word lists), read as a whole by the generator.
 """
 
 from __future__ import annotations
