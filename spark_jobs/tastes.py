@@ -66,34 +66,11 @@ def user_tastes(
     owned_offsets = offsets_of(row_user[mine], count)
     size = np.diff(owned_offsets)
 
-    # Genres: each owned record's known genres share one record.
     own_user, own_release = row_user[mine], release[mine]
     at, found = catalog.locate(own_release)
-    bits = catalog.genre_bits_of(own_release)
-    genre_count = genre_counts(bits)
-    weight = np.divide(1.0, genre_count, out=np.zeros(len(bits)), where=genre_count > 0)
-    scores = np.zeros((count, len(GENRES)))
-    for g in range(len(GENRES)):
-        scores[:, g] = np.bincount(own_user, weights=weight * ((bits >> g) & 1), minlength=count)
-    scores = np.round(scores, RANKING_DIGITS)
-    totals = scores.sum(axis=1)
-    genre_shares = np.divide(
-        scores, totals[:, None], out=np.zeros_like(scores), where=totals[:, None] > 0
-    )
-
-    # Styles: each owned record's styles share one record.
+    scores, genre_shares = genre_scores(own_user, catalog.genre_bits_of(own_release), count)
     rec_user, rec_at = own_user[found], at[found]
-    per_record = catalog.style_offsets[rec_at + 1] - catalog.style_offsets[rec_at]
-    by_record, style_at = spans(catalog.style_offsets, rec_at)
-    style_user, style_id = rec_user[by_record], catalog.style_ids[style_at]
-    style_weight = 1.0 / per_record[by_record]
-    styles = len(catalog.style_names)
-    key = style_user * max(styles, 1) + style_id
-    keys, inverse = np.unique(key, return_inverse=True)
-    summed = np.bincount(inverse, weights=style_weight, minlength=len(keys))
-    s_user, s_style = keys // max(styles, 1), keys % max(styles, 1)
-    s_total = np.bincount(s_user, weights=summed, minlength=count)
-    s_share = summed / s_total[s_user] if len(summed) else summed
+    s_user, s_style, s_share = style_shares(rec_user, rec_at, catalog, count)
 
     # Sorted lists: by user, share descending, then name (index order is name order).
     g_user, g_id = np.nonzero(scores > 0)
@@ -106,21 +83,14 @@ def user_tastes(
     a_user, a_id, a_records = strongest_affinities(rec_user, rec_at, catalog)
     a_share = a_records / size[a_user] if len(a_user) else np.zeros(0)
 
-    # The taste vector: genre shares, style shares and the strongest affinities' shares, to
-    # unit length. Genres and styles are dense features (``features``, ``weights``); the
-    # affinities, a few of a vast vocabulary, are named (``affinities``, ``affinity_weights``).
-    f_user = np.concatenate([g_user, s_user])
-    f_id = np.concatenate([g_id, len(GENRES) + s_style])
-    f_weight = np.concatenate([genre_shares[g_user, g_id], s_share])
-    f_order = np.lexsort((f_id, f_user))
-    f_user, f_id, f_weight = f_user[f_order], f_id[f_order], f_weight[f_order]
-    squares = np.bincount(f_user, weights=f_weight * f_weight, minlength=count)
-    squares += np.bincount(a_user, weights=a_share * a_share, minlength=count)
-    norms = np.sqrt(squares)
-    f_weight = f_weight / norms[f_user] if len(f_weight) else f_weight
-    a_weight = a_share / norms[a_user] if len(a_share) else a_share
-    directions = np.array([direction(f) for f in catalog.features])
-    signature = np.bincount(f_user, weights=f_weight * directions[f_id], minlength=count)
+    (f_user, f_id, f_weight), a_weight, signature = taste_vector(
+        (g_user, g_id, genre_shares[g_user, g_id]),
+        (s_user, s_style, s_share),
+        a_user,
+        a_share,
+        catalog,
+        count,
+    )
 
     genre_names = pa.array(GENRES, pa.string())
     style_names = pa.array(catalog.style_names, pa.string())
@@ -161,6 +131,71 @@ def user_tastes(
 
 Ranked = tuple[np.ndarray, np.ndarray, np.ndarray]
 """(user, id, share) rows sorted by user, then share descending, then id."""
+
+
+def genre_scores(user: np.ndarray, bits: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, shares), each (count, 15): each owned record (its ``user`` index and genre
+    ``bits``) counts one record, split evenly between its known genres (the module's formula);
+    a user's shares are their scores over their total."""
+    genre_count = genre_counts(bits)
+    weight = np.divide(1.0, genre_count, out=np.zeros(len(bits)), where=genre_count > 0)
+    scores = np.zeros((count, len(GENRES)))
+    for g in range(len(GENRES)):
+        scores[:, g] = np.bincount(user, weights=weight * ((bits >> g) & 1), minlength=count)
+    scores = np.round(scores, RANKING_DIGITS)
+    totals = scores.sum(axis=1)
+    shares = np.divide(
+        scores, totals[:, None], out=np.zeros_like(scores), where=totals[:, None] > 0
+    )
+    return scores, shares
+
+
+def style_shares(
+    user: np.ndarray, at: np.ndarray, catalog: CatalogIndex, count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, style id, share) of every style a user's records have (records at catalog
+    positions ``at``), by user then style id: each record counts one, split evenly between
+    its styles, and a user's shares add up to 1."""
+    per_record = catalog.style_offsets[at + 1] - catalog.style_offsets[at]
+    by_record, style_at = spans(catalog.style_offsets, at)
+    style_user, style_id = user[by_record], catalog.style_ids[style_at]
+    styles = max(len(catalog.style_names), 1)
+    keys, inverse = np.unique(style_user * styles + style_id, return_inverse=True)
+    summed = np.bincount(inverse, weights=1.0 / per_record[by_record], minlength=len(keys))
+    s_user, s_style = keys // styles, keys % styles
+    total = np.bincount(s_user, weights=summed, minlength=count)
+    return s_user, s_style, summed / total[s_user] if len(summed) else summed
+
+
+def taste_vector(
+    genres: Ranked,
+    styles: Ranked,
+    affinity_user: np.ndarray,
+    affinity_share: np.ndarray,
+    catalog: CatalogIndex,
+    count: int,
+) -> tuple[Ranked, np.ndarray, np.ndarray]:
+    """The taste vector friends are compared on: genre shares, style shares and the strongest
+    affinities' shares, scaled to unit length together, so that cosine similarity is a dot
+    product. Genres and styles are dense features ((user, feature index into
+    ``catalog.features``, weight), by user then feature); the affinities, a few of a vast
+    vocabulary, are named, and keep their order (their weights are returned). Also each
+    user's signature: the dense part projected on fixed pseudo-random directions
+    (:func:`direction`), the order of the friend blocks."""
+    (g_user, g_id, g_share), (s_user, s_style, s_share) = genres, styles
+    f_user = np.concatenate([g_user, s_user])
+    f_id = np.concatenate([g_id, len(GENRES) + s_style])
+    f_weight = np.concatenate([g_share, s_share])
+    f_order = np.lexsort((f_id, f_user))
+    f_user, f_id, f_weight = f_user[f_order], f_id[f_order], f_weight[f_order]
+    squares = np.bincount(f_user, weights=f_weight * f_weight, minlength=count)
+    squares += np.bincount(affinity_user, weights=affinity_share * affinity_share, minlength=count)
+    norms = np.sqrt(squares)
+    f_weight = f_weight / norms[f_user] if len(f_weight) else f_weight
+    a_weight = affinity_share / norms[affinity_user] if len(affinity_share) else affinity_share
+    directions = np.array([direction(f) for f in catalog.features])
+    signature = np.bincount(f_user, weights=f_weight * directions[f_id], minlength=count)
+    return (f_user, f_id, f_weight), a_weight, signature
 
 
 def strongest_affinities(
