@@ -151,6 +151,7 @@ ALS_GRID: tuple[dict[str, float], ...] = (
     {"rank": 64, "regParam": 0.1, "alpha": 40.0, "maxIter": 10},
     {"rank": 64, "regParam": 0.1, "alpha": 10.0, "maxIter": 20},
     {"rank": 128, "regParam": 0.1, "alpha": 10.0, "maxIter": 10},
+    {"rank": 256, "regParam": 0.1, "alpha": 10.0, "maxIter": 10},
 )
 """The settings ALS is fitted with; the best (by hit rate at 10, then recall) is reported."""
 
