@@ -25,7 +25,7 @@ def write_to_cassandra(
     settings: Settings, frame: DataFrame, table: str, columns: tuple[str, ...]
 ) -> None:
     """Upsert ``frame`` into ``table`` from the executors, one connection per partition, in
-    unlogged batches of rows that share their replicas (:func:`discorecs.cassandra.
+    unlogged batches of rows that share their replicas (:func:`discorecs.statements.
     upsert_batched`). The rows reach Python as Arrow batches, not pickled one by one: for
     documents of kilobytes the pickling cost as much CPU as the writes. (Map columns would
     arrive as lists of pairs: the serving tables the batch writes have none.)"""
