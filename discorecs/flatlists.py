@@ -35,6 +35,19 @@ def spans(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return which, at.astype(np.int64)
 
 
+def concatenated(
+    first_offsets: np.ndarray,
+    first: np.ndarray,
+    second_offsets: np.ndarray,
+    second: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, values): each row's list of ``first`` followed by its list of ``second``
+    (two list columns of the same rows)."""
+    rows = np.concatenate([owners(first_offsets), owners(second_offsets)])
+    order = np.argsort(rows, kind="stable")
+    return first_offsets + second_offsets, np.concatenate([first, second])[order]
+
+
 def offsets_of(sorted_rows: np.ndarray, rows: int) -> np.ndarray:
     """The offsets of lists whose values' rows are ``sorted_rows`` (ascending), for ``rows``
     rows (rows with no value get an empty list)."""

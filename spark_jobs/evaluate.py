@@ -41,9 +41,8 @@ from discorecs.users import TASTE_MODELS
 from discorecs.users.population import write_population
 from spark_jobs import transforms as t
 from spark_jobs.cocollection import sampled_holdings, similar_releases
-from spark_jobs.friends import best_friends, candidate_friends
 from spark_jobs.inputs import read_inputs
-from spark_jobs.nightly import materialize
+from spark_jobs.nightly import friends_step, materialize
 from spark_jobs.picks import SimilarReleases
 from spark_jobs.releases import popularity, recommend_releases
 
@@ -233,7 +232,7 @@ def evaluate_population(
     catalog = catalog_index(releases)
     tastes = materialize(t.user_tastes(train, wantlists, releases, catalog=catalog))
     scores = t.genre_scores(tastes)
-    friends = materialize(best_friends(candidate_friends(tastes), tastes))
+    friends = friends_step(tastes)
     similar = similar_releases(sampled_holdings(train))
     ours = materialize(
         recommend_releases(train, releases, tastes, friends, similar=similar, catalog=catalog)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from discorecs.flatlists import flat_lists, ranks_in_runs, run_starts
@@ -26,15 +26,17 @@ FRIEND_WINDOW = 8  # neighbours compared on each side in every block (sorted nei
 FRIENDS_KEPT = 5
 FRIEND_CHUNK_ROWS = 4096  # users of a block compared in one numpy pass
 SHARED_GENRE_SHARE = 0.15
-AFFINITY_VECTOR = ("affinities", "affinity_weights")
-"""The named part of the taste vector (the dense part: features, weights)."""
+TASTE_VECTOR = ("features", "weights", "affinities", "affinity_weights")
+"""The taste vector's columns: its dense part (feature indices, weights) and its named part
+(the strongest affinities, weights)."""
 
 
 def _blocks(tastes: DataFrame) -> DataFrame:
-    """block, user_id, signature: each user is in the blocks of their top genre, their top two
-    styles, their strongest affinity (collectors of the same artist or label-era meet there
-    whatever their genres) and one global block; the signature (a random projection of the
-    taste vector) orders each block so that similar tastes sit close together."""
+    """block, user_id, signature and the taste vector (:data:`TASTE_VECTOR`): each user is
+    in the blocks of their top genre, their top two styles, their strongest affinity
+    (collectors of the same artist or label-era meet there whatever their genres) and one
+    global block; the signature (a random projection of the taste vector) orders each block
+    so that similar tastes sit close together."""
     named = tastes.filter(F.size("features") > 0)
     block = F.concat(
         F.transform(F.slice("genres", 1, 1), lambda g: F.concat(F.lit("g:"), g)),
@@ -42,7 +44,7 @@ def _blocks(tastes: DataFrame) -> DataFrame:
         F.slice(F.coalesce("affinities", F.array().cast("array<string>")), 1, 1),
         F.array(F.lit("*")),
     )
-    return named.select(F.explode(block).alias("block"), "user_id", "signature")
+    return named.select(F.explode(block).alias("block"), "user_id", "signature", *TASTE_VECTOR)
 
 
 def candidate_friends(
@@ -52,40 +54,26 @@ def candidate_friends(
     chunk_rows: int = FRIEND_CHUNK_ROWS,
 ) -> DataFrame:
     """user_id, friend_id, similarity: candidate pairs (both directions), found without
-    comparing all pairs. Within each block (:func:`_blocks`), sorted by signature, each user
-    is compared with the ``window`` users that follow; of those comparisons each user keeps
-    at least their ``kept`` best, which is all :func:`best_friends` needs.
+    comparing all pairs. Within each block (:func:`_blocks`), sorted by signature (ties: user
+    id), each user is compared with the ``window`` users that follow; of those comparisons
+    each user keeps at least their ``kept`` best, which is all :func:`best_friends` needs.
 
-    The comparisons run in numpy (:func:`spark_jobs.neighbours.chunk_neighbours`) on chunks
-    of ``chunk_rows`` consecutive users of a block, each chunk with the first ``window``
-    users of the next, so every pair of neighbours is compared in exactly one chunk.
+    One shuffle: every block's members, taste vectors included, go to one partition, sorted.
+    There the comparisons run in numpy (:func:`spark_jobs.neighbours.chunk_neighbours`) on
+    chunks of ``chunk_rows`` consecutive users of a block, each chunk with the first
+    ``window`` users of the next, so every pair of neighbours is compared in exactly one
+    chunk and a chunk's matrices stay small however large its block.
     """
     dims = (tastes.select(F.max(F.array_max("features"))).first()[0] or 0) + 1
-    blocks = _blocks(tastes).withColumn(
-        "pos", F.row_number().over(Window.partitionBy("block").orderBy("signature", "user_id"))
-    )
-    chunk = F.floor((F.col("pos") - 1) / chunk_rows)
-    # A chunk's head rows are also the tail of the chunk before it.
-    shared = ((F.col("pos") - 1) % chunk_rows < window) & (chunk > 0)
-    members = blocks.select(
-        "block",
-        "user_id",
-        "pos",
-        F.explode(F.when(shared, F.array(chunk, chunk - 1)).otherwise(F.array(chunk))).alias(
-            "chunk"
-        ),
-    ).join(tastes.select("user_id", "features", "weights", *AFFINITY_VECTOR), "user_id")
 
     def compare(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         batches = list(batches)
         if not batches:
             return
-        # Every chunk of this partition, in (block, chunk, pos) order: one Python call for
-        # all of them (a grouped UDF would pay its per-group cost for each small style block).
+        # Every block of this partition, in (block, signature, user) order: one Python call
+        # for all of them (a grouped UDF would pay its per-group cost for each small block).
         table = pa.Table.from_batches(batches)
         block = table.column("block").combine_chunks().dictionary_encode().indices.to_numpy()
-        chunk = table.column("chunk").to_numpy()
-        pos = table.column("pos").to_numpy()
         users = table.column("user_id").to_numpy()
         offsets, values = flat_lists(table.column("features").combine_chunks())
         values = values.to_numpy(zero_copy_only=False)
@@ -97,17 +85,15 @@ def candidate_friends(
         named_weights = pc.list_flatten(table.column("affinity_weights").combine_chunks()).to_numpy(
             zero_copy_only=False
         )
-        starts = np.flatnonzero(run_starts(block, chunk))
-        for start, end in zip(starts, [*starts[1:], len(users)], strict=True):
+        for start, end in _chunks(block, chunk_rows, window):
             first, last = named_offsets[start], named_offsets[end]
-            chunk_end = (chunk[start] + 1) * chunk_rows
             user, friend, similarity = neighbours.chunk_neighbours(
                 users[start:end],
                 offsets[start : end + 1] - offsets[start],
                 values[offsets[start] : offsets[end]],
                 weights[offsets[start] : offsets[end]],
                 dims,
-                int(np.sum(pos[start:end] <= chunk_end)),
+                min(chunk_rows, end - start),
                 window,
                 kept,
                 named=(
@@ -118,22 +104,41 @@ def candidate_friends(
             )
             yield pa.record_batch({"user_id": user, "friend_id": friend, "similarity": similarity})
 
-    candidates = (
-        members.repartition("block", "chunk")
-        .sortWithinPartitions("block", "chunk", "pos")
+    # A pair met in several blocks appears once per block (best_friends counts it once).
+    return (
+        _blocks(tastes)
+        .repartition("block")
+        .sortWithinPartitions("block", "signature", "user_id")
         .mapInArrow(compare, "user_id long, friend_id long, similarity double")
     )
-    # A pair met in several blocks appears once per block (best_friends counts it once).
-    return candidates
+
+
+def _chunks(block: np.ndarray, chunk_rows: int, window: int) -> Iterator[tuple[int, int]]:
+    """(start, end) row ranges of the chunks of each run of equal ``block`` codes: ``chunk_rows``
+    rows of the block each, plus up to ``window`` rows that follow them in it (the head of
+    the next chunk: compared with, never compared from)."""
+    starts = np.flatnonzero(run_starts(block))
+    for block_start, block_end in zip(starts, [*starts[1:], len(block)], strict=True):
+        for start in range(int(block_start), int(block_end), chunk_rows):
+            yield start, min(start + chunk_rows + window, int(block_end))
 
 
 def best_friends(candidates: DataFrame, tastes: DataFrame, kept: int = FRIENDS_KEPT) -> DataFrame:
     """user_id, friend_id, similarity, rank (1 = the recommended friend, ties: lower id),
-    shared_genres and reason (the recommended friend's; null for the runners-up). Never the
-    user themselves; a pair met in several blocks counts once.
+    shared_genres and reason (the recommended friend's; null for the runners-up): the
+    candidates ranked (:func:`ranked_friends`), the best one explained
+    (:func:`explained_friends`). Never the user themselves; a pair met in several blocks
+    counts once."""
+    return explained_friends(ranked_friends(candidates, kept), tastes)
 
-    Ranking is one numpy pass per partition of users (:func:`neighbours.best_per_user`), not
-    a deduplicating aggregation followed by a window: one shuffle instead of two."""
+
+def ranked_friends(candidates: DataFrame, kept: int = FRIENDS_KEPT) -> DataFrame:
+    """user_id, friend_id, similarity, rank: each user's ``kept`` best candidates.
+
+    One numpy pass per partition of users (:func:`neighbours.best_per_user`), not a
+    deduplicating aggregation followed by a window: one shuffle instead of two. The nightly
+    run computes this once before :func:`explained_friends` reads it twice (the recommended
+    friends, the runners-up)."""
 
     def rank(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         batches = list(batches)
@@ -156,11 +161,17 @@ def best_friends(candidates: DataFrame, tastes: DataFrame, kept: int = FRIENDS_K
             }
         )
 
-    ranked = (
+    return (
         candidates.select("user_id", "friend_id", "similarity")
         .repartition("user_id")
         .mapInArrow(rank, "user_id long, friend_id long, similarity double, rank int")
     )
+
+
+def explained_friends(ranked: DataFrame, tastes: DataFrame) -> DataFrame:
+    """``ranked`` (:func:`ranked_friends`) with shared_genres and reason for each user's
+    recommended friend (rank 1; null for the runners-up): the genres both collect, or the
+    artist or label-era both keep the most records of."""
     genres = tastes.select(
         "user_id",
         F.map_from_arrays("genres", "genre_shares").alias("genre_shares"),

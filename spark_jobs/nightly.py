@@ -29,7 +29,7 @@ from discorecs.settings import Settings, load_settings
 from discorecs.tables import LEADERBOARD_COLUMNS, RECOMMENDATION_COLUMNS
 from spark_jobs import transforms as t
 from spark_jobs.cocollection import sampled_holdings, similar_releases
-from spark_jobs.friends import best_friends, candidate_friends
+from spark_jobs.friends import candidate_friends, explained_friends, ranked_friends
 from spark_jobs.inputs import Inputs, read_inputs
 from spark_jobs.releases import recommend_releases
 from spark_jobs.run_records import BatchReport, record_run
@@ -119,7 +119,7 @@ def _run_steps(
     count_users(inputs.users, tastes, counts)
     ranks = step("rankings", lambda: materialize(t.rank_users(t.genre_scores(tastes))))
     counts["ranked_entries"] = ranks.count()
-    friends = step("friends", lambda: materialize(best_friends(candidate_friends(tastes), tastes)))
+    friends = step("friends", lambda: friends_step(tastes))
     counts["users_with_friend"] = friends.filter("rank = 1").count()
     sample_share = min(1.0, settings.co_collection_users / max(counts["users_scored"], 1))
     similar = step(
@@ -193,6 +193,13 @@ def tastes_step(
     catalog = catalog_index(releases)
     tastes = t.user_tastes(collections, wantlists, releases, partitions, catalog=catalog)
     return catalog, materialize(tastes)
+
+
+def friends_step(tastes: DataFrame) -> DataFrame:
+    """Every user's friends (:func:`spark_jobs.friends.best_friends`), the ranking computed
+    once: the explanation reads it twice."""
+    ranked = materialize(ranked_friends(candidate_friends(tastes)))
+    return materialize(explained_friends(ranked, tastes))
 
 
 def count_users(users: DataFrame, tastes: DataFrame, counts: dict[str, int]) -> None:

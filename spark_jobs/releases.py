@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from discorecs import tables
 from discorecs.affinities import ARTIST, LABEL_ERA
 from discorecs.catalog.index import CatalogIndex, catalog_index
-from discorecs.flatlists import flat_lists
+from discorecs.flatlists import concatenated, flat_lists
 from spark_jobs import picks
 from spark_jobs import transforms as t
 
@@ -89,7 +89,7 @@ def recommend_releases(
     )
     friend = friends.filter("rank = 1").select("user_id", "friend_id")
     users = (
-        tastes.select("user_id", "held", "owned", "taste_groups", "taste_shares")
+        tastes.select("user_id", "owned", "wanted", "taste_groups", "taste_shares")
         .join(friend, "user_id", "left")
         .join(
             tastes.select(F.col("user_id").alias("friend_id"), F.col("owned").alias("theirs")),
@@ -110,16 +110,19 @@ def recommend_releases(
         for batch in batches:
             taste_offsets, groups = flat_lists(batch.column("taste_groups"))
             shares = pc.list_flatten(batch.column("taste_shares"))
-            chosen = flat_lists(batch.column("held"))
             theirs = flat_lists(batch.column("theirs"))
             owned = flat_lists(batch.column("owned"))
+            owned_releases = owned[1].to_numpy(zero_copy_only=False)
+            wanted = flat_lists(batch.column("wanted"))
+            held = concatenated(
+                owned[0], owned_releases, wanted[0], wanted[1].to_numpy(zero_copy_only=False)
+            )
             found = picks.pick_releases(
                 batch.num_rows,
                 taste_offsets,
                 groups.to_numpy(zero_copy_only=False).astype(np.int64),
                 shares.to_numpy(zero_copy_only=False),
-                chosen[0],
-                chosen[1].to_numpy(zero_copy_only=False),
+                *held,
                 theirs[0],
                 theirs[1].to_numpy(zero_copy_only=False),
                 pc.list_value_length(batch.column("owned")).fill_null(0).to_numpy() > 0,
@@ -129,7 +132,7 @@ def recommend_releases(
                 kept,
                 similar=similar,
                 owned_offsets=owned[0],
-                owned_releases=owned[1].to_numpy(zero_copy_only=False),
+                owned_releases=owned_releases,
                 co_weight=co_weight,
             )
             yield pa.record_batch(

@@ -50,7 +50,7 @@ def user_tastes(
     genre_shares, styles, style_shares (both sorted by share descending, then name),
     features, weights (the unit taste vector's genres and styles, feature indices into
     ``catalog.features``),
-    signature, missing (owned records not in the catalog), owned, held (release ids), and
+    signature, missing (owned records not in the catalog), owned, wanted (release ids), and
     taste_groups / taste_shares: what the release picks weigh (:func:`taste_groups`), and the
     strongest affinities (names, records owned in each, weight in the taste vector). Users
     with wantlist entries only have size 0 and empty tastes."""
@@ -61,9 +61,9 @@ def user_tastes(
     row_user = np.cumsum(starts) - 1  # user index of each holdings row
     count = len(users)
 
-    held_offsets = offsets_of(row_user, count)
     mine = owned.astype(bool)
     owned_offsets = offsets_of(row_user[mine], count)
+    wanted_offsets = offsets_of(row_user[~mine], count)
     size = np.diff(owned_offsets)
 
     own_user, own_release = row_user[mine], release[mine]
@@ -119,7 +119,7 @@ def user_tastes(
             "signature": pa.array(signature, pa.float64()),
             "missing": pa.array(np.bincount(own_user[~found], minlength=count), pa.int32()),
             "owned": _lists(owned_offsets, pa.array(release[mine], pa.int64())),
-            "held": _lists(held_offsets, pa.array(release, pa.int64())),
+            "wanted": _lists(wanted_offsets, pa.array(release[~mine], pa.int64())),
             "taste_groups": _lists(taste_offsets, pa.array(t_group, pa.int32())),
             "taste_shares": _lists(taste_offsets, pa.array(t_share, pa.float64())),
             "affinities": _lists(affinity_offsets, catalog.affinity_names.take(pa.array(a_id))),

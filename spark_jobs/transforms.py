@@ -103,7 +103,7 @@ TASTE_SCHEMA = (
     "user_id long, collection_size int, genres array<string>, genre_scores array<double>, "
     "genre_shares array<double>, styles array<string>, style_shares array<double>, "
     "features array<int>, weights array<double>, signature double, missing int, "
-    "owned array<long>, held array<long>, taste_groups array<int>, taste_shares array<double>, "
+    "owned array<long>, wanted array<long>, taste_groups array<int>, taste_shares array<double>, "
     "affinities array<string>, affinity_records array<int>, affinity_weights array<double>"
 )
 
@@ -117,7 +117,7 @@ def user_tastes(
 ) -> DataFrame:
     """One row per user with a collection or a wantlist (:data:`TASTE_SCHEMA`): collection
     size, genres with score and share, styles with share (both by share, descending), the
-    unit taste vector, its signature, the owned and held (owned or wanted) releases, and the
+    unit taste vector, its signature, the owned and wanted releases, and the
     taste groups the release picks weigh.
 
     Spark partitions the holdings by user; numpy computes every user of a partition in one

@@ -290,7 +290,7 @@ def test_user_tastes_from_holdings():
         "style_shares": [0.5, 0.5],
         "missing": 1,  # 99
         "owned": [1, 2, 5, 99],
-        "held": [1, 2, 5, 7, 99],
+        "wanted": [7],
         # Top styles, then top genres (this catalog has no credits: no affinity groups).
         "taste_groups": [
             catalog.group_names.to_pylist().index(name)
@@ -314,7 +314,7 @@ def test_user_tastes_from_holdings():
         "signature": 0.0,
         "missing": 0,
         "owned": [],
-        "held": [7],
+        "wanted": [7],
         "taste_groups": [],
         "taste_shares": [],
         "affinities": [],

@@ -152,6 +152,24 @@ def test_friends_are_the_most_similar_other_user_with_a_reason(spark):
     assert 0 < best[1].similarity <= 1.0000001
 
 
+def test_candidate_friends_compare_every_pair_of_a_block_across_chunks(spark):
+    # Every user is in the global block; with a window as large as it, every pair is
+    # compared, whatever chunks of two rows the block is cut into.
+    rows = [(1, 1), (1, 2), (2, 1), (2, 6), (3, 3), (3, 4), (4, 3), (5, 7), (5, 2), (6, 6)]
+    _, tastes, _ = friends_for(spark, rows)
+    vectors = {
+        row.user_id: dict(zip(row.features, row.weights, strict=True)) for row in tastes.collect()
+    }
+    found = candidate_friends(tastes, window=5, kept=5, chunk_rows=2).collect()
+    pairs = {(row.user_id, row.friend_id): row.similarity for row in found}
+    everyone = sorted(vectors)
+    assert set(pairs) == {(u, f) for u in everyone for f in everyone if u != f}
+    for (user, friend), similarity in pairs.items():
+        mine, theirs = vectors[user], vectors[friend]
+        dot = sum(weight * theirs.get(feature, 0.0) for feature, weight in mine.items())
+        assert similarity == pytest.approx(dot, abs=1e-8)
+
+
 def test_release_recommendations_skip_owned_and_wanted(spark):
     rows = [(1, 1), (2, 1), (2, 6), (2, 2), (3, 1), (3, 6), (5, 7)]
     collections, tastes, friends = friends_for(spark, rows, wanted=[(1, 2)])
