@@ -61,9 +61,10 @@ def _document(run_id: str, name: str, fields: tuple[str, ...]) -> list[Column]:
 def profile_rows(tastes: DataFrame, ranks: DataFrame, run_id: str) -> DataFrame:
     """user_id, run_id, genre_profile (JSON, :data:`PROFILE_FIELDS`) for every user with a
     score."""
+    # One list per user, made into both maps after the join: two aggregated lists cost the
+    # grouping of every rank twice.
     standings = ranks.groupBy("user_id").agg(
-        F.map_from_entries(F.collect_list(F.struct("genre", "rank"))).alias("ranks"),
-        F.map_from_entries(F.collect_list(F.struct("genre", "percentile"))).alias("percentiles"),
+        F.collect_list(F.struct("genre", "rank", "percentile")).alias("standings")
     )
     return (
         tastes.filter(F.size("genres") > 0)
@@ -73,8 +74,8 @@ def profile_rows(tastes: DataFrame, ranks: DataFrame, run_id: str) -> DataFrame:
             "collection_size",
             F.map_from_arrays("genres", "genre_scores").alias("scores"),
             F.map_from_arrays("genres", "genre_shares").alias("shares"),
-            "ranks",
-            "percentiles",
+            F.map_from_arrays("standings.genre", "standings.rank").alias("ranks"),
+            F.map_from_arrays("standings.genre", "standings.percentile").alias("percentiles"),
             F.slice("styles", 1, 3).alias("top_styles"),
         )
         .select(*_document(run_id, "genre_profile", PROFILE_FIELDS))
