@@ -48,27 +48,6 @@ def concatenated(
     return first_offsets + second_offsets, np.concatenate([first, second])[order]
 
 
-def stable_order(keys: np.ndarray) -> np.ndarray:
-    """The permutation ``np.argsort(keys, kind="stable")`` gives (for non-negative int64
-    keys), found faster when the bits allow: each key's high and low 32 bits, less their
-    minimums, and its row index are packed into one int64 and sorted by value (numpy's
-    ``sort`` of values is several times as fast as its stable ``argsort``); equal keys keep
-    their row order, as the index is the lowest part. Keys that do not fit are argsorted."""
-    rows = len(keys)
-    if rows == 0:
-        return np.zeros(0, dtype=np.int64)
-    high, low = keys >> 32, keys & 0xFFFFFFFF
-    high_min, low_min = high.min(), low.min()
-    low_bits = int(low.max() - low_min).bit_length()
-    index_bits = (rows - 1).bit_length()
-    if int(high.max() - high_min).bit_length() + low_bits + index_bits > 63:
-        return np.argsort(keys, kind="stable")
-    packed = (((high - high_min) << low_bits) | (low - low_min)) << index_bits
-    packed |= np.arange(rows, dtype=np.int64)
-    packed.sort()
-    return packed & ((1 << index_bits) - 1)
-
-
 def offsets_of(sorted_rows: np.ndarray, rows: int) -> np.ndarray:
     """The offsets of lists whose values' rows are ``sorted_rows`` (ascending), for ``rows``
     rows (rows with no value get an empty list)."""

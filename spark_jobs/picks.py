@@ -19,15 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from discorecs.catalog.index import CatalogIndex
-from discorecs.flatlists import (
-    contains,
-    offsets_of,
-    owners,
-    ranks_in_runs,
-    run_starts,
-    spans,
-    stable_order,
-)
+from discorecs.flatlists import contains, offsets_of, owners, ranks_in_runs, run_starts, spans
 from discorecs.genres import GENRES
 
 # Scores and similarities are rounded before ranking: sums of floats depend on the order Spark
@@ -242,7 +234,7 @@ def pick_releases(
     # One row per (user, release): summed weight, the source with the largest part (of
     # equal parts, the lower group index). One sort of one int64 key; the rest is per run.
     keys = _keys(user_of, release)
-    order = stable_order(keys)
+    order = np.argsort(keys, kind="stable")
     keys, user_of, group_of, release, weight = (
         a[order] for a in (keys, user_of, group_of, release, weight)
     )
@@ -325,7 +317,7 @@ def _blend_co_collection(
     c_keys = _keys(c_user, c_release)
     # Per key: the summed similarity, and the strongest suggestion (ties: the lower owned
     # release) behind it.
-    order = stable_order(c_keys)
+    order = np.argsort(c_keys, kind="stable")
     c_keys, c_similarity, c_because = (a[order] for a in (c_keys, c_similarity, c_because))
     c_starts = np.flatnonzero(run_starts(c_keys)) if len(c_keys) else np.zeros(0, np.int64)
     co = np.add.reduceat(c_similarity, c_starts) if len(c_starts) else np.zeros(0)
@@ -338,7 +330,7 @@ def _blend_co_collection(
     c_keys = c_keys[c_starts]
 
     every = np.concatenate([keys, c_keys])
-    order = np.argsort(every, kind="stable")  # two sorted runs: a merge, in linear time
+    order = np.argsort(every, kind="stable")
     every = every[order]
     taste_part = np.concatenate([taste, np.zeros(len(c_keys))])[order]
     co_part = np.concatenate([np.zeros(len(keys)), co])[order]

@@ -454,32 +454,3 @@ def test_a_user_pairs_at_most_their_paired_records():
     pairs = {(row["release_id"], row["similar_id"]) for row in similar.as_table().to_pylist()}
     # 10-11 seen by both users; 10-12 and 11-12 by user 2 only (once: dropped).
     assert pairs == {(10, 11), (11, 10)}
-
-
-@pytest.mark.parametrize(
-    "keys",
-    [
-        # (user << 32) | release keys with repeats, as the picks sort them
-        (np.array([3, 1, 3, 0, 1, 3], np.int64) << 32) | np.array([7, 9, 7, 2, 9, 1], np.int64),
-        # keys too wide to pack with their row index: sorted the slow way, the same order
-        np.array([2**62, 5, 2**62, 0, 5], np.int64),
-    ],
-)
-def test_stable_order_sorts_equal_keys_in_row_order(keys):
-    from discorecs.flatlists import stable_order
-
-    order = stable_order(keys)
-    assert order.tolist() == np.argsort(keys, kind="stable").tolist()
-    sorted_keys = keys[order]
-    assert (np.diff(sorted_keys) >= 0).all()
-    ties = np.diff(sorted_keys) == 0
-    assert (np.diff(order)[ties] > 0).all()  # equal keys keep their row order
-
-
-def test_stable_order_of_many_random_keys_is_the_stable_argsort():
-    from discorecs.flatlists import stable_order
-
-    rng = np.random.default_rng(5)
-    keys = (rng.integers(0, 50, 100_000).astype(np.int64) << 32) | rng.integers(0, 300, 100_000)
-    assert (stable_order(keys) == np.argsort(keys, kind="stable")).all()
-    assert len(stable_order(np.zeros(0, np.int64))) == 0
