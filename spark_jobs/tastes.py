@@ -69,8 +69,7 @@ def user_tastes(
 
     own_user, own_release = row_user[mine], release[mine]
     at, found = catalog.locate(own_release)
-    bits = np.where(found, catalog.genre_bits[at], 0) if len(at) else np.zeros(0, np.int64)
-    scores, genre_shares = genre_scores(own_user, bits.astype(np.int64), count)
+    scores, genre_shares = genre_scores(own_user, catalog.genre_bits_at(at, found), count)
     rec_user, rec_at = own_user[found], at[found]
     s_user, s_style, s_share = style_shares(rec_user, rec_at, catalog, count)
 

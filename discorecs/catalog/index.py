@@ -94,7 +94,11 @@ class CatalogIndex:
 
     def genre_bits_of(self, release_ids: np.ndarray) -> np.ndarray:
         """Each release's genre bits (int64); 0 for a release not in the catalog."""
-        at, found = self.locate(release_ids)
+        return self.genre_bits_at(*self.locate(release_ids))
+
+    def genre_bits_at(self, at: np.ndarray, found: np.ndarray) -> np.ndarray:
+        """The genre bits (int64) at catalog positions ``at`` (:meth:`locate`); 0 where not
+        ``found``."""
         if not len(self.release_ids):
             return np.zeros(len(at), dtype=np.int64)
         return np.where(found, self.genre_bits[at], 0).astype(np.int64)
