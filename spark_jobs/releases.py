@@ -10,11 +10,12 @@ recommended friend owns; the per-user arithmetic is :mod:`spark_jobs.picks`.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from discorecs import tables
@@ -101,12 +102,13 @@ def recommend_releases(
     # A co-collection pick names the owned release behind it: the titles of the releases
     # that have similar ones travel with the lists (no join of every pick with the catalog).
     because_ids = similar.release_ids if similar is not None else np.zeros(0, np.int64)
+    reasons = Reasons.of(popular.names, because_ids, titles_of(releases, because_ids))
     shared = collections.sparkSession.sparkContext.broadcast(
-        (popular, fallback_releases, fallback_owners, similar, titles_of(releases, because_ids))
+        (popular, fallback_releases, fallback_owners, similar, reasons)
     )
 
     def pick(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        popular, fallback_releases, fallback_owners, similar, because_titles = shared.value
+        popular, fallback_releases, fallback_owners, similar, reasons = shared.value
         for batch in batches:
             taste_offsets, groups = flat_lists(batch.column("taste_groups"))
             shares = pc.list_flatten(batch.column("taste_shares"))
@@ -141,26 +143,13 @@ def recommend_releases(
                     "rank": pa.array(found.rank, pa.int32()),
                     "release_id": pa.array(found.release, pa.int64()),
                     "score": pa.array(found.score, pa.float64()),
-                    "source": popular.names.take(
-                        pa.array(found.source, mask=found.source == picks.NO_SOURCE)
-                    ),
-                    "friend_owns": pa.array(found.friend_owns, pa.bool_()),
-                    "because": pa.array(found.because, mask=found.because == picks.NO_SOURCE),
-                    "because_title": because_titles.take(
-                        pa.array(
-                            np.searchsorted(because_ids, found.because),
-                            mask=found.because == picks.NO_SOURCE,
-                        )
-                    ),
+                    "reason": reasons.of_picks(found),
                 }
             )
 
-    ranked = users.mapInArrow(
-        pick,
-        "user_id long, rank int, release_id long, score double, source string, "
-        "friend_owns boolean, because long, because_title string",
+    return users.mapInArrow(
+        pick, "user_id long, rank int, release_id long, score double, reason string"
     )
-    return ranked.select("user_id", "rank", "release_id", "score", pick_reason().alias("reason"))
 
 
 def titles_of(releases: DataFrame, release_ids: np.ndarray) -> pa.Array:
@@ -175,29 +164,71 @@ def titles_of(releases: DataFrame, release_ids: np.ndarray) -> pa.Array:
     return catalog.column("title").combine_chunks().take(pa.array(at, mask=~found))
 
 
-def pick_reason() -> Column:
-    """Why a pick (source, friend_owns, because, because_title) is recommended."""
-    because_title = F.coalesce(
-        F.col("because_title"), F.format_string("release %d", F.col("because"))
-    )
-    source = F.col("source")
-    name = F.substring(source, 3, 1_000_000)  # the name after its "g:", "s:", "a:" or "l:"
-    return (
-        F.when(
-            F.col("because").isNotNull(),
-            F.format_string("collectors of %s also keep it", because_title),
+@dataclass(frozen=True)
+class Reasons:
+    """Every reason a run can give for a pick, each text rendered once on the driver: a pick
+    takes its own by index (:meth:`of_picks`), so the 15 picks of each of a million users
+    format no text. ``texts``: the fallback's; two per taste group (popular there, and
+    popular there and owned by the friend); then one per release whose collectors' picks
+    it explains (``because_ids``, sorted)."""
+
+    texts: pa.Array  # string
+    groups: int
+    because_ids: np.ndarray
+
+    FALLBACK = "one of the most collected records on discorecs"
+
+    @classmethod
+    def of(
+        cls, group_names: pa.Array, because_ids: np.ndarray, because_titles: pa.Array
+    ) -> Reasons:
+        """From the taste groups' names (:attr:`CatalogIndex.group_names`: "g:", "s:", "a:"
+        or "l:" before the name) and the titles of ``because_ids`` (null: untitled)."""
+        groups = len(group_names)
+        name = pc.utf8_slice_codeunits(group_names, len(ARTIST))
+
+        def phrase(before: str, after: str, of: pa.Array = name) -> pa.Array:
+            return pc.binary_join_element_wise(before, of, after, "")
+
+        artist = pc.starts_with(group_names, ARTIST)
+        label_era = pc.starts_with(group_names, LABEL_ERA)
+        # An artist's or a label-era's reason does not change with the friend.
+        affinity = pc.if_else(
+            artist,
+            phrase("more by ", ", whose records you keep"),
+            phrase("from ", ", a label and era you collect"),
         )
-        .when(source.isNull(), F.lit("one of the most collected records on discorecs"))
-        .when(
-            source.startswith(ARTIST), F.format_string("more by %s, whose records you keep", name)
+        affinities = pc.or_(artist, label_era)
+        popular = pc.if_else(affinities, affinity, phrase("popular among ", " collectors like you"))
+        friend_owns = pc.if_else(
+            affinities,
+            affinity,
+            phrase("owned by your closest taste match and popular in ", ""),
         )
-        .when(
-            source.startswith(LABEL_ERA),
-            F.format_string("from %s, a label and era you collect", name),
+        untitled = pc.binary_join_element_wise(
+            "release ", pc.cast(pa.array(because_ids, pa.int64()), pa.string()), ""
         )
-        .when(
-            F.col("friend_owns"),
-            F.format_string("owned by your closest taste match and popular in %s", name),
+        because = phrase("collectors of ", " also keep it", pc.coalesce(because_titles, untitled))
+        # Group g's two texts side by side: popular at 2g, with the friend's at 2g + 1.
+        side_by_side = np.column_stack([np.arange(groups), groups + np.arange(groups)]).ravel()
+        per_group = pa.concat_arrays([popular, friend_owns]).take(pa.array(side_by_side))
+        return cls(
+            pa.concat_arrays([pa.array([cls.FALLBACK]), per_group, because.cast(pa.string())]),
+            groups,
+            np.asarray(because_ids, np.int64),
         )
-        .otherwise(F.format_string("popular among %s collectors like you", name))
-    )
+
+    def of_picks(self, found: picks.Picks) -> pa.Array:
+        """Each pick's reason: the owned release behind a co-collection pick; none (the
+        fallback: most collected overall); the artist or label-era it completes; or the
+        genre or style it is popular in, and whether the friend owns it."""
+        at = np.where(
+            found.because != picks.NO_SOURCE,
+            1 + 2 * self.groups + np.searchsorted(self.because_ids, found.because),
+            np.where(
+                found.source == picks.NO_SOURCE,
+                0,
+                1 + 2 * found.source + found.friend_owns.astype(np.int64),
+            ),
+        )
+        return self.texts.take(pa.array(at, pa.int64()))

@@ -1,5 +1,7 @@
 """The numpy cores of the batch (tastes, release picks, taste neighbours) on tiny arrays."""
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -7,6 +9,7 @@ import pytest
 from discorecs.affinities import release_groups
 from discorecs.catalog.index import CatalogIndex
 from spark_jobs import cocollection, neighbours, picks, tastes
+from spark_jobs.releases import Reasons
 
 
 def lists(*rows):
@@ -184,6 +187,43 @@ def test_a_co_collection_pick_names_the_owned_release_that_suggests_it_most():
 def test_without_similar_releases_a_pick_names_no_release_behind_it():
     found = pick([[(PUNK, 1.0)]], [[]], [[]])
     assert found.because.tolist() == [picks.NO_SOURCE]
+
+
+def test_each_pick_takes_the_reason_of_its_evidence():
+    names = pa.array(["g:Jazz", "s:Hard Bop", "a:Sun Ra", "l:Blue Note (1960s)"])
+    reasons = Reasons.of(names, np.array([13, 14]), pa.array(["Lanquidity", None]))
+    none = picks.NO_SOURCE
+    found = picks.Picks(
+        user=np.zeros(8, np.int64),
+        rank=np.arange(1, 9),
+        release=np.arange(20, 28),
+        score=np.ones(8),
+        source=np.array([0, 1, 1, 2, 2, 3, none, none]),
+        friend_owns=np.array([False, False, True, False, True, True, False, False]),
+        because=np.array([none, none, none, none, none, none, none, 14]),
+    )
+    assert reasons.of_picks(found).to_pylist() == [
+        "popular among Jazz collectors like you",
+        "popular among Hard Bop collectors like you",
+        "owned by your closest taste match and popular in Hard Bop",
+        "more by Sun Ra, whose records you keep",
+        "more by Sun Ra, whose records you keep",  # the friend does not change an artist's
+        "from Blue Note (1960s), a label and era you collect",
+        "one of the most collected records on discorecs",
+        "collectors of release 14 also keep it",  # untitled: its id
+    ]
+    titled = dataclasses.replace(found, because=np.full(8, 13))
+    assert set(reasons.of_picks(titled).to_pylist()) == {"collectors of Lanquidity also keep it"}
+
+
+def test_a_run_without_co_collection_has_the_reasons_of_its_groups():
+    reasons = Reasons.of(pa.array(["g:Rock"]), np.zeros(0, np.int64), pa.array([], pa.string()))
+    found = picks.Picks(
+        *(np.array([v]) for v in (0, 1, 5, 1.0, 0)), np.array([True]), np.array([picks.NO_SOURCE])
+    )
+    assert reasons.of_picks(found).to_pylist() == [
+        "owned by your closest taste match and popular in Rock"
+    ]
 
 
 def unit(*weights):
