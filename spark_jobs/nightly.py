@@ -31,12 +31,12 @@ from spark_jobs import transforms as t
 from spark_jobs.cocollection import sampled_holdings, similar_releases
 from spark_jobs.friends import candidate_friends, explained_friends, ranked_friends
 from spark_jobs.inputs import Inputs, read_inputs
-from spark_jobs.releases import recommend_releases
+from spark_jobs.releases import flat_picks, pick_lists
 from spark_jobs.run_records import BatchReport, record_run
 from spark_jobs.serving import (
     leaderboard_rows,
     profile_rows,
-    recommendation_rows,
+    run_row_parts,
     write_to_cassandra,
 )
 
@@ -128,21 +128,24 @@ def _run_steps(
     picks = step(
         "releases",
         lambda: materialize(
-            recommend_releases(
-                collections, releases, tastes, friends, similar=similar, catalog=catalog
-            )
+            pick_lists(collections, releases, tastes, friends, similar=similar, catalog=catalog)
         ),
     )
-    counts["users_with_release"] = picks.filter("rank = 1").count()
+    counts["users_with_release"] = picks.count()  # a row per user with a pick
     counts["distinct_top_releases"] = (
-        picks.filter("rank = 1").select("release_id").distinct().count()
+        picks.select(F.col("picks")[0]["release_id"]).distinct().count()
     )
     if load_cassandra:
         step(
             "serving load",
             lambda: serving_load_step(settings, report, inputs, tastes, ranks, friends, picks),
         )
-    report.results = {"tastes": tastes, "ranks": ranks, "friends": friends, "releases": picks}
+    report.results = {
+        "tastes": tastes,
+        "ranks": ranks,
+        "friends": friends,
+        "releases": flat_picks(picks),
+    }
 
 
 def read_step(
@@ -230,7 +233,7 @@ def serving_load_step(
         tables.GENRE_LEADERBOARDS,
         LEADERBOARD_COLUMNS,
     )
-    run_rows = recommendation_rows(
+    parts, render = run_row_parts(
         friends,
         picks,
         inputs.users,
@@ -239,7 +242,9 @@ def serving_load_step(
         report.started_at,
         profiles=profile_rows(tastes, ranks, report.run_id),
     )
-    write_to_cassandra(settings, run_rows, tables.RECOMMENDATIONS, RECOMMENDATION_COLUMNS)
+    write_to_cassandra(
+        settings, parts, tables.RECOMMENDATIONS, RECOMMENDATION_COLUMNS, rendered_by=render
+    )
 
 
 def write_snapshot(

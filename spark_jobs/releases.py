@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 from discorecs import tables
 from discorecs.affinities import ARTIST, LABEL_ERA
 from discorecs.catalog.index import CatalogIndex, catalog_index
-from discorecs.flatlists import concatenated, flat_lists
+from discorecs.flatlists import concatenated, flat_lists, run_starts
 from spark_jobs import picks
 from spark_jobs import transforms as t
 
@@ -55,6 +55,10 @@ def popularity(
     )
 
 
+PICKS = "array<struct<rank:int,release_id:bigint,score:double,reason:string>>"
+"""A user's picks as :func:`pick_lists` gives them, in rank order (Spark's DDL)."""
+
+
 def recommend_releases(
     collections: DataFrame,
     releases: DataFrame,
@@ -65,7 +69,30 @@ def recommend_releases(
     co_weight: float = CO_WEIGHT,
     catalog: CatalogIndex | None = None,
 ) -> DataFrame:
-    """user_id, rank, release_id, score, reason: releases the user neither owns nor wants.
+    """user_id, rank, release_id, score, reason: :func:`pick_lists` a row per pick."""
+    return flat_picks(
+        pick_lists(collections, releases, tastes, friends, kept, similar, co_weight, catalog)
+    )
+
+
+def flat_picks(lists: DataFrame) -> DataFrame:
+    """user_id, rank, release_id, score, reason from :func:`pick_lists` (no shuffle)."""
+    return lists.select("user_id", F.inline("picks"))
+
+
+def pick_lists(
+    collections: DataFrame,
+    releases: DataFrame,
+    tastes: DataFrame,
+    friends: DataFrame,
+    kept: int = RELEASES_KEPT,
+    similar: picks.SimilarReleases | None = None,
+    co_weight: float = CO_WEIGHT,
+    catalog: CatalogIndex | None = None,
+) -> DataFrame:
+    """user_id, picks (:data:`PICKS`): the releases each user neither owns nor wants, best
+    first, one row per user with a pick. The pick pass leaves each user's picks together
+    and in rank order, so the serving rows need no grouping of 15 rows a user.
 
     A candidate's score is how popular it is within the user's taste groups (their top
     styles and genres, and the artists and label-eras they complete), weighted by how much
@@ -137,19 +164,27 @@ def recommend_releases(
                 owned_releases=owned_releases,
                 co_weight=co_weight,
             )
+            # Picks come by user, then rank: each user's are one run.
+            first = np.flatnonzero(run_starts(found.user))
+            ranked = pa.StructArray.from_arrays(
+                [
+                    pa.array(found.rank, pa.int32()),
+                    pa.array(found.release, pa.int64()),
+                    pa.array(found.score, pa.float64()),
+                    reasons.of_picks(found),
+                ],
+                names=["rank", "release_id", "score", "reason"],
+            )
             yield pa.record_batch(
                 {
-                    "user_id": batch.column("user_id").take(pa.array(found.user)),
-                    "rank": pa.array(found.rank, pa.int32()),
-                    "release_id": pa.array(found.release, pa.int64()),
-                    "score": pa.array(found.score, pa.float64()),
-                    "reason": reasons.of_picks(found),
+                    "user_id": batch.column("user_id").take(pa.array(found.user[first])),
+                    "picks": pa.ListArray.from_arrays(
+                        pa.array(np.append(first, len(found.user)), pa.int32()), ranked
+                    ),
                 }
             )
 
-    return users.mapInArrow(
-        pick, "user_id long, rank int, release_id long, score double, reason string"
-    )
+    return users.mapInArrow(pick, f"user_id long, picks {PICKS}")
 
 
 def titles_of(releases: DataFrame, release_ids: np.ndarray) -> pa.Array:

@@ -5,7 +5,7 @@ executors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -22,21 +22,30 @@ LEADERBOARD_DEPTH = 10_000
 
 
 def write_to_cassandra(
-    settings: Settings, frame: DataFrame, table: str, columns: tuple[str, ...]
+    settings: Settings,
+    frame: DataFrame,
+    table: str,
+    columns: tuple[str, ...],
+    rendered_by: Render | None = None,
 ) -> None:
     """Upsert ``frame`` into ``table`` from the executors, one connection per partition, in
     unlogged batches of rows that share their replicas (:func:`discorecs.statements.
     upsert_batched`). The rows reach Python as Arrow batches, not pickled one by one: for
     documents of kilobytes the pickling cost as much CPU as the writes. (Map columns would
-    arrive as lists of pairs: the serving tables the batch writes have none.)"""
+    arrive as lists of pairs: the serving tables the batch writes have none.)
+
+    With ``rendered_by``, ``frame`` holds what the rows are made of and each partition's
+    batches become the rows (``columns``) in the Python worker that writes them: rendered
+    by one Python step and written by the next, a million documents of kilobytes would
+    cross into Spark and back out (~60 s of the load at 1M users)."""
 
     def write_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from discorecs.cassandra import connect
         from discorecs.statements import upsert_batched
 
         def rows() -> Iterator[tuple[Any, ...]]:
-            for batch in batches:
-                yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
+            for batch in rendered_by(batches) if rendered_by else batches:
+                yield from zip(*(batch.column(name).to_pylist() for name in columns), strict=True)
 
         with connect(settings, keyspace=settings.cassandra_keyspace) as connection:
             written = upsert_batched(
@@ -44,9 +53,8 @@ def write_to_cassandra(
             )
         yield pa.record_batch({"written": pa.array([written], pa.int64())})
 
-    frame.select(*columns).mapInArrow(write_partition, "written long").agg(
-        F.sum("written")
-    ).collect()
+    rows = frame if rendered_by else frame.select(*columns)
+    rows.mapInArrow(write_partition, "written long").agg(F.sum("written")).collect()
 
 
 def _document(run_id: str, name: str, fields: tuple[str, ...]) -> list[Column]:
@@ -116,6 +124,10 @@ def _json(value: Column) -> Column:
     return listed.substr(F.lit(2), F.length(listed) - 2)
 
 
+Render = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+"""How a partition's Arrow batches become others (a run's rows from what they are made of)."""
+
+
 def recommendation_rows(
     friends: DataFrame,
     picks: DataFrame,
@@ -125,10 +137,28 @@ def recommendation_rows(
     generated_at: datetime,
     profiles: DataFrame | None = None,
 ) -> DataFrame:
-    """``tables.RECOMMENDATION_COLUMNS`` for every user with a friend: the API's answer
+    """``tables.RECOMMENDATION_COLUMNS``: every user's row of the run, made and rendered as
+    :func:`run_row_parts` says (the nightly run renders them where it writes them:
+    :func:`write_to_cassandra`)."""
+    parts, render = run_row_parts(friends, picks, users, releases, run_id, generated_at, profiles)
+    return parts.mapInArrow(render, RUN_ROW_SCHEMA)
+
+
+def run_row_parts(
+    friends: DataFrame,
+    picks: DataFrame,
+    users: DataFrame,
+    releases: DataFrame,
+    run_id: str,
+    generated_at: datetime,
+    profiles: DataFrame | None = None,
+) -> tuple[DataFrame, Render]:
+    """What every user's row of the run is made of, and how batches of it become the rows:
+    ``tables.RECOMMENDATION_COLUMNS`` for every user with a friend: the API's answer
     (:data:`tables.RECOMMENDATION_FIELDS`) rendered whole, the friends' names (``users``:
     user_id, name, location, joined_at) and the releases' details (``releases``: the
     catalog's RELEASE_FIELDS) joined in, so that serving it is one read.
+    ``picks``: :func:`spark_jobs.releases.pick_lists` (each user's picks, in rank order).
     A friend missing from ``users`` is "collector #<id>"; a release missing from the catalog
     has only its id. Only the best friend carries a reason and shared genres. The picks
     after the first ``tables.RELEASES_SHOWN`` are kept apart (``spare_picks``), with every
@@ -140,7 +170,7 @@ def recommendation_rows(
     both sides are grouped by it, so nothing is shuffled.
 
     Spark renders the friends (names joined in) and each picked release's details once, as
-    JSON, and gathers every user's friends and picks in rank order;
+    JSON, and gathers every user's friends in rank order (the picks come gathered);
     :func:`spark_jobs.answers.render_answers` puts each user's documents together from them
     (the details of the releases picked for anyone are collected to the driver and handed to
     every task: the picks come from a bounded pool of candidates, a few thousand releases
@@ -174,7 +204,11 @@ def recommendation_rows(
             ).alias("json"),
         ).alias("ranked"),
     )
-    picked = releases.join(picks.select("release_id").distinct(), "release_id", "left_semi")
+    picked = releases.join(
+        picks.select(F.explode("picks.release_id").alias("release_id")).distinct(),
+        "release_id",
+        "left_semi",
+    )
     details = picked.select(
         "release_id",
         _json(
@@ -194,19 +228,12 @@ def recommendation_rows(
     friend_lists = friend_picks.groupBy("user_id").agg(
         F.sort_array(F.collect_list("ranked")).alias("ranked")
     )
-    pick_lists = picks.groupBy("user_id").agg(
-        F.sort_array(F.collect_list(F.struct("rank", "release_id", "score", "reason"))).alias(
-            "picks"
-        )
-    )
     answers = (
         friend_lists.filter(F.element_at("ranked", 1)["rank"] == 1)
-        .join(pick_lists, "user_id", "left")
+        .join(picks.select("user_id", "picks"), "user_id", "left")
         .select("user_id", F.col("ranked.json").alias("friends"), "picks")
     )
     if profiles is not None:
         answers = profiles.select("user_id", "genre_profile").join(answers, "user_id", "full")
     generated = tables.document_time(generated_at)
-    return answers.mapInArrow(
-        lambda batches: render_answers(batches, run_id, generated, known), RUN_ROW_SCHEMA
-    )
+    return answers, lambda batches: render_answers(batches, run_id, generated, known)

@@ -144,10 +144,10 @@ def test_a_failed_run_leaves_the_previous_recommendations(first_run, spark, monk
     before = recommendations(settings, report.run_id)
     real_write = nightly.write_to_cassandra
 
-    def failing_write(settings_, frame, table, columns):
+    def failing_write(settings_, frame, table, columns, **options):
         if table == tables.RECOMMENDATIONS:
             raise RuntimeError("Cassandra went away during the serving load")
-        real_write(settings_, frame, table, columns)
+        real_write(settings_, frame, table, columns, **options)
 
     monkeypatch.setattr(nightly, "write_to_cassandra", failing_write)
     with pytest.raises(RuntimeError, match="went away"):

@@ -221,6 +221,18 @@ def test_holdout_hides_a_share_but_never_a_users_last_record(spark):
         split_holdout(holdings(spark, rows), 1.5, seed=3)
 
 
+def pick_lists(spark, picks):
+    """Flat (user, rank, release, score, reason) picks gathered per user in rank order, as
+    spark_jobs.releases.pick_lists gives them."""
+    from spark_jobs.releases import PICKS
+
+    users = sorted({pick[0] for pick in picks})
+    return spark.createDataFrame(
+        [(user, sorted(p[1:] for p in picks if p[0] == user)) for user in users],
+        f"user_id long, picks {PICKS}",
+    )
+
+
 def test_a_recommendation_is_the_apis_whole_answer(spark):
     from discorecs import tables
     from spark_jobs.serving import recommendation_rows
@@ -234,10 +246,7 @@ def test_a_recommendation_is_the_apis_whole_answer(spark):
         "user_id long, rank int, friend_id long, similarity double, reason string, "
         "shared_genres array<string>",
     )
-    picks = spark.createDataFrame(
-        [(1, 2, 77, 0.25, "second"), (1, 1, 10, 0.75, "first")],
-        "user_id long, rank int, release_id long, score double, reason string",
-    )
+    picks = pick_lists(spark, [(1, 2, 77, 0.25, "second"), (1, 1, 10, 0.75, "first")])
     users = spark.createDataFrame(
         [(2, "Bo", "Oslo", joined)],
         "user_id long, name string, location string, joined_at timestamp",
@@ -340,9 +349,8 @@ def test_picks_after_the_shown_ones_are_kept_as_spares(spark):
         "shared_genres array<string>",
     )
     count = tables.RELEASES_SHOWN + 2
-    picks = spark.createDataFrame(
-        [(1, rank, 100 + rank, 1.0 / rank, "") for rank in range(count, 0, -1)],
-        "user_id long, rank int, release_id long, score double, reason string",
+    picks = pick_lists(
+        spark, [(1, rank, 100 + rank, 1.0 / rank, "") for rank in range(1, count + 1)]
     )
     users, releases = no_people_and_no_catalog(spark)
     row = recommendation_rows(friends, picks, users, releases, "run-1", when).collect()[0]
@@ -366,10 +374,7 @@ def test_a_users_profile_and_recommendation_of_a_run_are_one_row(spark):
         "user_id long, rank int, friend_id long, similarity double, reason string, "
         "shared_genres array<string>",
     )
-    picks = spark.createDataFrame(
-        [(1, 1, 10, 0.5, "first")],
-        "user_id long, rank int, release_id long, score double, reason string",
-    )
+    picks = pick_lists(spark, [(1, 1, 10, 0.5, "first")])
     users, releases = no_people_and_no_catalog(spark)
     when = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
     rows = sorted(
