@@ -44,7 +44,7 @@ from spark_jobs.cocollection import sampled_holdings, similar_releases
 from spark_jobs.inputs import read_inputs
 from spark_jobs.nightly import friends_step, materialize
 from spark_jobs.picks import SimilarReleases
-from spark_jobs.releases import popularity, recommend_releases
+from spark_jobs.releases import flat_picks, pick_lists, popularity
 
 K = 10
 
@@ -234,8 +234,8 @@ def evaluate_population(
     scores = t.genre_scores(tastes)
     friends = friends_step(tastes)
     similar = similar_releases(sampled_holdings(train))
-    ours = materialize(
-        recommend_releases(train, releases, tastes, friends, similar=similar, catalog=catalog)
+    ours = flat_picks(
+        materialize(pick_lists(train, releases, tastes, friends, similar=similar, catalog=catalog))
     )
     results = {}
     for name, recommended in (

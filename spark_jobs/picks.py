@@ -1,5 +1,5 @@
 """Release picks for a batch of users, vectorised with numpy: the per-user core of
-:func:`spark_jobs.releases.recommend_releases`, which feeds it Arrow batches of users.
+:func:`spark_jobs.releases.pick_lists`, which feeds it Arrow batches of users.
 
 Why numpy and not Spark SQL: every user has up to (3 styles + 2 genres + 4 affinity
 groups) x 40 popular candidates. As rows that is up to 360 candidate rows per user, shuffled

@@ -59,22 +59,6 @@ PICKS = "array<struct<rank:int,release_id:bigint,score:double,reason:string>>"
 """A user's picks as :func:`pick_lists` gives them, in rank order (Spark's DDL)."""
 
 
-def recommend_releases(
-    collections: DataFrame,
-    releases: DataFrame,
-    tastes: DataFrame,
-    friends: DataFrame,
-    kept: int = RELEASES_KEPT,
-    similar: picks.SimilarReleases | None = None,
-    co_weight: float = CO_WEIGHT,
-    catalog: CatalogIndex | None = None,
-) -> DataFrame:
-    """user_id, rank, release_id, score, reason: :func:`pick_lists` a row per pick."""
-    return flat_picks(
-        pick_lists(collections, releases, tastes, friends, kept, similar, co_weight, catalog)
-    )
-
-
 def flat_picks(lists: DataFrame) -> DataFrame:
     """user_id, rank, release_id, score, reason from :func:`pick_lists` (no shuffle)."""
     return lists.select("user_id", F.inline("picks"))

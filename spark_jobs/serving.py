@@ -128,19 +128,9 @@ Render = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 """How a partition's Arrow batches become others (a run's rows from what they are made of)."""
 
 
-def recommendation_rows(
-    friends: DataFrame,
-    picks: DataFrame,
-    users: DataFrame,
-    releases: DataFrame,
-    run_id: str,
-    generated_at: datetime,
-    profiles: DataFrame | None = None,
-) -> DataFrame:
-    """``tables.RECOMMENDATION_COLUMNS``: every user's row of the run, made and rendered as
-    :func:`run_row_parts` says (the nightly run renders them where it writes them:
-    :func:`write_to_cassandra`)."""
-    parts, render = run_row_parts(friends, picks, users, releases, run_id, generated_at, profiles)
+def run_rows(parts: DataFrame, render: Render) -> DataFrame:
+    """``tables.RECOMMENDATION_COLUMNS`` from :func:`run_row_parts`: every user's row of the
+    run (the nightly run renders them where it writes them: :func:`write_to_cassandra`)."""
     return parts.mapInArrow(render, RUN_ROW_SCHEMA)
 
 

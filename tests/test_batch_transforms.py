@@ -7,7 +7,7 @@ import pytest
 
 from spark_jobs import transforms as t
 from spark_jobs.friends import best_friends, candidate_friends
-from spark_jobs.releases import popularity, recommend_releases
+from spark_jobs.releases import flat_picks, pick_lists, popularity
 
 pytestmark = pytest.mark.spark
 
@@ -173,7 +173,7 @@ def test_candidate_friends_compare_every_pair_of_a_block_across_chunks(spark):
 def test_release_recommendations_skip_owned_and_wanted(spark):
     rows = [(1, 1), (2, 1), (2, 6), (2, 2), (3, 1), (3, 6), (5, 7)]
     collections, tastes, friends = friends_for(spark, rows, wanted=[(1, 2)])
-    recommended = recommend_releases(collections, releases(spark), tastes, friends)
+    recommended = flat_picks(pick_lists(collections, releases(spark), tastes, friends))
     mine = recommended.filter("user_id = 1").orderBy("rank").collect()
     # User 1 owns 1 and wants 2: the next Jazz / Hard Bop release is 6, owned by the friend.
     assert mine[0].release_id == 6
@@ -188,7 +188,7 @@ def test_a_user_whose_taste_is_exhausted_gets_a_fallback(spark):
     # User 1 owns every Jazz, Hard Bop and Soul-Jazz release there is.
     rows = [(1, 1), (1, 2), (1, 6), (2, 3), (2, 4), (3, 3)]
     collections, tastes, friends = friends_for(spark, rows)
-    recommended = recommend_releases(collections, releases(spark), tastes, friends)
+    recommended = flat_picks(pick_lists(collections, releases(spark), tastes, friends))
     mine = [row for row in recommended.collect() if row.user_id == 1]
     assert mine and {row.release_id for row in mine} <= {3, 4}
     assert {row.reason for row in mine} == {"one of the most collected records on discorecs"}
@@ -221,7 +221,7 @@ def test_holdout_hides_a_share_but_never_a_users_last_record(spark):
         split_holdout(holdings(spark, rows), 1.5, seed=3)
 
 
-def pick_lists(spark, picks):
+def gathered_picks(spark, picks):
     """Flat (user, rank, release, score, reason) picks gathered per user in rank order, as
     spark_jobs.releases.pick_lists gives them."""
     from spark_jobs.releases import PICKS
@@ -235,7 +235,7 @@ def pick_lists(spark, picks):
 
 def test_a_recommendation_is_the_apis_whole_answer(spark):
     from discorecs import tables
-    from spark_jobs.serving import recommendation_rows
+    from spark_jobs.serving import run_row_parts, run_rows
     from webapp.models import merge_views, to_json
     from webapp.repository import recommendations_of
 
@@ -246,7 +246,7 @@ def test_a_recommendation_is_the_apis_whole_answer(spark):
         "user_id long, rank int, friend_id long, similarity double, reason string, "
         "shared_genres array<string>",
     )
-    picks = pick_lists(spark, [(1, 2, 77, 0.25, "second"), (1, 1, 10, 0.75, "first")])
+    picks = gathered_picks(spark, [(1, 2, 77, 0.25, "second"), (1, 1, 10, 0.75, "first")])
     users = spark.createDataFrame(
         [(2, "Bo", "Oslo", joined)],
         "user_id long, name string, location string, joined_at timestamp",
@@ -256,7 +256,7 @@ def test_a_recommendation_is_the_apis_whole_answer(spark):
         "release_id long, title string, artists array<string>, year int, genres array<string>, "
         "styles array<string>, country string, formats array<string>",
     )
-    rows = recommendation_rows(friends, picks, users, releases, "run-1", when).collect()
+    rows = run_rows(*run_row_parts(friends, picks, users, releases, "run-1", when)).collect()
     assert [(row.user_id, row.run_id) for row in rows] == [(1, "run-1")]
     answer = json.loads(rows[0].recommendation)
     assert answer == {
@@ -340,7 +340,7 @@ def no_people_and_no_catalog(spark):
 
 def test_picks_after_the_shown_ones_are_kept_as_spares(spark):
     from discorecs import tables
-    from spark_jobs.serving import recommendation_rows
+    from spark_jobs.serving import run_row_parts, run_rows
 
     when = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
     friends = spark.createDataFrame(
@@ -349,11 +349,11 @@ def test_picks_after_the_shown_ones_are_kept_as_spares(spark):
         "shared_genres array<string>",
     )
     count = tables.RELEASES_SHOWN + 2
-    picks = pick_lists(
+    picks = gathered_picks(
         spark, [(1, rank, 100 + rank, 1.0 / rank, "") for rank in range(1, count + 1)]
     )
     users, releases = no_people_and_no_catalog(spark)
-    row = recommendation_rows(friends, picks, users, releases, "run-1", when).collect()[0]
+    row = run_rows(*run_row_parts(friends, picks, users, releases, "run-1", when)).collect()[0]
     shown = [p["release"]["release_id"] for p in json.loads(row.recommendation)["releases"]]
     spares = [p["release"]["release_id"] for p in json.loads(row.spare_picks)]
     assert shown == list(range(101, 101 + tables.RELEASES_SHOWN))
@@ -363,7 +363,7 @@ def test_picks_after_the_shown_ones_are_kept_as_spares(spark):
 
 def test_a_users_profile_and_recommendation_of_a_run_are_one_row(spark):
     from discorecs import tables
-    from spark_jobs.serving import recommendation_rows
+    from spark_jobs.serving import run_row_parts, run_rows
 
     profiles = spark.createDataFrame(
         [(1, "run-1", '{"collection_size": 3}'), (2, "run-1", '{"collection_size": 1}')],
@@ -374,11 +374,11 @@ def test_a_users_profile_and_recommendation_of_a_run_are_one_row(spark):
         "user_id long, rank int, friend_id long, similarity double, reason string, "
         "shared_genres array<string>",
     )
-    picks = pick_lists(spark, [(1, 1, 10, 0.5, "first")])
+    picks = gathered_picks(spark, [(1, 1, 10, 0.5, "first")])
     users, releases = no_people_and_no_catalog(spark)
     when = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
     rows = sorted(
-        recommendation_rows(friends, picks, users, releases, "run-1", when, profiles).collect()
+        run_rows(*run_row_parts(friends, picks, users, releases, "run-1", when, profiles)).collect()
     )
     assert tuple(rows[0].asDict()) == tables.RECOMMENDATION_COLUMNS
     assert [(row.user_id, row.run_id, row.genre_profile) for row in rows] == [
@@ -422,7 +422,7 @@ def test_an_artist_the_user_completes_brings_their_other_records(spark):
     # User 1 owns two Sun Ra records; users 2 and 3 own 7, another Sun Ra (on Saturn, 1972).
     rows = [(1, 1), (1, 3), (2, 7), (2, 6), (3, 7), (3, 4)]
     collections, tastes, friends = friends_for(spark, rows, catalog)
-    recommended = recommend_releases(collections, catalog, tastes, friends)
+    recommended = flat_picks(pick_lists(collections, catalog, tastes, friends))
     mine = {row.release_id: row.reason for row in recommended.filter("user_id = 1").collect()}
     assert mine[7] == "more by Sun Ra, whose records you keep"
 
@@ -451,8 +451,8 @@ def test_collectors_of_a_users_record_name_it_in_the_reason(spark):
     similar = similar_releases(sampled_holdings(collections))
     neighbours = [(row["release_id"], row["similar_id"]) for row in similar.as_table().to_pylist()]
     assert neighbours == [(3, 4), (4, 3)]
-    recommended = recommend_releases(
-        collections, catalog, tastes, friends, similar=similar, co_weight=0.9
+    recommended = flat_picks(
+        pick_lists(collections, catalog, tastes, friends, similar=similar, co_weight=0.9)
     )
     mine = recommended.filter("user_id = 1").orderBy("rank").collect()
     assert (mine[0].release_id, mine[0].reason) == (4, "collectors of Title 3 also keep it")
