@@ -187,9 +187,9 @@ def titles_of(releases: DataFrame, release_ids: np.ndarray) -> pa.Array:
 class Reasons:
     """Every reason a run can give for a pick, each text rendered once on the driver: a pick
     takes its own by index (:meth:`of_picks`), so the 15 picks of each of a million users
-    format no text. ``texts``: the fallback's; two per taste group (popular there, and
-    popular there and owned by the friend); then one per release whose collectors' picks
-    it explains (``because_ids``, sorted)."""
+    format no text. ``texts``: the fallback's; each taste group's (popular there); each
+    taste group's when the friend owns the pick too; then one per release whose collectors'
+    picks it explains (``because_ids``, sorted)."""
 
     texts: pa.Array  # string
     groups: int
@@ -203,7 +203,6 @@ class Reasons:
     ) -> Reasons:
         """From the taste groups' names (:attr:`CatalogIndex.group_names`: "g:", "s:", "a:"
         or "l:" before the name) and the titles of ``because_ids`` (null: untitled)."""
-        groups = len(group_names)
         name = pc.utf8_slice_codeunits(group_names, len(ARTIST))
 
         def phrase(before: str, after: str, of: pa.Array = name) -> pa.Array:
@@ -228,12 +227,9 @@ class Reasons:
             "release ", pc.cast(pa.array(because_ids, pa.int64()), pa.string()), ""
         )
         because = phrase("collectors of ", " also keep it", pc.coalesce(because_titles, untitled))
-        # Group g's two texts side by side: popular at 2g, with the friend's at 2g + 1.
-        side_by_side = np.column_stack([np.arange(groups), groups + np.arange(groups)]).ravel()
-        per_group = pa.concat_arrays([popular, friend_owns]).take(pa.array(side_by_side))
         return cls(
-            pa.concat_arrays([pa.array([cls.FALLBACK]), per_group, because.cast(pa.string())]),
-            groups,
+            pa.concat_arrays([pa.array([cls.FALLBACK]), popular, friend_owns, because]),
+            len(group_names),
             np.asarray(because_ids, np.int64),
         )
 
@@ -247,7 +243,7 @@ class Reasons:
             np.where(
                 found.source == picks.NO_SOURCE,
                 0,
-                1 + 2 * found.source + found.friend_owns.astype(np.int64),
+                1 + found.source + self.groups * found.friend_owns.astype(np.int64),
             ),
         )
         return self.texts.take(pa.array(at, pa.int64()))
