@@ -11,6 +11,7 @@ never compared: users meet in blocks (:func:`candidate_friends`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -25,10 +26,17 @@ from spark_jobs import neighbours
 FRIEND_WINDOW = 8  # neighbours compared on each side in every block (sorted neighbourhood)
 FRIENDS_KEPT = 5
 FRIEND_CHUNK_ROWS = 4096  # users of a block compared in one numpy pass
-SHARED_GENRE_SHARE = 0.15
-TASTE_VECTOR = ("features", "weights", "affinities", "affinity_weights")
-"""The taste vector's columns: its dense part (feature indices, weights) and its named part
-(the strongest affinities, weights)."""
+FRIEND_PARTITION_ROWS = 250_000  # block members compared in one task (range partitions)
+RANKED_COLUMNS = ("user_id", "friend_id", "similarity", "rank")
+EXPLAINED_SCHEMA = (
+    "user_id long, friend_id long, similarity double, rank int, "
+    "shared_genres array<string>, reason string"
+)
+FRIEND_TRAITS = ("genres", "genre_shares", "affinities", "affinity_records")
+"""What a friend's reason compares (:func:`neighbours.friend_reasons`)."""
+TASTE_VECTOR = ("features", "weights", "affinity_keys", "affinity_weights")
+"""The taste vector's columns in a block: its dense part (feature indices, weights) and its
+named part (the strongest affinities as 64-bit hashes of their names, weights)."""
 
 
 def _blocks(tastes: DataFrame) -> DataFrame:
@@ -36,7 +44,13 @@ def _blocks(tastes: DataFrame) -> DataFrame:
     in the blocks of their top genre, their top two styles, their strongest affinity
     (collectors of the same artist or label-era meet there whatever their genres) and one
     global block; the signature (a random projection of the taste vector) orders each block
-    so that similar tastes sit close together."""
+    so that similar tastes sit close together.
+
+    Blocks and affinities travel as 64-bit hashes of their names: the shuffle moves every
+    user about five times, and a long sorts and compares faster than a name. Two names
+    with one hash (odds of about 1e-8 among a million names) would only merge two blocks,
+    or count two affinities as one in a similarity.
+    """
     named = tastes.filter(F.size("features") > 0)
     block = F.concat(
         F.transform(F.slice("genres", 1, 1), lambda g: F.concat(F.lit("g:"), g)),
@@ -44,7 +58,15 @@ def _blocks(tastes: DataFrame) -> DataFrame:
         F.slice(F.coalesce("affinities", F.array().cast("array<string>")), 1, 1),
         F.array(F.lit("*")),
     )
-    return named.select(F.explode(block).alias("block"), "user_id", "signature", *TASTE_VECTOR)
+    return named.select(
+        F.explode(F.transform(block, lambda name: F.xxhash64(name))).alias("block"),
+        "user_id",
+        "signature",
+        "features",
+        "weights",
+        F.transform("affinities", lambda name: F.xxhash64(name)).alias("affinity_keys"),
+        "affinity_weights",
+    )
 
 
 def candidate_friends(
@@ -52,17 +74,26 @@ def candidate_friends(
     window: int = FRIEND_WINDOW,
     kept: int = FRIENDS_KEPT,
     chunk_rows: int = FRIEND_CHUNK_ROWS,
+    partition_rows: int = FRIEND_PARTITION_ROWS,
 ) -> DataFrame:
     """user_id, friend_id, similarity: candidate pairs (both directions), found without
     comparing all pairs. Within each block (:func:`_blocks`), sorted by signature (ties: user
     id), each user is compared with the ``window`` users that follow; of those comparisons
     each user keeps at least their ``kept`` best, which is all :func:`best_friends` needs.
 
-    One shuffle: every block's members, taste vectors included, go to one partition, sorted.
+    One shuffle: the blocks' members, taste vectors included, are range-partitioned by
+    (block, signature) and sorted, so a partition holds consecutive stretches of blocks.
     There the comparisons run in numpy (:func:`spark_jobs.neighbours.chunk_neighbours`) on
     chunks of ``chunk_rows`` consecutive users of a block, each chunk with the first
     ``window`` users of the next, so every pair of neighbours is compared in exactly one
     chunk and a chunk's matrices stay small however large its block.
+
+    Why by range, not one partition per block: blocks are skewed (the global block holds
+    everyone, a popular artist's block a large share), and a partition per block gave one
+    task a fifth of all rows, in one Python worker's memory. By range, every task gets about
+    ``partition_rows`` (at most the shuffle partitions' count of tasks; one for a small run).
+    The price: a block cut between two partitions is not compared across the cut, at most
+    ``window`` pairs per cut, each user keeping the candidates of their other blocks.
     """
     dims = (tastes.select(F.max(F.array_max("features"))).first()[0] or 0) + 1
 
@@ -73,14 +104,14 @@ def candidate_friends(
         # Every block of this partition, in (block, signature, user) order: one Python call
         # for all of them (a grouped UDF would pay its per-group cost for each small block).
         table = pa.Table.from_batches(batches)
-        block = table.column("block").combine_chunks().dictionary_encode().indices.to_numpy()
+        block = table.column("block").to_numpy()
         users = table.column("user_id").to_numpy()
         offsets, values = flat_lists(table.column("features").combine_chunks())
         values = values.to_numpy(zero_copy_only=False)
         weights = pc.list_flatten(table.column("weights").combine_chunks()).to_numpy(
             zero_copy_only=False
         )
-        named_offsets, names = flat_lists(table.column("affinities").combine_chunks())
+        named_offsets, names = flat_lists(table.column("affinity_keys").combine_chunks())
         codes = names.dictionary_encode().indices.to_numpy(zero_copy_only=False)
         named_weights = pc.list_flatten(table.column("affinity_weights").combine_chunks()).to_numpy(
             zero_copy_only=False
@@ -104,10 +135,12 @@ def candidate_friends(
             )
             yield pa.record_batch({"user_id": user, "friend_id": friend, "similarity": similarity})
 
+    blocks = _blocks(tastes)
+    most = int(tastes.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    partitions = min(most, max(1, math.ceil(blocks.count() / partition_rows)))
     # A pair met in several blocks appears once per block (best_friends counts it once).
     return (
-        _blocks(tastes)
-        .repartition("block")
+        blocks.repartitionByRange(partitions, "block", "signature", "user_id")
         .sortWithinPartitions("block", "signature", "user_id")
         .mapInArrow(compare, "user_id long, friend_id long, similarity double")
     )
@@ -171,89 +204,32 @@ def ranked_friends(candidates: DataFrame, kept: int = FRIENDS_KEPT) -> DataFrame
 def explained_friends(ranked: DataFrame, tastes: DataFrame) -> DataFrame:
     """``ranked`` (:func:`ranked_friends`) with shared_genres and reason for each user's
     recommended friend (rank 1; null for the runners-up): the genres both collect, or the
-    artist or label-era both keep the most records of."""
-    genres = tastes.select(
-        "user_id",
-        F.map_from_arrays("genres", "genre_shares").alias("genre_shares"),
-        F.map_from_arrays("affinities", "affinity_records").alias("kept"),
-    )
+    artist or label-era both keep the most records of (:func:`neighbours.friend_reasons`)."""
+    traits = tastes.select("user_id", *FRIEND_TRAITS)
     # Reasons only for the recommended friend (the site shows no other): two joins of one
     # row per user, not of every candidate.
-    joined = (
+    pairs = (
         ranked.filter("rank = 1")
-        .join(genres.alias("me"), "user_id")
+        .join(traits, "user_id")
         .join(
-            genres.select(
+            traits.select(
                 F.col("user_id").alias("friend_id"),
-                F.col("genre_shares").alias("theirs"),
-                F.col("kept").alias("they_keep"),
+                *[F.col(trait).alias(f"their_{trait}") for trait in FRIEND_TRAITS],
             ),
             "friend_id",
         )
     )
-    both = F.filter(
-        F.map_keys("me.genre_shares"),
-        lambda g: (
-            (F.col("me.genre_shares")[g] >= SHARED_GENRE_SHARE)
-            & (F.coalesce(F.try_element_at(F.col("theirs"), g), F.lit(0.0)) >= SHARED_GENRE_SHARE)
-        ),
-    )
-    by_weight = F.array_sort(
-        F.transform(
-            both,
-            lambda g: F.struct(
-                (-F.least(F.col("me.genre_shares")[g], F.col("theirs")[g])).alias("w"), g.alias("g")
-            ),
-        )
-    )
-    shared = F.slice(F.transform(by_weight, lambda s: s["g"]), 1, 2)
-    match = F.round(F.col("similarity") * 100).cast("int")
-    # The artist or label-era both keep the most records of (ties: by name).
-    both_keep = F.array_sort(
-        F.transform(
-            F.filter(
-                F.map_keys("me.kept"), lambda k: F.try_element_at(F.col("they_keep"), k).isNotNull()
-            ),
-            lambda k: F.struct(
-                (-F.least(F.col("me.kept")[k], F.col("they_keep")[k])).alias("n"), k.alias("k")
-            ),
-        )
-    )
-    reason = (
-        F.when(
-            F.size(both_keep) > 0,
-            F.format_string(
-                "you both own at least %d %s records, %d%% taste match",
-                -both_keep[0]["n"],
-                F.substring(both_keep[0]["k"], 3, 1_000_000),
-                match,
-            ),
-        )
-        .when(
-            F.size(shared) == 2,
-            F.format_string(
-                "you both collect %s and %s, %d%% taste match", shared[0], shared[1], match
-            ),
-        )
-        .when(
-            F.size(shared) == 1,
-            F.format_string("you both collect %s, %d%% taste match", shared[0], match),
-        )
-        .otherwise(F.format_string("similar styles, %d%% taste match", match))
-    )
-    return joined.select(
-        "user_id",
-        "friend_id",
-        "similarity",
-        "rank",
-        shared.alias("shared_genres"),
-        reason.alias("reason"),
-    ).unionByName(
+
+    def explain(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            shared, reason = neighbours.friend_reasons(batch)
+            columns = {name: batch.column(name) for name in RANKED_COLUMNS}
+            yield pa.record_batch({**columns, "shared_genres": shared, "reason": reason})
+
+    explained = pairs.mapInArrow(explain, EXPLAINED_SCHEMA)
+    return explained.unionByName(
         ranked.filter("rank > 1").select(
-            "user_id",
-            "friend_id",
-            "similarity",
-            "rank",
+            *RANKED_COLUMNS,
             F.lit(None).cast("array<string>").alias("shared_genres"),
             F.lit(None).cast("string").alias("reason"),
         )

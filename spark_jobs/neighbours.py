@@ -9,15 +9,24 @@ lost at a chunk's end) and hands each chunk to :func:`chunk_neighbours`.
 Why numpy: a chunk's vectors become one dense matrix, and all ``window`` dot products of
 every row are one batched matrix product over a sliding window view of it -- no pair rows,
 no map lookups, no shuffle of pairs. Only each user's best few candidates leave the chunk.
+
+The recommended friend's reason (:func:`friend_reasons`) is numpy too: a user and their
+friend have a few genres and a few affinities each, so what both hold is a comparison of two
+small padded matrices per batch of pairs, not maps and higher-order functions per row.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.lib.stride_tricks import sliding_window_view
 
-from discorecs.flatlists import owners, ranks_in_runs, run_starts
+from discorecs.flatlists import flat_lists, owners, ranks_in_runs, run_starts
 from spark_jobs.picks import RANKING_DIGITS
+
+SHARED_GENRE_SHARE = 0.15  # a genre both collect: at least this share of each collection
+SHARED_GENRES_NAMED = 2
 
 
 def dense_rows(offsets: np.ndarray, features: np.ndarray, weights: np.ndarray, dims: int):
@@ -135,3 +144,93 @@ def chunk_neighbours(
     found = similarity > -np.inf
     user = np.broadcast_to(users[:, None], found.shape)
     return user[found], friend[found], similarity[found]
+
+
+def friend_reasons(pairs: pa.RecordBatch) -> tuple[pa.ListArray, pa.StringArray]:
+    """(shared_genres, reason) for each (user, recommended friend) row of ``pairs``.
+
+    ``pairs`` has the pair's ``similarity``, the user's ``genres``, ``genre_shares``,
+    ``affinities`` (names prefixed "a:" or "l:") and ``affinity_records``, and the friend's
+    same four columns prefixed ``their_``. Shared genres: the genres both collect
+    (``SHARED_GENRE_SHARE`` of each collection at least), by the smaller of the two shares,
+    descending (ties: by name), at most ``SHARED_GENRES_NAMED``. The reason names, in this
+    order of preference: the artist or label-era both keep the most records of (the smaller
+    count; ties: by name), the shared genres, or only the taste match.
+    """
+    genres, genre_names = _held_by_both(pairs, "genres", "genre_shares")
+    genres = _by_amount(*genres, genre_names, genres[1] >= SHARED_GENRE_SHARE)[0]
+    shown = genres[:, :SHARED_GENRES_NAMED]
+    shared = pa.ListArray.from_arrays(
+        pa.array(np.concatenate([[0], np.cumsum((shown >= 0).sum(axis=1))]), pa.int32()),
+        genre_names.take(pa.array(shown[shown >= 0])),
+    )
+    kept, kept_names = _held_by_both(pairs, "affinities", "affinity_records")
+    kept, records = _by_amount(*kept, kept_names, ~np.isnan(kept[1]))
+    most_kept, at_least = kept[:, 0], np.nan_to_num(records[:, 0]).astype(np.int64)
+
+    def named(codes: np.ndarray, names: pa.Array) -> pa.Array:
+        """The names of ``codes``; null for -1."""
+        return names.take(pa.array(np.maximum(codes, 0), mask=codes < 0))
+
+    percent = np.floor(pairs.column("similarity").to_numpy() * 100 + 0.5).astype(np.int64)
+    match = [pc.cast(pa.array(percent), pa.string()), "% taste match"]
+    both_keep = pc.binary_join_element_wise(
+        "you both own at least ",
+        pc.cast(pa.array(at_least, mask=most_kept < 0), pa.string()),
+        " ",
+        pc.utf8_slice_codeunits(named(most_kept, kept_names), 2),  # without "a:" or "l:"
+        " records, ",
+        *match,
+        "",
+    )
+    first, second = named(shown[:, 0], genre_names), named(shown[:, 1], genre_names)
+    two = pc.binary_join_element_wise("you both collect ", first, " and ", second, ", ", *match, "")
+    one = pc.binary_join_element_wise("you both collect ", first, ", ", *match, "")
+    only_taste = pc.binary_join_element_wise("similar styles, ", *match, "")
+    return shared, pc.coalesce(both_keep, two, one, only_taste)
+
+
+def _held_by_both(
+    pairs: pa.RecordBatch, names: str, amounts: str
+) -> tuple[tuple[np.ndarray, np.ndarray], pa.Array]:
+    """((codes, amounts), names) of what a user and their friend both hold, as two
+    (rows, widest) matrices over the user's list ``names``: each name's code in ``names``
+    (-1 pads), and the smaller of the two ``amounts`` (NaN where the friend lacks the name, and
+    in pads). At least ``SHARED_GENRES_NAMED`` columns wide."""
+    mine_offsets, mine = flat_lists(pairs.column(names))
+    their_offsets, theirs = flat_lists(pairs.column(f"their_{names}"))
+    encoded = pa.concat_arrays([mine, theirs]).dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def amounts_of(column: str) -> np.ndarray:
+        return pc.list_flatten(pairs.column(column)).to_numpy(zero_copy_only=False).astype(float)
+
+    my_codes, my_amounts = named_rows(mine_offsets, codes[: len(mine)], amounts_of(amounts))
+    their_codes, their_amounts = named_rows(
+        their_offsets, codes[len(mine) :], amounts_of(f"their_{amounts}")
+    )
+    # A name is at most once in a list: the friend's amount for each of the user's names.
+    same = (my_codes[:, :, None] == their_codes[:, None, :]) & (my_codes[:, :, None] >= 0)
+    theirs_too = np.where(same, their_amounts[:, None, :], 0.0).sum(axis=2)
+    both = np.where(same.any(axis=2), np.minimum(my_amounts, theirs_too), np.nan)
+    pad = ((0, 0), (0, max(SHARED_GENRES_NAMED - my_codes.shape[1], 0)))
+    return (
+        np.pad(my_codes, pad, constant_values=-1),
+        np.pad(both, pad, constant_values=np.nan),
+    ), encoded.dictionary
+
+
+def _by_amount(
+    codes: np.ndarray, amounts: np.ndarray, names: pa.Array, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, amounts): each row's codes where ``valid``, by amount descending (ties: by
+    name), then -1 for the rest."""
+    name_rank = np.zeros(len(names) + 1, dtype=np.int64)  # + 1: no name, no IndexError on pads
+    name_rank[pc.sort_indices(names).to_numpy()] = np.arange(len(names))
+    valid = valid & (codes >= 0)
+    order = np.lexsort(
+        (np.where(valid, name_rank[np.maximum(codes, 0)], 0), np.where(valid, -amounts, np.inf)),
+        axis=1,
+    )
+    ordered = np.take_along_axis(np.where(valid, codes, -1), order, axis=1)
+    return ordered, np.take_along_axis(amounts, order, axis=1)

@@ -290,6 +290,66 @@ def test_best_per_user_counts_a_pair_once_at_its_highest():
     ) == [(1, 3, 0.9), (1, 4, 0.5), (2, 1, 0.7)]
 
 
+def friend_pairs(*pairs):
+    """A batch of (similarity, mine, theirs) rows as friend_reasons reads it; mine and theirs:
+    (genre shares, affinity records), each a dict by name (affinities None: a null list)."""
+    rows = {}
+    for side in ("", "their_"):
+        at = 1 if side == "" else 2
+        kept = [None if pair[at][1] is None else list(pair[at][1]) for pair in pairs]
+        rows[f"{side}genres"] = pa.array([list(pair[at][0]) for pair in pairs])
+        rows[f"{side}genre_shares"] = pa.array(
+            [list(pair[at][0].values()) for pair in pairs], pa.list_(pa.float64())
+        )
+        rows[f"{side}affinities"] = pa.array(kept, pa.list_(pa.string()))
+        rows[f"{side}affinity_records"] = pa.array(
+            [None if pair[at][1] is None else list(pair[at][1].values()) for pair in pairs],
+            pa.list_(pa.int32()),
+        )
+    return pa.record_batch({"similarity": pa.array([pair[0] for pair in pairs]), **rows})
+
+
+def test_a_friends_reason_names_what_both_keep_most_then_the_genres_both_collect():
+    batch = friend_pairs(
+        # Jazz and Funk / Soul tie at 0.3 (by name); Rock is only 0.1 of theirs.
+        (
+            0.914,
+            ({"Jazz": 0.5, "Funk / Soul": 0.3, "Rock": 0.2}, None),
+            ({"Funk / Soul": 0.6, "Jazz": 0.3, "Rock": 0.1}, {"a:Sun Ra": 9}),
+        ),
+        # Both keep Sun Ra (5) and Blue Note (14): the larger of the smaller counts wins.
+        (
+            0.81,
+            ({"Jazz": 1.0}, {"a:Sun Ra": 5, "l:Blue Note (1960s)": 14, "a:Miles Davis": 3}),
+            ({"Jazz": 1.0}, {"l:Blue Note (1960s)": 20, "a:Sun Ra": 14, "a:Frank Zappa": 9}),
+        ),
+        # A tie in records goes to the name first in order.
+        (
+            0.5,
+            ({"Jazz": 1.0}, {"a:Sun Ra": 3, "a:John Coltrane": 4}),
+            ({"Jazz": 1.0}, {"a:Sun Ra": 3, "a:John Coltrane": 3}),
+        ),
+        (0.495, ({"Rock": 0.9, "Jazz": 0.1}, {}), ({"Rock": 0.5, "Jazz": 0.5}, {})),
+        (0.12, ({"Rock": 1.0}, {"a:Sun Ra": 2}), ({"Jazz": 1.0}, {"a:Miles Davis": 2})),
+    )
+    shared, reasons = neighbours.friend_reasons(batch)
+    assert shared.to_pylist() == [["Funk / Soul", "Jazz"], ["Jazz"], ["Jazz"], ["Rock"], []]
+    assert reasons.to_pylist() == [
+        "you both collect Funk / Soul and Jazz, 91% taste match",
+        "you both own at least 14 Blue Note (1960s) records, 81% taste match",
+        "you both own at least 3 John Coltrane records, 50% taste match",
+        "you both collect Rock, 50% taste match",
+        "similar styles, 12% taste match",
+    ]
+
+
+def test_friends_reasons_without_any_affinity_in_the_batch():
+    batch = friend_pairs((0.3, ({"Rock": 1.0}, None), ({"Rock": 1.0}, None)))
+    shared, reasons = neighbours.friend_reasons(batch)
+    assert shared.to_pylist() == [["Rock"]]
+    assert reasons.to_pylist() == ["you both collect Rock, 30% taste match"]
+
+
 def test_user_tastes_from_holdings():
     catalog = CatalogIndex.from_arrow(
         pa.table(

@@ -170,6 +170,26 @@ def test_candidate_friends_compare_every_pair_of_a_block_across_chunks(spark):
         assert similarity == pytest.approx(dot, abs=1e-8)
 
 
+def test_blocks_cut_between_range_partitions_still_give_everyone_candidates(spark):
+    rows = [(1, 1), (1, 2), (2, 1), (2, 6), (3, 3), (3, 4), (4, 3), (5, 7), (5, 2), (6, 6)]
+    _, tastes, _ = friends_for(spark, rows)
+    spark.conf.set("spark.sql.shuffle.partitions", "3")
+    try:
+        # ~25 block rows, 8 a partition: as many partitions as the shuffle allows, the
+        # global block cut between them.
+        found = candidate_friends(tastes, window=5, kept=5, chunk_rows=2, partition_rows=8)
+        partitions = found.rdd.getNumPartitions()
+        found = found.collect()
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", "1")
+    assert partitions == 3
+    everyone = {row.user_id for row in tastes.collect()}
+    assert {row.user_id for row in found} == everyone
+    assert all(row.user_id != row.friend_id and row.friend_id in everyone for row in found)
+    whole = candidate_friends(tastes, window=5, kept=5, chunk_rows=2).collect()
+    assert len(found) < len(whole)  # pairs across a cut are not compared
+
+
 def test_release_recommendations_skip_owned_and_wanted(spark):
     rows = [(1, 1), (2, 1), (2, 6), (2, 2), (3, 1), (3, 6), (5, 7)]
     collections, tastes, friends = friends_for(spark, rows, wanted=[(1, 2)])
