@@ -32,6 +32,10 @@ def build_spark_session(
         "spark.driver.memory": settings.spark_driver_memory,
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        # The files of a shuffle are deleted once the driver's garbage collector finds it
+        # unreferenced, and by default the driver collects only every 30 minutes: at 10M users
+        # the finished steps' shuffles (~20 GB each) filled the disk before then.
+        "spark.cleaner.periodicGC.interval": "2min",
     }
     # Python workers must run the interpreter that has discorecs and its dependencies (the
     # virtualenv's). SparkContext takes it from PYSPARK_PYTHON (default: `python3` on PATH,

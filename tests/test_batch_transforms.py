@@ -175,8 +175,8 @@ def test_blocks_cut_between_range_partitions_still_give_everyone_candidates(spar
     _, tastes, _ = friends_for(spark, rows)
     spark.conf.set("spark.sql.shuffle.partitions", "3")
     try:
-        # ~25 block rows, 8 a partition: as many partitions as the shuffle allows, the
-        # global block cut between them.
+        # 10 users counted in 5 blocks each, 8 a partition: as many partitions as the
+        # shuffle allows, the global block cut between them.
         found = candidate_friends(tastes, window=5, kept=5, chunk_rows=2, partition_rows=8)
         partitions = found.rdd.getNumPartitions()
         found = found.collect()
