@@ -32,6 +32,10 @@ hints_directory: {hints}
 cdc_raw_directory: {cdc_raw}
 commitlog_sync: periodic
 commitlog_sync_period: 10000ms
+# auto: direct I/O for the (uncompressed) commit log where the filesystem allows it, else the
+# memory-mapped segments of before. Measured on one node taking 60,000 rows of ~6 KB: ~15 %
+# less of the node's CPU, the commit log being most of what a write costs it.
+commitlog_disk_access_mode: auto
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
