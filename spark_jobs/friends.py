@@ -35,16 +35,14 @@ EXPLAINED_SCHEMA = (
 )
 FRIEND_TRAITS = ("genres", "genre_shares", "affinities", "affinity_records")
 """What a friend's reason compares (:func:`neighbours.friend_reasons`)."""
-TASTE_VECTOR = ("features", "weights", "affinity_keys", "affinity_weights")
-"""The taste vector's columns in a block: its dense part (feature indices, weights) and its
-named part (the strongest affinities as 64-bit hashes of their names, weights)."""
 
 
 def _blocks(tastes: DataFrame) -> DataFrame:
-    """block, user_id, signature and the taste vector (:data:`TASTE_VECTOR`): each user is
-    in the blocks of their top genre, their top two styles, their strongest affinity
-    (collectors of the same artist or label-era meet there whatever their genres) and one
-    global block; the signature (a random projection of the taste vector) orders each block
+    """block, user_id, signature and the taste vector: its dense part (features: indices,
+    weights) and its named part (affinity_keys, affinity_weights: the strongest affinities).
+    Each user is in the blocks of their top genre, their top two styles, their strongest
+    affinity (collectors of the same artist or label-era meet there whatever their genres)
+    and one global block; the signature (a random projection of the taste vector) orders each block
     so that similar tastes sit close together.
 
     Blocks and affinities travel as 64-bit hashes of their names: the shuffle moves every

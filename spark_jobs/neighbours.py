@@ -232,5 +232,7 @@ def _by_amount(
         (np.where(valid, name_rank[np.maximum(codes, 0)], 0), np.where(valid, -amounts, np.inf)),
         axis=1,
     )
-    ordered = np.take_along_axis(np.where(valid, codes, -1), order, axis=1)
-    return ordered, np.take_along_axis(amounts, order, axis=1)
+    return (
+        np.take_along_axis(np.where(valid, codes, -1), order, axis=1),
+        np.take_along_axis(amounts, order, axis=1),
+    )
