@@ -157,15 +157,15 @@ def friend_reasons(pairs: pa.RecordBatch) -> tuple[pa.ListArray, pa.StringArray]
     order of preference: the artist or label-era both keep the most records of (the smaller
     count; ties: by name), the shared genres, or only the taste match.
     """
-    genres, genre_names = _held_by_both(pairs, "genres", "genre_shares")
-    genres = _by_amount(*genres, genre_names, genres[1] >= SHARED_GENRE_SHARE)[0]
-    shown = genres[:, :SHARED_GENRES_NAMED]
+    (genres, shares), genre_names = _held_by_both(pairs, "genres", "genre_shares")
+    shown = _by_amount(genres, shares, genre_names, shares >= SHARED_GENRE_SHARE)[0]
+    shown = shown[:, :SHARED_GENRES_NAMED]
     shared = pa.ListArray.from_arrays(
         pa.array(np.concatenate([[0], np.cumsum((shown >= 0).sum(axis=1))]), pa.int32()),
         genre_names.take(pa.array(shown[shown >= 0])),
     )
-    kept, kept_names = _held_by_both(pairs, "affinities", "affinity_records")
-    kept, records = _by_amount(*kept, kept_names, ~np.isnan(kept[1]))
+    (kept, records), kept_names = _held_by_both(pairs, "affinities", "affinity_records")
+    kept, records = _by_amount(kept, records, kept_names, ~np.isnan(records))
     most_kept, at_least = kept[:, 0], np.nan_to_num(records[:, 0]).astype(np.int64)
 
     def named(codes: np.ndarray, names: pa.Array) -> pa.Array:
