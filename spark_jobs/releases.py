@@ -99,16 +99,20 @@ def pick_lists(
         POPULAR_PER_GROUP,
         FALLBACK_CANDIDATES,
     )
-    friend = friends.filter("rank = 1").select("user_id", "friend_id")
-    users = (
-        tastes.select("user_id", "owned", "wanted", "taste_groups", "taste_shares")
-        .join(friend, "user_id", "left")
+    # The friend's records first, then the user's own: the user's holdings (owned and wanted)
+    # are the larger lists, and this order shuffles them once, not twice.
+    theirs = (
+        friends.filter("rank = 1")
+        .select("user_id", "friend_id")
         .join(
             tastes.select(F.col("user_id").alias("friend_id"), F.col("owned").alias("theirs")),
             "friend_id",
             "left",
         )
         .drop("friend_id")
+    )
+    users = tastes.select("user_id", "owned", "wanted", "taste_groups", "taste_shares").join(
+        theirs, "user_id", "left"
     )
     # A co-collection pick names the owned release behind it: the titles of the releases
     # that have similar ones travel with the lists (no join of every pick with the catalog).

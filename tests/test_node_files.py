@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from discorecs.services import node_files
-from discorecs.services.cassandra_node import JVM17_SERVER_OPTIONS
+from discorecs.services.cassandra_node import JVM17_SERVER_OPTIONS, memtable_space
 from discorecs.services.maven import CASSANDRA, read_lock
 
 
@@ -60,6 +60,7 @@ def test_a_cassandra_node_gets_its_datacenter_seeds_and_cassandras_own_jvm_optio
     assert "listen_address: 10.0.3.12\n" in yaml and "rpc_address: 10.0.3.12\n" in yaml
     assert "endpoint_snitch: GossipingPropertyFileSnitch\n" in yaml
     assert "data_file_directories: [/var/lib/discorecs/cassandra/data]\n" in yaml
+    assert "memtable_offheap_space: 8192MiB\n" in yaml  # as much as the 8G heap
     assert files[conf / "cassandra-rackdc.properties"] == "dc=us-east-1\nrack=rack1\n"
     arguments = files[conf / "jvm.args"].splitlines()
     jamm = next(jar for jar in read_lock(CASSANDRA) if jar.artifact == "jamm")
@@ -84,3 +85,13 @@ def test_the_shell_writes_each_file_byte_for_byte(tmp_path):
 def test_a_file_holding_the_end_marker_is_refused():
     with pytest.raises(ValueError, match="DISCORECS_FILE_END"):
         node_files.as_shell({PurePosixPath("/x"): "before\nDISCORECS_FILE_END\nafter\n"})
+
+
+@pytest.mark.parametrize(("heap", "space"), [("512m", "512MiB"), ("2G", "2048MiB")])
+def test_a_nodes_memtables_get_as_much_space_off_the_heap_as_the_heap(heap, space):
+    assert memtable_space(heap) == space
+
+
+def test_a_heap_without_a_unit_is_refused_with_the_form_it_takes():
+    with pytest.raises(ValueError, match="512m or 8g"):
+        memtable_space("2048")

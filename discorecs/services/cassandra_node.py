@@ -75,6 +75,11 @@ memtable:
     default:
       inherits: trie
 memtable_allocation_type: offheap_objects
+# As much memtable space off the heap as the heap itself (Cassandra's default is a quarter of
+# it): a nightly run's rows arrive as one load of gigabytes, and fewer, larger flushes leave
+# fewer SSTables to compact. Measured on one node (2 GB heap) taking 300,000 rows of ~5 KB:
+# 40 s of the node's CPU against 54 s with the default (17 s of it compaction after the load).
+memtable_offheap_space: {memtable_space}
 sstable:
   selected_format: bti
 """
@@ -146,6 +151,15 @@ FAST_LOCAL_START = (
     "-Dcassandra.ring_delay_ms=1000",
     "-Dcassandra.load_ring_state=false",
 )
+
+
+def memtable_space(heap: str) -> str:
+    """``memtable_offheap_space`` for a node whose heap is ``heap`` (``512m``, ``2g``): the same
+    amount, in cassandra.yaml's units."""
+    amount, unit = heap[:-1], heap[-1:].lower()
+    if not amount.isdigit() or unit not in ("m", "g"):
+        raise ValueError(f"a node's heap is given as 512m or 8g, not {heap!r}")
+    return f"{int(amount) * (1024 if unit == 'g' else 1)}MiB"
 
 
 def daemon_arguments(
@@ -225,6 +239,7 @@ class CassandraNode(LocalNode):
                     for host in LOCAL_NODE_HOSTS[: self.nodes]
                 ),
                 native_port=self.settings.cassandra_port,
+                memtable_space=memtable_space(self.settings.cassandra_max_heap),
             )
         )
         (conf / "logback.xml").write_text(LOGBACK)

@@ -24,7 +24,12 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from discorecs.services.broker import LOG4J2, SERVER_PROPERTIES, broker_arguments
-from discorecs.services.cassandra_node import CASSANDRA_YAML, LOGBACK, daemon_arguments
+from discorecs.services.cassandra_node import (
+    CASSANDRA_YAML,
+    LOGBACK,
+    daemon_arguments,
+    memtable_space,
+)
 from discorecs.services.maven import CASSANDRA, read_lock
 
 CONF = PurePosixPath("/etc/discorecs")
@@ -97,6 +102,7 @@ def cassandra_files(
         host=host,
         seeds=",".join(f"{seed}:{CASSANDRA_STORAGE_PORT}" for seed in seeds),
         native_port=CASSANDRA_PORT,
+        memtable_space=memtable_space(heap),
     )
     jamm = next(jar for jar in read_lock(CASSANDRA) if jar.artifact == "jamm")
     arguments = daemon_arguments(
