@@ -42,8 +42,8 @@ def _blocks(tastes: DataFrame) -> DataFrame:
     weights) and its named part (affinity_keys, affinity_weights: the strongest affinities).
     Each user is in the blocks of their top genre, their top two styles, their strongest
     affinity (collectors of the same artist or label-era meet there whatever their genres)
-    and one global block; the signature (a random projection of the taste vector) orders each block
-    so that similar tastes sit close together.
+    and one global block; the signature (a random projection of the taste vector) orders
+    each block so that similar tastes sit close together.
 
     Blocks and affinities travel as 64-bit hashes of their names: the shuffle moves every
     user about five times, and a long sorts and compares faster than a name. Two names
