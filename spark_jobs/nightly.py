@@ -36,6 +36,7 @@ from spark_jobs.run_records import BatchReport, record_run
 from spark_jobs.serving import (
     leaderboard_rows,
     profile_rows,
+    profile_tastes,
     run_row_parts,
     write_to_cassandra,
 )
@@ -85,6 +86,17 @@ def materialize(frame: DataFrame) -> DataFrame:
     later step's plan embeds it again, until describing one plan exhausts the driver's heap;
     a local checkpoint keeps each step's plan small."""
     return frame.localCheckpoint(eager=True)
+
+
+def release(frame: DataFrame) -> None:
+    """Free the blocks of a frame :func:`materialize` made, now, once no later step reads it.
+
+    Spark would free them only when the driver's garbage collector finds the frame
+    unreferenced; meanwhile they hold memory and, once spilled, disk: at 10M users the
+    tastes alone are ~18 GB of local disk, needed by no step after the profiles are built,
+    while the serving load's shuffles and the node's SSTables want that disk. (A local
+    checkpoint is the frame's RDD persisted: its plan is that RDD, unpersisted here.)"""
+    frame._jdf.logicalPlan().rdd().unpersist(False)
 
 
 def _run_steps(
@@ -140,8 +152,7 @@ def _run_steps(
             "serving load",
             lambda: serving_load_step(settings, report, inputs, tastes, ranks, friends, picks),
         )
-    report.results = {
-        "tastes": tastes,
+    report.results = {  # the tastes are not among them: the serving load frees them
         "ranks": ranks,
         "friends": friends,
         "releases": flat_picks(picks),
@@ -202,7 +213,9 @@ def friends_step(tastes: DataFrame) -> DataFrame:
     """Every user's friends (:func:`spark_jobs.friends.best_friends`), the ranking computed
     once: the explanation reads it twice."""
     ranked = materialize(ranked_friends(candidate_friends(tastes)))
-    return materialize(explained_friends(ranked, tastes))
+    explained = materialize(explained_friends(ranked, tastes))
+    release(ranked)
+    return explained
 
 
 def count_users(users: DataFrame, tastes: DataFrame, counts: dict[str, int]) -> None:
@@ -226,13 +239,19 @@ def serving_load_step(
     friends: DataFrame,
     picks: DataFrame,
 ) -> None:
-    """The leaderboards, then every user's row of the run (profile and recommendations)."""
+    """The leaderboards, then every user's row of the run (profile and recommendations).
+    The profiles are the last use of the tastes: the little of them a profile shows is
+    kept apart first, so that the tastes' blocks are freed (:func:`release`) before the
+    rows' shuffles and the node's SSTables need the disk. (A projection, not the profiles'
+    JSON: it keeps the tastes' partitioning, so the rows' join still shuffles no profile.)"""
     write_to_cassandra(
         settings,
         leaderboard_rows(ranks, inputs.users, report.run_id),
         tables.GENRE_LEADERBOARDS,
         LEADERBOARD_COLUMNS,
     )
+    shown = materialize(profile_tastes(tastes))
+    release(tastes)
     parts, render = run_row_parts(
         friends,
         picks,
@@ -240,7 +259,7 @@ def serving_load_step(
         inputs.release_details,
         report.run_id,
         report.started_at,
-        profiles=profile_rows(tastes, ranks, report.run_id),
+        profiles=profile_rows(shown, ranks, report.run_id),
     )
     write_to_cassandra(
         settings, parts, tables.RECOMMENDATIONS, RECOMMENDATION_COLUMNS, rendered_by=render

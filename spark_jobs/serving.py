@@ -70,17 +70,30 @@ def _document(run_id: str, name: str, fields: tuple[str, ...]) -> list[Column]:
     ]
 
 
-def profile_rows(tastes: DataFrame, ranks: DataFrame, run_id: str) -> DataFrame:
+def profile_tastes(tastes: DataFrame) -> DataFrame:
+    """What a profile shows of the tastes (:func:`spark_jobs.transforms.user_tastes`) of
+    every user with a score: user_id, collection_size, genres, genre_scores, genre_shares,
+    top_styles (three). No shuffle: it keeps the tastes' partitioning."""
+    return tastes.filter(F.size("genres") > 0).select(
+        "user_id",
+        "collection_size",
+        "genres",
+        "genre_scores",
+        "genre_shares",
+        F.slice("styles", 1, 3).alias("top_styles"),
+    )
+
+
+def profile_rows(shown: DataFrame, ranks: DataFrame, run_id: str) -> DataFrame:
     """user_id, run_id, genre_profile (JSON, :data:`PROFILE_FIELDS`) for every user with a
-    score."""
+    score, from what :func:`profile_tastes` keeps of the tastes (``shown``)."""
     # One list per user, made into both maps after the join: two aggregated lists cost the
     # grouping of every rank twice.
     standings = ranks.groupBy("user_id").agg(
         F.collect_list(F.struct("genre", "rank", "percentile")).alias("standings")
     )
     return (
-        tastes.filter(F.size("genres") > 0)
-        .join(standings, "user_id")
+        shown.join(standings, "user_id")
         .select(
             "user_id",
             "collection_size",
@@ -88,7 +101,7 @@ def profile_rows(tastes: DataFrame, ranks: DataFrame, run_id: str) -> DataFrame:
             F.map_from_arrays("genres", "genre_shares").alias("shares"),
             F.map_from_arrays("standings.genre", "standings.rank").alias("ranks"),
             F.map_from_arrays("standings.genre", "standings.percentile").alias("percentiles"),
-            F.slice("styles", 1, 3).alias("top_styles"),
+            "top_styles",
         )
         .select(*_document(run_id, "genre_profile", PROFILE_FIELDS))
     )

@@ -476,3 +476,46 @@ def test_collectors_of_a_users_record_name_it_in_the_reason(spark):
     )
     mine = recommended.filter("user_id = 1").orderBy("rank").collect()
     assert (mine[0].release_id, mine[0].reason) == (4, "collectors of Title 3 also keep it")
+
+
+def test_the_tastes_freed_before_the_serving_load_leave_what_a_profile_shows(spark):
+    from spark_jobs.nightly import materialize, release
+    from spark_jobs.serving import profile_tastes
+
+    tastes = materialize(
+        spark.createDataFrame(
+            [
+                (
+                    1,
+                    4,
+                    ["Jazz", "Funk / Soul"],
+                    [3.0, 1.0],
+                    [0.75, 0.25],
+                    ["Bop", "Soul", "Funk", "Modal"],
+                ),
+                (2, 0, [], [], [], []),
+            ],
+            "user_id long, collection_size int, genres array<string>, "
+            "genre_scores array<double>, genre_shares array<double>, styles array<string>",
+        )
+    )
+
+    def stored() -> set[int]:
+        return {info.id() for info in spark.sparkContext._jsc.sc().getRDDStorageInfo()}
+
+    tastes_blocks = tastes._jdf.logicalPlan().rdd().id()
+    assert tastes_blocks in stored()
+    shown = materialize(profile_tastes(tastes))
+    release(tastes)
+
+    assert tastes_blocks not in stored()
+    assert [row.asDict() for row in shown.collect()] == [
+        {
+            "user_id": 1,
+            "collection_size": 4,
+            "genres": ["Jazz", "Funk / Soul"],
+            "genre_scores": [3.0, 1.0],
+            "genre_shares": [0.75, 0.25],
+            "top_styles": ["Bop", "Soul", "Funk"],
+        }
+    ]
