@@ -38,8 +38,7 @@ def build_spark_session(
         "spark.cleaner.periodicGC.interval": "2min",
         # The batch's checkpoints (materialize) that do not fit in memory go to local disk;
         # compressed (LZ4), the tastes of 1M users took 1.3 GB there instead of 2.2 GB, for
-        # about a second more. (At 10M users the tastes' checkpoint is 16.9 GB compressed,
-        # ~1.7 KB a user: more than ten times 1M's, not a sign of the setting failing.)
+        # about a second more; at 10M users they take 16.9 GB compressed (~1.7 KB a user).
         "spark.rdd.compress": "true",
     }
     # Python workers must run the interpreter that has discorecs and its dependencies (the
