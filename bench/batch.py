@@ -2,7 +2,9 @@
 load) on generated data, against a Cassandra node started for the benchmark.
 
 Reports per-step times, peak RSS of the process tree (driver, Python workers, not the
-Cassandra JVM) and users per second. Targets on this 2-core machine: 1M users (catalog of at
+Cassandra JVM), users per second, the least free disk through the run and the node's merges
+after it (the load holds the node's compaction: those merges come once the run is over), and
+how long the node then spends merging. Targets on this 2-core machine: 1M users (catalog of at
 least 1M releases) in under 10 minutes including the Cassandra load; 10M users once in under
 2 hours.
 
@@ -18,16 +20,34 @@ import time
 from pathlib import Path
 
 from bench.common import PeakMemory, free_port, write_results
+from discorecs.cassandra import connect
 from discorecs.catalog.generate import write_dump
 from discorecs.catalog.ingest import build_catalog
 from discorecs.services.manager import LocalServices
-from discorecs.settings import load_settings
+from discorecs.settings import Settings, load_settings
 from discorecs.spark import build_spark_session
 from discorecs.users import TASTE_MODELS
 from discorecs.users.population import write_population
 from spark_jobs.nightly import run_batch
 
 CACHE = Path("~/.cache/discorecs/bench").expanduser()
+
+
+def merges_after_the_run(settings: Settings, quiet: float = 30.0, limit: float = 5400.0) -> float:
+    """Seconds until the node's merges are done (no task in ``system_views.sstable_tasks`` for
+    ``quiet`` seconds; at most ``limit``): the run's rows are merged only once it is over
+    (:func:`discorecs.schema.compaction_paused`), so this is the node's work the run's time
+    leaves out."""
+    started = time.monotonic()
+    busy_until = started
+    with connect(settings) as connection:
+        while True:
+            now = time.monotonic()
+            if connection.session.execute("SELECT kind FROM system_views.sstable_tasks").all():
+                busy_until = now
+            elif now - busy_until >= quiet or now - started >= limit:
+                return busy_until - started
+            time.sleep(2.0)
 
 
 def main() -> None:
@@ -79,10 +99,11 @@ def main() -> None:
             settings, "discorecs-bench-batch", {"spark.ui.enabled": "false"}
         )
         started = time.monotonic()
-        with PeakMemory() as memory:
+        with PeakMemory(disk=work) as memory:
             report = run_batch(spark, settings, say=print)
-        seconds = time.monotonic() - started
-        spark.stop()
+            seconds = time.monotonic() - started
+            spark.stop()
+            merging = merges_after_the_run(settings)
         figures = {
             "users": args.users,
             "releases": args.releases,
@@ -93,6 +114,8 @@ def main() -> None:
             "step_seconds": report.step_seconds,
             "counts": report.counts,
             "peak_rss_mb_driver_and_workers": memory.peak / 1e6,
+            "least_free_disk_gb": memory.least_free / 1e9,
+            "node_merges_after_the_run_seconds": merging,
             "projection_10m_users_hours": 10_000_000 / (args.users / seconds) / 3600,
             "target_seconds_1m_users": 600,
         }
@@ -100,6 +123,8 @@ def main() -> None:
             "seconds": round(seconds, 1),
             "serving_load_seconds": report.step_seconds.get("serving load"),
             "peak_rss_mb": round(memory.peak / 1e6),
+            "least_free_disk_gb": round(memory.least_free / 1e9, 1),
+            "node_merges_after_the_run_seconds": round(merging),
         }
         name = f"batch_{args.users}" + ("" if args.taste_model == "genres" else "_scenes")
         path = write_results(name, figures, headline)
@@ -110,6 +135,10 @@ def main() -> None:
         )
         for step, spent in report.step_seconds.items():
             print(f"  {step:14s} {spent:8.1f} s")
+        print(
+            f"then the node's merges: {merging:.0f} s; least free disk through it all: "
+            f"{memory.least_free / 1e9:.1f} GB"
+        )
         if args.users < 10_000_000:
             print(f"10M users projected (linear): {figures['projection_10m_users_hours']:.1f} h")
         print(f"targets: 1M users < 600 s, 10M users < 2 h (7,200 s)\nwritten to {path}")

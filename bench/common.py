@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import threading
 import time
@@ -132,17 +133,27 @@ class CpuShares:
 
 
 class PeakMemory:
-    """Samples the process tree's RSS every ``interval`` seconds; ``peak`` is the maximum."""
+    """Samples the process tree's RSS every ``interval`` seconds; ``peak`` is the maximum.
+    With ``disk`` (a path), also the free space of its file system: ``least_free`` is the
+    minimum, what a run left of the disk at its fullest."""
 
-    def __init__(self, interval: float = 0.2) -> None:
+    def __init__(self, interval: float = 0.2, disk: Path | None = None) -> None:
         self.interval = interval
+        self.disk = disk
         self.peak = 0
+        self.least_free: int | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        self.peak = max(self.peak, tree_rss_bytes())
+        if self.disk is not None:
+            free = shutil.disk_usage(self.disk).free
+            self.least_free = free if self.least_free is None else min(self.least_free, free)
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_bytes())
+            self._sample()
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
@@ -152,7 +163,7 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, tree_rss_bytes())
+        self._sample()
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from cassandra import InvalidRequest
@@ -144,8 +146,7 @@ def _upgrade_options(connection: CassandraConnection, keyspace: Any) -> list[str
             settings.append(f"speculative_retry = '{SPECULATIVE_RETRY}'")
         compaction = declared.get(name)
         if compaction and not _same_compaction(table.options.get("compaction", {}), compaction):
-            options = ", ".join(f"'{key}': '{value}'" for key, value in compaction.items())
-            settings.append(f"compaction = {{{options}}}")
+            settings.append(f"compaction = {_cql_map(compaction)}")
         if settings:
             connection.session.execute(
                 f"ALTER TABLE {keyspace.name}.{name} WITH {' AND '.join(settings)}", timeout=60
@@ -156,10 +157,69 @@ def _upgrade_options(connection: CassandraConnection, keyspace: Any) -> list[str
 
 def _same_compaction(existing: dict[str, str], declared: dict[str, str]) -> bool:
     """Whether a table's compaction (as Cassandra reports it: the class's full name, every
-    option as text) is the one declared (a short class name, some options)."""
-    return all(
+    option as text) is the one declared (a short class name, some options), and running
+    (not held by :func:`compaction_paused` in a run that was killed)."""
+    return existing.get("enabled", "true") == "true" and all(
         existing.get(key, "").rsplit(".", 1)[-1] == value
         if key == "class"
         else existing.get(key) == value
         for key, value in declared.items()
+    )
+
+
+@contextmanager
+def compaction_paused(settings: Settings, table: str) -> Iterator[None]:
+    """Hold ``table``'s automatic compaction while the block runs, then give the table back
+    the compaction it had (which starts merging what the block wrote).
+
+    For the nightly load of a row per user: the node flushes each memtable as it fills, and
+    merges them later. Merged during the load, the flushes grow into one merge of about half
+    the run's rows whose inputs are deleted only when it ends (every size-tiered or unified
+    merge frees its inputs at its end): at 10M users a 17 GB merge while Spark's shuffles
+    for the load still hold their disk, and node CPU taken from the load on a small host.
+    After the load, the merges find the disk the batch has released. Reads in between are
+    unharmed: each user's row of the run is in exactly one flushed SSTable, found through
+    the SSTables' bloom filters. A run killed inside the block leaves the compaction held
+    until the next run ends or ``discorecs init-schema`` runs (both give it back)."""
+    with connect(settings) as connection:
+        held = _compaction(connection, settings.cassandra_keyspace, table)
+        own = {key: value for key, value in held.items() if key != "enabled"}
+        _set_compaction(connection, settings.cassandra_keyspace, table, {**own, "enabled": "false"})
+    try:
+        yield
+    finally:
+        with connect(settings) as connection:
+            _set_compaction(connection, settings.cassandra_keyspace, table, own)
+
+
+def _compaction(connection: CassandraConnection, keyspace: str, table: str) -> dict[str, str]:
+    """A table's compaction options as Cassandra reports them (the class's full name)."""
+    rows = connection.session.execute(
+        "SELECT compaction FROM system_schema.tables WHERE keyspace_name = %s AND table_name = %s",
+        (keyspace, table),
+    ).all()
+    if not rows:
+        raise CassandraError(
+            f"Cassandra has no table {keyspace}.{table}: run `discorecs init-schema` first."
+        )
+    return dict(rows[0].compaction)
+
+
+def _set_compaction(
+    connection: CassandraConnection, keyspace: str, table: str, options: dict[str, str]
+) -> None:
+    execute_schema_statement(
+        connection.session,
+        f"ALTER TABLE {keyspace}.{table} WITH compaction = {_cql_map(options)}",
+    )
+
+
+def _cql_map(options: dict[str, str]) -> str:
+    """Text options as a CQL map literal."""
+
+    def quoted(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    return (
+        "{" + ", ".join(f"{quoted(key)}: {quoted(value)}" for key, value in options.items()) + "}"
     )

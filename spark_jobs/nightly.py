@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from discorecs import paths, storage, tables
 from discorecs.catalog.index import CatalogIndex, catalog_index
 from discorecs.progress import say_to_stderr
+from discorecs.schema import compaction_paused
 from discorecs.settings import Settings, load_settings
 from discorecs.tables import LEADERBOARD_COLUMNS, RECOMMENDATION_COLUMNS
 from spark_jobs import transforms as t
@@ -44,6 +45,10 @@ from spark_jobs.serving import (
 # Holdings (collection and wantlist rows) per partition of the per-user taste pass: each
 # partition's rows are in one Python worker's memory at once (~100 bytes a row at peak).
 HOLDINGS_PER_PARTITION = 2_000_000
+
+# The snapshot is the master dataset's largest part (10M users: ~10 GB with Spark's default
+# snappy) and a run keeps it on disk through its serving load: zstd makes it smaller.
+SNAPSHOT_COMPRESSION = "zstd"
 
 
 def run_batch(
@@ -243,7 +248,9 @@ def serving_load_step(
     The profiles are the last use of the tastes: the little of them a profile shows is
     kept apart first, so that the tastes' blocks are freed (:func:`release`) before the
     rows' shuffles and the node's SSTables need the disk. (A projection, not the profiles'
-    JSON: it keeps the tastes' partitioning, so the rows' join still shuffles no profile.)"""
+    JSON: it keeps the tastes' partitioning, so the rows' join still shuffles no profile.)
+    The node merges the rows once they are all written (:func:`discorecs.schema.
+    compaction_paused`)."""
     write_to_cassandra(
         settings,
         leaderboard_rows(ranks, inputs.users, report.run_id),
@@ -261,9 +268,10 @@ def serving_load_step(
         report.started_at,
         profiles=profile_rows(shown, ranks, report.run_id),
     )
-    write_to_cassandra(
-        settings, parts, tables.RECOMMENDATIONS, RECOMMENDATION_COLUMNS, rendered_by=render
-    )
+    with compaction_paused(settings, tables.RECOMMENDATIONS):
+        write_to_cassandra(
+            settings, parts, tables.RECOMMENDATIONS, RECOMMENDATION_COLUMNS, rendered_by=render
+        )
 
 
 def write_snapshot(
@@ -276,8 +284,13 @@ def write_snapshot(
     """Write the compacted state as the snapshots' version ``run_id`` and publish it (the
     pointer carries the watermark: the ingest time of the last event it includes)."""
     version = storage.begin(settings, paths.SNAPSHOTS, run_id)
-    collections.write.parquet(version.location.join(paths.SNAPSHOT_COLLECTIONS).uri)
-    wantlists.write.parquet(version.location.join(paths.SNAPSHOT_WANTLISTS).uri)
+    for state, name in (
+        (collections, paths.SNAPSHOT_COLLECTIONS),
+        (wantlists, paths.SNAPSHOT_WANTLISTS),
+    ):
+        state.write.option("compression", SNAPSHOT_COMPRESSION).parquet(
+            version.location.join(name).uri
+        )
     storage.publish(
         settings,
         version,

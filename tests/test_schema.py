@@ -8,7 +8,7 @@ import pytest
 from cassandra_schema import SCHEMA_FILE, declared_columns, declared_compaction, table_statements
 from discorecs import tables
 from discorecs.cassandra import CassandraError, connect
-from discorecs.schema import apply_schema, schema_script
+from discorecs.schema import apply_schema, compaction_paused, schema_script
 
 # Cassandra 5.0 syntax that 4.1 rejects: the schema targets 5.0 but must stay valid on 4.1.
 REJECTED_BY_4_1 = [
@@ -175,6 +175,43 @@ def test_columns_the_schema_added_are_added_to_a_table_from_an_earlier_release(s
     # the table was made with Cassandra's default compaction; it now has the schema's
     assert compaction.compaction["class"].endswith(".SizeTieredCompactionStrategy")
     assert compaction.compaction["min_threshold"] == "8"
+
+
+def compaction_of(settings, table: str) -> dict[str, str]:
+    with connect(settings) as connection:
+        row = connection.session.execute(
+            "SELECT compaction FROM system_schema.tables WHERE keyspace_name = %s "
+            "AND table_name = %s",
+            (settings.cassandra_keyspace, table),
+        ).one()
+    return dict(row.compaction)
+
+
+@pytest.mark.services
+def test_a_load_holds_the_compaction_and_gives_back_the_one_the_table_had(services):
+    apply_schema(services)
+    before = compaction_of(services, tables.RECOMMENDATIONS)
+    with compaction_paused(services, tables.RECOMMENDATIONS):
+        held = compaction_of(services, tables.RECOMMENDATIONS)
+    assert held == {**before, "enabled": "false"}
+    assert compaction_of(services, tables.RECOMMENDATIONS) == before
+    with (
+        pytest.raises(RuntimeError, match="load failed"),
+        compaction_paused(services, tables.RECOMMENDATIONS),
+    ):
+        raise RuntimeError("load failed")
+    assert compaction_of(services, tables.RECOMMENDATIONS) == before
+
+
+@pytest.mark.services
+def test_init_schema_gives_back_a_compaction_a_killed_load_held(services):
+    apply_schema(services)
+    before = compaction_of(services, tables.RECOMMENDATIONS)
+    paused = compaction_paused(services, tables.RECOMMENDATIONS)
+    paused.__enter__()  # and never left: the run was killed
+    assert compaction_of(services, tables.RECOMMENDATIONS)["enabled"] == "false"
+    apply_schema(services)
+    assert compaction_of(services, tables.RECOMMENDATIONS) == before
 
 
 class JoiningCluster:
