@@ -188,8 +188,15 @@ def compaction_paused(settings: Settings, table: str) -> Iterator[None]:
     try:
         yield
     finally:
-        with connect(settings) as connection:
-            _set_compaction(connection, settings.cassandra_keyspace, table, own)
+        try:
+            with connect(settings) as connection:
+                _set_compaction(connection, settings.cassandra_keyspace, table, own)
+        except Exception as error:
+            raise CassandraError(
+                f"the compaction of {settings.cassandra_keyspace}.{table} is still held (the "
+                f"load held it; giving it back failed: {error}). Run `discorecs init-schema` "
+                "once Cassandra answers: it gives the table its compaction back."
+            ) from error
 
 
 def _compaction(connection: CassandraConnection, keyspace: str, table: str) -> dict[str, str]:

@@ -214,6 +214,32 @@ def test_init_schema_gives_back_a_compaction_a_killed_load_held(services):
     assert compaction_of(services, tables.RECOMMENDATIONS) == before
 
 
+@pytest.mark.services
+def test_a_compaction_that_cannot_be_given_back_is_named_with_the_fix(services, monkeypatch):
+    import discorecs.schema
+
+    apply_schema(services)
+    before = compaction_of(services, tables.RECOMMENDATIONS)
+
+    def unreachable(*args, **kwargs):
+        raise CassandraError("Cassandra is not reachable at 127.0.0.1")
+
+    with (
+        pytest.raises(CassandraError) as raised,
+        compaction_paused(services, tables.RECOMMENDATIONS),
+    ):
+        monkeypatch.setattr(discorecs.schema, "connect", unreachable)  # down after the load
+    monkeypatch.undo()
+    assert str(raised.value).startswith(
+        "the compaction of discorecs_test.recommendations_by_user is still held (the load "
+        "held it; giving it back failed: Cassandra is not reachable at 127.0.0.1). Run "
+        "`discorecs init-schema`"
+    )
+    assert compaction_of(services, tables.RECOMMENDATIONS)["enabled"] == "false"
+    apply_schema(services)
+    assert compaction_of(services, tables.RECOMMENDATIONS) == before
+
+
 class JoiningCluster:
     """A session whose first answers come from a node that has not pulled the keyspace yet
     (a unit fake: the real race needs nodes joining at the right moment)."""
