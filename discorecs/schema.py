@@ -178,9 +178,9 @@ def compaction_paused(settings: Settings, table: str) -> Iterator[None]:
     merge frees its inputs at its end): at 10M users a 17 GB merge while Spark's shuffles
     for the load still hold their disk, and node CPU taken from the load on a small host.
     After the load, the merges find the disk the load's shuffles held once the batch lets
-    them go (when it ends, at the latest). Reads in between are
-    unharmed: each user's row of the run is in exactly one flushed SSTable, found through
-    the SSTables' bloom filters. A run killed inside the block leaves the compaction held
+    them go (when it ends, at the latest). Reads in between are unharmed: each user's row
+    of the run is in exactly one flushed SSTable, found through the SSTables' bloom
+    filters. A run killed inside the block leaves the compaction held
     until the next run ends or ``discorecs init-schema`` runs (both give it back)."""
     with connect(settings) as connection:
         held = _compaction(connection, settings.cassandra_keyspace, table)

@@ -69,6 +69,16 @@ def test_leaderboard_buckets_are_bounded():
         tables.leaderboard_bucket(0)
 
 
+def compaction_of(settings, table: str) -> dict[str, str]:
+    with connect(settings) as connection:
+        row = connection.session.execute(
+            "SELECT compaction FROM system_schema.tables WHERE keyspace_name = %s "
+            "AND table_name = %s",
+            (settings.cassandra_keyspace, table),
+        ).one()
+    return dict(row.compaction)
+
+
 @pytest.mark.services
 def test_schema_applies_twice_against_real_cassandra(services):
     first = apply_schema(services)
@@ -83,13 +93,9 @@ def test_schema_applies_twice_against_real_cassandra(services):
                 (services.cassandra_keyspace, tables.RECOMMENDATIONS),
             )
         }
-        compaction = connection.session.execute(
-            "SELECT compaction FROM system_schema.tables WHERE keyspace_name = %s "
-            "AND table_name = %s",
-            (services.cassandra_keyspace, tables.DEAD_LETTERS),
-        ).one()
     assert columns == {*tables.RECOMMENDATION_COLUMNS, *tables.LIVE_COLUMNS}
-    assert compaction.compaction["class"].endswith("TimeWindowCompactionStrategy")
+    compaction = compaction_of(services, tables.DEAD_LETTERS)
+    assert compaction["class"].endswith("TimeWindowCompactionStrategy")
 
 
 def test_column_types_are_read_from_the_statements():
@@ -166,25 +172,11 @@ def test_columns_the_schema_added_are_added_to_a_table_from_an_earlier_release(s
                 "'discorecs_schema_added' AND table_name = %s AND column_name = 'pick_ids'",
                 (tables.RECOMMENDATIONS,),
             ).one()
-            compaction = connection.session.execute(
-                "SELECT compaction FROM system_schema.tables WHERE keyspace_name = "
-                "'discorecs_schema_added' AND table_name = %s",
-                (tables.RECOMMENDATIONS,),
-            ).one()
+        compaction = compaction_of(old, tables.RECOMMENDATIONS)
     assert row is not None and row.type == "blob"
     # the table was made with Cassandra's default compaction; it now has the schema's
-    assert compaction.compaction["class"].endswith(".SizeTieredCompactionStrategy")
-    assert compaction.compaction["min_threshold"] == "8"
-
-
-def compaction_of(settings, table: str) -> dict[str, str]:
-    with connect(settings) as connection:
-        row = connection.session.execute(
-            "SELECT compaction FROM system_schema.tables WHERE keyspace_name = %s "
-            "AND table_name = %s",
-            (settings.cassandra_keyspace, table),
-        ).one()
-    return dict(row.compaction)
+    assert compaction["class"].endswith(".SizeTieredCompactionStrategy")
+    assert compaction["min_threshold"] == "8"
 
 
 @pytest.mark.services
